@@ -1,0 +1,394 @@
+"""Tracks: the one contract between stages (numpy-only, so Blender can read it too).
+
+A :class:`Track` holds one clip's facial animation at a fixed frame rate (25 fps by default):
+
+=====================  ===============  ==================================================
+field                  shape / dtype    meaning
+=====================  ===============  ==================================================
+``fps``                float            frames per second (stored in every file)
+``landmarks_2d``       (T, 68, 2) f32   iBUG-68 points in pixels, x right, y down, in an
+                                        image of ``image_size`` = (width, height)
+``landmarks_3d``       (T, 68, 3) f32   optional pose-invariant 3D landmarks, mm (SFM frame)
+``pose_rotation``      (T, 3) f32       head rotation, radians, [pitch(x), yaw(y), roll(z)],
+                                        R = Rz(roll) @ Ry(yaw) @ Rx(pitch)
+``pose_translation``   (T, 2) f32       2D translation in pixels (EVP Eq. 8's t)
+``pose_scale``         (T,) f32         scaled-orthographic scale, pixels per mm
+``identity``           (S,) f32         SFM identity coefficients (std units); S may be 0
+``expression``         (T, K) f32       named expression coefficients (K may be 0)
+``expression_names``   K strings        unique channel names (see evp_anim.face.channels)
+``emotion``            (T, 8) f32       per-frame emotion weights in EMOTIONS order, rows sum to 1
+``intensity``          (T,) f32         per-frame emotion intensity in [0, 1]
+``phonemes``           list             optional (start_s, end_s, symbol) segments
+``provenance``         dict             source audio hash, model name/version, command, ...
+``info``               dict             free-form clip facts (speaker, sentence, corpus, ...)
+=====================  ===============  ==================================================
+
+On disk a track is one ``.npz`` (no pickles) with a JSON ``meta`` entry carrying the format tag,
+``schema_version``, fps, image size, names and the lists/dicts. :func:`load_track` validates
+everything and raises :class:`~evp_anim.errors.EvpError` with a one-line message on any problem;
+:func:`save_track` writes atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .atomic import atomic_path
+from .emotions import EMOTIONS, NUM_EMOTIONS
+from .errors import EvpError
+
+FORMAT = "evp-anim-track"
+SCHEMA_VERSION = 1
+DEFAULT_FPS = 25.0
+NUM_LANDMARKS = 68
+
+# Per-frame arrays and their trailing shapes (None = K, the number of expression channels).
+_FRAME_FIELDS: dict[str, tuple] = {
+    "landmarks_2d": (NUM_LANDMARKS, 2),
+    "landmarks_3d": (NUM_LANDMARKS, 3),
+    "pose_rotation": (3,),
+    "pose_translation": (2,),
+    "pose_scale": (),
+    "expression": (None,),
+    "emotion": (NUM_EMOTIONS,),
+    "intensity": (),
+}
+_OPTIONAL = {"landmarks_3d"}
+
+
+@dataclasses.dataclass
+class Track:
+    """One clip of facial animation; see the module docstring for fields, shapes and units."""
+
+    fps: float
+    landmarks_2d: np.ndarray
+    image_size: tuple[int, int]
+    pose_rotation: np.ndarray
+    pose_translation: np.ndarray
+    pose_scale: np.ndarray
+    expression: np.ndarray
+    expression_names: list[str]
+    emotion: np.ndarray
+    intensity: np.ndarray
+    identity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    landmarks_3d: np.ndarray | None = None
+    phonemes: list[tuple[float, float, str]] = dataclasses.field(default_factory=list)
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def new(cls, landmarks_2d: np.ndarray, *, fps: float = DEFAULT_FPS,
+            image_size: tuple[int, int] = (256, 256), **fields: Any) -> "Track":
+        """Build a track from landmarks, filling absent fields with neutral defaults.
+
+        Defaults: identity pose (zero rotation/translation, scale 1), no expression channels,
+        neutral emotion with intensity 0. The result is validated.
+        """
+        lm = np.asarray(landmarks_2d, np.float32)
+        t = lm.shape[0] if lm.ndim == 3 else 0
+        defaults: dict[str, Any] = {
+            "pose_rotation": np.zeros((t, 3), np.float32),
+            "pose_translation": np.zeros((t, 2), np.float32),
+            "pose_scale": np.ones(t, np.float32),
+            "expression": np.zeros((t, 0), np.float32),
+            "expression_names": [],
+            "emotion": np.tile(np.eye(NUM_EMOTIONS, dtype=np.float32)[0], (t, 1)),
+            "intensity": np.zeros(t, np.float32),
+        }
+        defaults.update(fields)
+        track = cls(fps=float(fps), landmarks_2d=lm, image_size=tuple(image_size), **defaults)
+        track.validate()
+        return track
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_frames(self) -> int:
+        """Number of frames T."""
+        return int(self.landmarks_2d.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds (T / fps)."""
+        return self.n_frames / self.fps
+
+    def channel(self, name: str) -> np.ndarray:
+        """(T,) values of expression channel ``name``."""
+        try:
+            return self.expression[:, self.expression_names.index(name)]
+        except ValueError:
+            raise EvpError(f"track has no expression channel {name!r}") from None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-frame arrays by field name (optional ones only when present)."""
+        out = {}
+        for name in _FRAME_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, source: str = "track") -> "Track":
+        """Check shapes, dtypes, finiteness and ranges; coerce float arrays to float32.
+
+        Raises :class:`EvpError` naming ``source`` and the offending field.
+        """
+        def fail(msg: str) -> None:
+            raise EvpError(f"{source}: {msg}")
+
+        if not isinstance(self.fps, (int, float)) or not np.isfinite(self.fps) or not 0 < self.fps <= 1000:
+            fail(f"fps must be a number in (0, 1000], got {self.fps!r}")
+        self.fps = float(self.fps)
+        if (len(self.image_size) != 2 or any(int(v) != v or v <= 0 for v in self.image_size)):
+            fail(f"image_size must be two positive integers (width, height), got {self.image_size!r}")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+        lm = self.landmarks_2d
+        if not isinstance(lm, np.ndarray) or lm.ndim != 3:
+            fail("landmarks_2d must be a (T, 68, 2) array")
+        t = lm.shape[0]
+        if t == 0:
+            fail("track has 0 frames")
+        names = self.expression_names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+            fail("expression_names must be a list of non-empty strings")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if list(names).count(n) > 1})
+            fail(f"expression_names has duplicates: {dup}")
+        self.expression_names = list(names)
+        k = len(names)
+
+        for name, tail in _FRAME_FIELDS.items():
+            arr = getattr(self, name)
+            if arr is None:
+                if name in _OPTIONAL:
+                    continue
+                fail(f"missing field {name}")
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)
+            if not np.issubdtype(arr.dtype, np.floating):
+                fail(f"{name} must be floating point, got dtype {arr.dtype}")
+            want = (t,) + tuple(k if d is None else d for d in tail)
+            if arr.shape != want:
+                fail(f"{name} has shape {arr.shape}, expected {want}")
+            arr = arr.astype(np.float32, copy=False)
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                frame = int(np.argwhere(bad)[0][0])
+                fail(f"{name} has NaN or infinite values (first at frame {frame})")
+            setattr(self, name, arr)
+
+        ident = np.asarray(self.identity)
+        if ident.ndim != 1 or (ident.size and not np.issubdtype(ident.dtype, np.floating)):
+            fail(f"identity must be a 1-D float array, got shape {ident.shape}")
+        if not np.all(np.isfinite(ident)):
+            fail("identity has NaN or infinite values")
+        self.identity = ident.astype(np.float32, copy=False)
+
+        if (self.emotion < -1e-6).any():
+            fail("emotion weights must be non-negative")
+        sums = self.emotion.sum(axis=1)
+        if np.abs(sums - 1.0).max() > 1e-3:
+            frame = int(np.argmax(np.abs(sums - 1.0)))
+            fail(f"emotion weights must sum to 1 per frame (frame {frame} sums to {sums[frame]:.4f})")
+        if (self.intensity < -1e-6).any() or (self.intensity > 1 + 1e-6).any():
+            fail("intensity must lie in [0, 1]")
+        if (self.pose_scale <= 0).any():
+            fail("pose_scale must be positive")
+
+        phon = []
+        for seg in self.phonemes:
+            try:
+                s, e, sym = float(seg[0]), float(seg[1]), str(seg[2])
+            except (TypeError, ValueError, IndexError):
+                fail(f"phoneme segment {seg!r} is not (start_s, end_s, symbol)")
+            if not (np.isfinite(s) and np.isfinite(e)) or e < s:
+                fail(f"phoneme segment {seg!r} has end before start")
+            phon.append((s, e, sym))
+        self.phonemes = phon
+        if not isinstance(self.provenance, dict) or not isinstance(self.info, dict):
+            fail("provenance and info must be dicts")
+        return self
+
+    # ------------------------------------------------------------------ editing
+    def copy(self) -> "Track":
+        """Deep copy."""
+        return dataclasses.replace(
+            self, **{k: v.copy() for k, v in self.arrays().items()},
+            identity=self.identity.copy(), expression_names=list(self.expression_names),
+            phonemes=list(self.phonemes), provenance=json.loads(json.dumps(self.provenance)),
+            info=json.loads(json.dumps(self.info)))
+
+    def slice(self, start: int, stop: int | None = None) -> "Track":
+        """Frames [start, stop) as a new track; phonemes are clipped and shifted to the new start."""
+        stop = self.n_frames if stop is None else stop
+        if not 0 <= start < stop <= self.n_frames:
+            raise EvpError(f"slice [{start}, {stop}) is outside the track's 0..{self.n_frames} frames")
+        t0, t1 = start / self.fps, stop / self.fps
+        phon = [(max(s, t0) - t0, min(e, t1) - t0, p) for s, e, p in self.phonemes if e > t0 and s < t1]
+        out = self.copy()
+        for name, arr in self.arrays().items():
+            setattr(out, name, arr[start:stop].copy())
+        out.phonemes = phon
+        return out.validate()
+
+    def resample(self, fps: float) -> "Track":
+        """The same motion at ``fps`` frames per second (linear interpolation in time).
+
+        Frame i is sampled at time i / fps; the new length is round(duration * fps).
+        Emotion weights are renormalised after interpolation; rotations are interpolated per
+        Euler angle, which is accurate for the small head rotations of talking faces.
+        """
+        fps = float(fps)
+        if not np.isfinite(fps) or not 0 < fps <= 1000:
+            raise EvpError(f"fps must be in (0, 1000], got {fps!r}")
+        if fps == self.fps:
+            return self.copy()
+        n_new = max(1, int(round(self.duration * fps)))
+        src_t = np.arange(self.n_frames) / self.fps
+        dst_t = np.clip(np.arange(n_new) / fps, 0.0, src_t[-1])
+        idx = np.clip(np.searchsorted(src_t, dst_t, side="right") - 1, 0, self.n_frames - 1)
+        nxt = np.minimum(idx + 1, self.n_frames - 1)
+        span = np.where(nxt > idx, src_t[nxt] - src_t[idx], 1.0)
+        w = ((dst_t - src_t[idx]) / span).astype(np.float32)
+        out = self.copy()
+        out.fps = fps
+        for name, arr in self.arrays().items():
+            wb = w.reshape((-1,) + (1,) * (arr.ndim - 1))
+            setattr(out, name, (arr[idx] * (1 - wb) + arr[nxt] * wb).astype(np.float32))
+        out.emotion = out.emotion / out.emotion.sum(axis=1, keepdims=True)
+        return out.validate()
+
+    # ------------------------------------------------------------------ meta
+    def meta(self) -> dict[str, Any]:
+        """The JSON part of the file (everything that is not a per-frame array)."""
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "fps": self.fps,
+            "n_frames": self.n_frames,
+            "image_size": list(self.image_size),
+            "expression_names": list(self.expression_names),
+            "emotion_names": list(EMOTIONS),
+            "phonemes": [[s, e, p] for s, e, p in self.phonemes],
+            "provenance": self.provenance,
+            "info": self.info,
+        }
+
+
+def concat(tracks: Sequence[Track]) -> Track:
+    """Concatenate tracks in time. They must share fps, image size, channel names and identity."""
+    if not tracks:
+        raise EvpError("nothing to concatenate")
+    first = tracks[0]
+    for i, tr in enumerate(tracks[1:], start=1):
+        if tr.fps != first.fps:
+            raise EvpError(f"track {i} has fps {tr.fps}, track 0 has {first.fps}: resample first")
+        if tr.image_size != first.image_size:
+            raise EvpError(f"track {i} has image size {tr.image_size}, track 0 has {first.image_size}")
+        if tr.expression_names != first.expression_names:
+            raise EvpError(f"track {i} has different expression channels from track 0")
+        if (tr.landmarks_3d is None) != (first.landmarks_3d is None):
+            raise EvpError(f"track {i} {'lacks' if tr.landmarks_3d is None else 'has'} landmarks_3d, track 0 does not")
+        if tr.identity.shape != first.identity.shape or not np.allclose(tr.identity, first.identity):
+            raise EvpError(f"track {i} has a different identity from track 0")
+    out = first.copy()
+    for name in first.arrays():
+        setattr(out, name, np.concatenate([getattr(t, name) for t in tracks], axis=0))
+    phon, offset = [], 0.0
+    for tr in tracks:
+        phon += [(s + offset, e + offset, p) for s, e, p in tr.phonemes]
+        offset += tr.duration
+    out.phonemes = phon
+    return out.validate()
+
+
+# ---------------------------------------------------------------------- file I/O
+def save_track(track: Track, path: str | os.PathLike) -> Path:
+    """Validate and write ``track`` to ``path`` (.npz) atomically; returns the path."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise EvpError(f"track files end in .npz, got {path.name!r}")
+    track.validate(str(path))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            _write_npz(track, f)
+    return path
+
+
+def _write_npz(track: Track, f) -> None:
+    meta = json.dumps(track.meta(), allow_nan=False)
+    np.savez_compressed(f, **track.arrays(), identity=track.identity,
+                        meta=np.frombuffer(meta.encode("utf-8"), np.uint8))
+
+
+def load_track(path: str | os.PathLike) -> Track:
+    """Read and validate a track file; raises :class:`EvpError` with a one-line reason."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise EvpError(f"track file not found: {src}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise EvpError(f"{src}: not a readable track file ({type(e).__name__}: {e})") from None
+    if "meta" not in data:
+        raise EvpError(f"{src}: not an evp-anim track (no meta entry)")
+    try:
+        meta = json.loads(bytes(data.pop("meta")).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvpError(f"{src}: track meta is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise EvpError(f"{src}: not an evp-anim track (format tag is {meta.get('format') if isinstance(meta, dict) else meta!r})")
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise EvpError(f"{src}: track has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise EvpError(f"{src}: track schema version {version} is newer than this evp-anim supports "
+                       f"({SCHEMA_VERSION}); upgrade evp-anim")
+    if meta.get("emotion_names", list(EMOTIONS)) != list(EMOTIONS):
+        raise EvpError(f"{src}: emotion columns {meta.get('emotion_names')} differ from {list(EMOTIONS)}")
+    for name in _FRAME_FIELDS:
+        if name not in data and name not in _OPTIONAL:
+            raise EvpError(f"{src}: track lacks the array {name!r}")
+    try:
+        track = Track(
+            fps=meta["fps"],
+            landmarks_2d=data["landmarks_2d"],
+            image_size=tuple(meta["image_size"]),
+            pose_rotation=data["pose_rotation"],
+            pose_translation=data["pose_translation"],
+            pose_scale=data["pose_scale"],
+            expression=data["expression"],
+            expression_names=meta["expression_names"],
+            emotion=data["emotion"],
+            intensity=data["intensity"],
+            identity=data.get("identity", np.zeros(0, np.float32)),
+            landmarks_3d=data.get("landmarks_3d"),
+            phonemes=[tuple(p) for p in meta.get("phonemes", [])],
+            provenance=meta.get("provenance", {}),
+            info=meta.get("info", {}),
+        )
+    except (KeyError, TypeError) as e:
+        raise EvpError(f"{src}: track meta lacks or mangles {e}") from None
+    track.validate(src)
+    if meta.get("n_frames", track.n_frames) != track.n_frames:
+        raise EvpError(f"{src}: meta says {meta['n_frames']} frames but arrays hold {track.n_frames}")
+    return track
+
+
+def track_bytes(track: Track) -> bytes:
+    """Serialise to bytes (what :func:`save_track` writes), for hashing or transport."""
+    buf = io.BytesIO()
+    _write_npz(track.validate(), buf)
+    return buf.getvalue()
