@@ -1,0 +1,281 @@
+"""The ``evp-anim`` command line: a thin typer layer over the library functions.
+
+Every user error is an :class:`~evp_anim.errors.EvpError`; :func:`main` prints it as one line
+(``error: …``) on stderr and exits with status 2, or as a JSON ``failure`` line with
+``--machine-readable``. Heavy modules are imported inside commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import EvpError
+from .progress import Reporter
+
+app = typer.Typer(
+    name="evp-anim",
+    help="Speech to emotional facial animation: landmark and 3DMM tracks, previews, corpora.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+assets_app = typer.Typer(help="The Surrey Face Model files (download, locate, verify).", no_args_is_help=True)
+rig_app = typer.Typer(help="The SFM face rig (contact sheet of its shapes).", no_args_is_help=True)
+corpus_app = typer.Typer(help="Real corpora (MEAD, RAVDESS, CREMA-D) → manifest.", no_args_is_help=True)
+app.add_typer(assets_app, name="assets")
+app.add_typer(rig_app, name="rig")
+app.add_typer(corpus_app, name="corpus")
+
+_state = {"reporter": Reporter()}
+
+SfmDirOpt = typer.Option(None, "--sfm-dir", help="Folder with the SFM files (else $EVP_ANIM_SFM_DIR, "
+                         "else the per-user cache filled by `evp-anim assets download`).")
+
+
+def _reporter() -> Reporter:
+    return _state["reporter"]
+
+
+@app.callback()
+def _main_options(
+    machine_readable: bool = typer.Option(False, "--machine-readable",
+                                          help="Progress and results as JSON lines on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    _state["reporter"] = Reporter(machine_readable=machine_readable, quiet=quiet)
+
+
+def _sfm(sfm_dir: Optional[Path]) -> Path:
+    from .assets import find_sfm_dir
+    return find_sfm_dir(sfm_dir)
+
+
+# ---------------------------------------------------------------------- assets
+@assets_app.command("download")
+def assets_download(
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Target folder (default: the per-user cache)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to fetch from (http(s):// or file://); "
+                                           "default: the pinned eos commit's raw files."),
+) -> None:
+    """Download the Surrey Face Model files from the pinned eos commit and check their SHA-256 sums."""
+    from .assets import SFM_LICENCE, download_sfm
+    rep = _reporter()
+    rep.start("assets-download", description="SFM files")
+    out = download_sfm(dest=dest, base_url=base_url, progress=rep.fraction)
+    rep.success(output=str(out))
+    rep.info(f"SFM files ready in {out}\n{SFM_LICENCE}")
+
+
+@assets_app.command("path")
+def assets_path(sfm_dir: Optional[Path] = SfmDirOpt) -> None:
+    """Print the folder the SFM files are found in (non-zero exit if none)."""
+    from .assets import verify_sfm_dir
+    d = _sfm(sfm_dir)
+    problems = verify_sfm_dir(d)
+    if problems:
+        raise EvpError(f"{d}: {problems[0]} (run `evp-anim assets download`)")
+    typer.echo(str(d))
+
+
+# ---------------------------------------------------------------------- rig
+@rig_app.command("sheet")
+def rig_sheet(
+    output: Path = typer.Option(Path("rig_contact_sheet.png"), "-o", "--output", help="PNG to write."),
+    tile: int = typer.Option(192, "--tile", min=64, max=1024, help="Tile size in pixels."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Render every rig channel (and each emotion) at full weight into one contact-sheet PNG."""
+    from .face.contact_sheet import contact_sheet
+    from .face.rig import FaceRig
+    if output.suffix.lower() != ".png":
+        raise EvpError(f"contact sheet output must end in .png, got {output.name!r}")
+    contact_sheet(FaceRig(_sfm(sfm_dir)), output, tile=tile)
+    _reporter().info(f"wrote {output}")
+
+
+# ---------------------------------------------------------------------- synth
+@app.command()
+def synth(
+    output: Path = typer.Argument(..., help="Corpus folder to create (or resume)."),
+    speakers: int = typer.Option(8, "--speakers", help="Number of synthetic speakers."),
+    sentences: int = typer.Option(20, "--sentences", help="Number of sentences (from the built-in list)."),
+    seed: int = typer.Option(0, "--seed", help="Corpus seed: the same seed gives the same corpus."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel worker processes "
+                                          "(default: all cores)."),
+    test_speakers: Optional[int] = typer.Option(None, "--test-speakers", help="Held-out speakers "
+                                                "(default: a quarter)."),
+    test_sentences: Optional[int] = typer.Option(None, "--test-sentences", help="Held-out sentences "
+                                                 "(default: a fifth)."),
+    emotions: Optional[str] = typer.Option(None, "--emotions", help="Comma-separated subset of the 8 emotions."),
+    pairs: bool = typer.Option(True, "--pairs/--no-pairs", help="Also compute the DTW pseudo pairs."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Make a synthetic MEAD-like corpus: speakers × sentences × 8 emotions × 3 levels.
+
+    Speech from espeak-ng with per-emotion prosody and exact phoneme timing; ground-truth Tracks
+    from the SFM rig (visemes with coarticulation, emotion dynamics, blinks, head motion).
+    Deterministic from --seed; a killed run resumes when run again with the same options.
+    """
+    from .emotions import EMOTIONS, canonical_emotion
+    from .synth.corpus import CorpusConfig, synthesize_corpus
+    emo = tuple(EMOTIONS) if not emotions else tuple(
+        dict.fromkeys(canonical_emotion(e) for e in emotions.split(",") if e.strip()))
+    config = CorpusConfig(n_speakers=speakers, n_sentences=sentences, seed=seed,
+                          test_speakers=test_speakers, test_sentences=test_sentences, emotions=emo)
+    config.validate()
+    sfm = _sfm(sfm_dir)
+    rep = _reporter()
+    from .synth.corpus import plan_jobs
+    rep.start("synth", total=len(plan_jobs(config)), description="clips")
+    rows = synthesize_corpus(output, config, sfm, workers=workers, progress=lambda d, t: rep.update(d))
+    rep.success(output=str(output), clips=len(rows))
+    seconds = sum(r.duration_s for r in rows)
+    rep.info(f"{len(rows)} clips ({seconds / 60:.1f} min of speech) in {output}")
+    if pairs:
+        _make_pairs(output, rows)
+
+
+def _make_pairs(root: Path, rows) -> None:
+    from .data.pairs import build_pairs
+    rep = _reporter()
+    rep.start("pairs", description="DTW pairs")
+    out = build_pairs(root, rows, progress=rep.fraction)
+    rep.success(output=str(out))
+    rep.info(f"wrote {out}")
+
+
+@app.command()
+def pairs(corpus: Path = typer.Argument(..., help="Corpus folder with manifest.csv.")) -> None:
+    """Compute EVP's DTW pseudo pairs (same speaker and sentence, two emotions) into pairs.npz."""
+    from .data.manifest import read_manifest
+    _make_pairs(corpus, read_manifest(corpus / "manifest.csv"))
+
+
+# ---------------------------------------------------------------------- tracks
+@app.command()
+def info(track: Path = typer.Argument(..., help="Track file (.npz).")) -> None:
+    """Validate a track and print a summary as JSON."""
+    from .emotions import EMOTIONS
+    from .tracks import load_track
+    tr = load_track(track)
+    mean_emo = tr.emotion.mean(0)
+    summary = {
+        "frames": tr.n_frames, "fps": tr.fps, "duration_s": round(tr.duration, 3),
+        "image_size": list(tr.image_size), "expression_channels": len(tr.expression_names),
+        "has_landmarks_3d": tr.landmarks_3d is not None, "identity_dim": int(tr.identity.size),
+        "dominant_emotion": EMOTIONS[int(mean_emo.argmax())],
+        "mean_intensity": round(float(tr.intensity.mean()), 3), "phonemes": len(tr.phonemes),
+        "provenance": tr.provenance, "info": tr.info,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def preview(
+    track: Path = typer.Argument(..., help="Track file (.npz)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Video to write (.mp4)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Audio to mux in (default: the track's "
+                                         "source audio when it is beside the corpus)."),
+    size: int = typer.Option(384, "--size", min=128, max=1024, help="Panel size in pixels."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Landmark sketch beside a shaded SFM head, with the audio muxed in."""
+    from .preview import write_preview
+    from .tracks import load_track
+    tr = load_track(track)
+    rep = _reporter()
+    rep.start("preview", total=tr.n_frames, description="frames")
+    write_preview(tr, output, audio_path=audio, sfm_dir=_sfm(sfm_dir), size=size, progress=rep.update,
+                  track_path=track)
+    rep.success(output=str(output))
+    rep.info(f"wrote {output}")
+
+
+@app.command()
+def features(
+    audio: Path = typer.Argument(..., help="Audio file (wav, flac, mp3, m4a, ...)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Features file (.npz)."),
+) -> None:
+    """EVP audio features: MFCC windows (T×28×12 at 25 fps), energy (dBFS) and voice activity."""
+    import numpy as np
+
+    from .atomic import atomic_path
+    from .audio.features import energy, mfcc_windows, voice_activity
+    from .audio.io import load_audio
+    if output.suffix != ".npz":
+        raise EvpError(f"features output must end in .npz, got {output.name!r}")
+    x = load_audio(audio)
+    win = mfcc_windows(x)
+    n = win.shape[0]
+    with atomic_path(output) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, mfcc_windows=win, energy_db=energy(x, n_frames=n),
+                                voice_activity=voice_activity(x, n_frames=n), fps=np.float32(25.0))
+    _reporter().info(f"{n} frames → {output}")
+
+
+# ---------------------------------------------------------------------- real corpora
+@corpus_app.command("import")
+def corpus_import(
+    root: Path = typer.Argument(..., help="Root folder of a MEAD, RAVDESS or CREMA-D copy."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (.csv)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="mead, ravdess or cremad (default: detect)."),
+    test_speakers: Optional[str] = typer.Option(None, "--test-speakers", help="Comma-separated held-out speaker ids."),
+    test_sentences: Optional[str] = typer.Option(None, "--test-sentences", help="Comma-separated held-out sentence ids."),
+) -> None:
+    """Read a real corpus's file names into the same manifest as the synthetic corpus."""
+    from .data.manifest import write_manifest
+    from .data.readers import read_corpus
+    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else ()  # noqa: E731
+    result = read_corpus(root, kind=kind, test_speakers=split(test_speakers), test_sentences=split(test_sentences))
+    rows, skipped = (result if isinstance(result, tuple) else (result, []))
+    write_manifest(output, rows)
+    _reporter().info(f"{len(rows)} clips → {output}" + (f"; skipped {len(skipped)} (first: {skipped[0]})"
+                                                         if skipped else ""))
+
+
+# ---------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the demo's outputs."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """The main job until trained models exist: a small corpus, then a preview video of one clip."""
+    from .demo import run_demo
+    rep = _reporter()
+    result = run_demo(output, _sfm(sfm_dir), rep)
+    rep.info("\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EvpError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        rep = _reporter()
+        if rep.machine_readable:
+            rep.failure(msg)
+        else:
+            typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click's own usage errors
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

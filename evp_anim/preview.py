@@ -1,0 +1,108 @@
+"""Preview videos of a Track: the landmark sketch beside a shaded SFM head, audio muxed in.
+
+Left panel: the track's 2D landmarks (iBUG polylines), framed by their bounding box over the
+whole clip so the framing does not jitter. Right panel: the SFM head with the track's identity,
+expression channels (matched to the rig by name) and head rotation, rendered on the CPU.
+Frames are rendered and encoded one at a time, so memory does not grow with clip length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .emotions import EMOTIONS
+from .errors import EvpError
+from .tracks import Track
+
+
+def find_track_audio(track: Track, track_path: Path | None) -> Path | None:
+    """The track's source audio, if it sits where the synthetic corpus puts it (verified by hash)."""
+    rel = track.info.get("audio")
+    if not rel or track_path is None:
+        return None
+    for parent in Path(track_path).resolve().parents[:6]:
+        cand = parent / rel
+        if cand.is_file():
+            want = track.provenance.get("source_audio_sha256")
+            if want and hashlib.sha256(cand.read_bytes()).hexdigest() != want:
+                continue
+            return cand
+    return None
+
+
+def _sketch_transform(track: Track, size: int) -> tuple[float, np.ndarray]:
+    """Scale and offset mapping the clip's landmark bounding box (plus margin) into a square panel."""
+    lm = track.landmarks_2d.reshape(-1, 2)
+    lo, hi = lm.min(0), lm.max(0)
+    centre = (lo + hi) / 2
+    extent = float((hi - lo).max()) * 1.3 + 1e-6
+    scale = size / extent
+    offset = size / 2 - centre * scale
+    return scale, offset
+
+
+def _rig_weights(track: Track, channels: tuple[str, ...]) -> np.ndarray:
+    """(T, K_rig) weights: the track's channels that the rig has, zeros for the rest."""
+    out = np.zeros((track.n_frames, len(channels)), np.float32)
+    lookup = {n: i for i, n in enumerate(track.expression_names)}
+    for j, name in enumerate(channels):
+        if name in lookup:
+            out[:, j] = track.expression[:, lookup[name]]
+    return out
+
+
+def _label(img: np.ndarray, text: str, y: int) -> None:
+    cv2.putText(img, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
+
+
+def write_preview(track: Track, output: str | Path, audio_path: str | Path | None = None,
+                  sfm_dir: Path | None = None, size: int = 384,
+                  progress: Callable[[int], None] | None = None, track_path: Path | None = None) -> Path:
+    """Write a side-by-side preview mp4 (2·size × size pixels, the track's fps) of ``track``.
+
+    ``audio_path`` (any format :func:`evp_anim.audio.io.load_audio` reads) is muxed in; when
+    absent, the track's own source audio is used if it can be found next to ``track_path``.
+    ``progress(frames_done)`` is called per frame.
+    """
+    from .audio.io import load_audio
+    from .face.raster import FaceRenderer
+    from .face.rig import FaceRig
+    from .face.sketch import draw_sketch
+    from .video_io import open_video_writer
+
+    size = int(size) // 2 * 2
+    audio = None
+    if audio_path is None:
+        audio_path = find_track_audio(track, track_path)
+    if audio_path is not None:
+        audio = load_audio(audio_path)
+    if sfm_dir is None:
+        raise EvpError("preview needs the SFM files: pass --sfm-dir or run `evp-anim assets download`")
+    rig = FaceRig(sfm_dir)
+    renderer = FaceRenderer(rig)
+    weights = _rig_weights(track, tuple(rig.channels))
+    identity = track.identity if track.identity.size == rig_identity_dim(rig) else None
+    scale, offset = _sketch_transform(track, size)
+    emo_names = [EMOTIONS[i] for i in track.emotion.argmax(1)]
+
+    with open_video_writer(output, track.fps, (2 * size, size), audio) as writer:
+        for t in range(track.n_frames):
+            left = draw_sketch(track.landmarks_2d[t] * scale + offset, (size, size), thickness=max(1, size // 256))
+            right = renderer.render(identity, weights[t], track.pose_rotation[t], size=size)
+            frame = np.concatenate([left, right], axis=1)
+            _label(frame, f"{t / track.fps:6.2f} s  frame {t}", 18)
+            _label(frame, f"{emo_names[t]} {track.intensity[t]:.2f}", 36)
+            writer.write(np.ascontiguousarray(frame))
+            if progress:
+                progress(t + 1)
+    return Path(output)
+
+
+def rig_identity_dim(rig) -> int:
+    """Number of identity coefficients the rig takes."""
+    return int(rig.model.identity_basis.shape[0]) if hasattr(rig, "model") else 63

@@ -1,0 +1,97 @@
+"""Progress reporting for long jobs: rich bars for people, JSON lines for programs.
+
+With ``machine_readable=True`` every event is one JSON object per line on stderr, so the Blender
+add-on (or any tool) can drive the CLI::
+
+    {"event": "start", "task": "synth", "total": 3520}
+    {"event": "progress", "task": "synth", "progress": 0.25, "done": 880, "total": 3520}
+    {"event": "success", "task": "synth", "output": "corpus/"}
+    {"event": "failure", "task": "synth", "error": "espeak-ng not found: ..."}
+
+``progress`` is a fraction in [0, 1]. Progress lines are rate-limited (at most ~10 per second).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+class Reporter:
+    """Reports start / progress / success / failure of named tasks."""
+
+    def __init__(self, machine_readable: bool = False, quiet: bool = False, stream: TextIO | None = None):
+        self.machine_readable = machine_readable
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._bar = None
+        self._task_id = None
+        self._last = 0.0
+        self._task = ""
+        self._total: int | None = None
+
+    # -- JSON lines -----------------------------------------------------------------
+    def _emit(self, **obj: Any) -> None:
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    # -- API ------------------------------------------------------------------------
+    def start(self, task: str, total: int | None = None, description: str | None = None) -> None:
+        """Begin a task of ``total`` steps (None when unknown)."""
+        self._task, self._total, self._last = task, total, 0.0
+        if self.machine_readable:
+            self._emit(event="start", task=task, total=total)
+        elif not self.quiet:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.console import Console
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+                                 console=Console(file=self.stream))
+            self._bar.start()
+            self._task_id = self._bar.add_task(description or task, total=total)
+
+    def update(self, done: int) -> None:
+        """Report ``done`` steps finished so far."""
+        if self.machine_readable:
+            now = time.monotonic()
+            if now - self._last >= 0.1 or (self._total is not None and done >= self._total):
+                self._last = now
+                frac = done / self._total if self._total else 0.0
+                self._emit(event="progress", task=self._task, progress=round(min(frac, 1.0), 4),
+                           done=done, total=self._total)
+        elif self._bar is not None:
+            self._bar.update(self._task_id, completed=done)
+
+    def fraction(self, frac: float) -> None:
+        """Report progress as a fraction in [0, 1] (for tasks without a step count)."""
+        if self._total is None:
+            self._total = 1000
+            if self._bar is not None:
+                self._bar.update(self._task_id, total=1000)
+        self.update(int(round(frac * self._total)))
+
+    def _stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def success(self, **fields: Any) -> None:
+        """The task finished; ``fields`` (e.g. output=path) go into the JSON line."""
+        self._stop_bar()
+        if self.machine_readable:
+            self._emit(event="success", task=self._task, **fields)
+
+    def failure(self, error: str) -> None:
+        """The task failed with a one-line ``error``."""
+        self._stop_bar()
+        if self.machine_readable:
+            self._emit(event="failure", task=self._task, error=error)
+
+    def info(self, message: str) -> None:
+        """A human-readable note (suppressed in machine-readable and quiet modes)."""
+        if not self.machine_readable and not self.quiet:
+            self.stream.write(message + "\n")
+            self.stream.flush()

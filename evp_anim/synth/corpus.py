@@ -1,0 +1,317 @@
+"""The synthetic MEAD-like corpus: speakers × sentences × 8 emotions × 3 levels (neutral once).
+
+Layout (MEAD's, with tracks in place of video)::
+
+    <root>/corpus.json                                   settings; a resumed run must match them
+    <root>/manifest.csv                                  one row per clip (evp_anim.data.manifest)
+    <root>/<speaker>/audio/<emotion>/level_<n>/<sid>.wav     16 kHz mono PCM16
+    <root>/<speaker>/tracks/<emotion>/level_<n>/<sid>.npz    ground-truth Track, 25 fps
+
+Each clip is made from its own seed (derived from the corpus seed and the clip's speaker,
+sentence, emotion and level), so the result does not depend on worker count or order, and a
+killed run resumes: clips whose track file exists are skipped (files are written atomically,
+audio first, track last, so an existing track means a complete clip).
+
+Ground truth per clip: the speaker's SFM identity; mouth articulation from the exact phoneme
+timing with coarticulation; the emotion's rig weights (scaled by intensity) with an
+onset/apex/offset envelope; blinks; head motion independent of the audio; landmarks from the
+rig (pose-invariant 3D, and 2D projected with the pose into a 256×256 aligned crop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import __version__
+from ..atomic import write_text_atomic
+from ..data.manifest import ClipRow, split_for, write_manifest
+from ..emotions import EMOTIONS, level_to_intensity
+from ..errors import EvpError
+from ..face.channels import RIG_CHANNELS, SPEECH_CHANNELS
+from ..tracks import Track, save_track
+from . import dynamics
+
+FPS = 25.0
+CROP_SIZE = 256
+
+# How strongly each emotion drives articulation: angry and surprised speech is more
+# exaggerated, sad and contemptuous speech less (hypo-articulated).
+ARTICULATION_GAIN = {
+    "neutral": 1.0, "angry": 1.2, "contempt": 0.85, "disgusted": 0.9,
+    "fear": 1.05, "happy": 1.1, "sad": 0.8, "surprised": 1.2,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    """Settings of a synthetic corpus (stored in corpus.json)."""
+
+    n_speakers: int = 8
+    n_sentences: int = 20
+    seed: int = 0
+    test_speakers: int | None = None   # default: a quarter of the speakers (at least 1 when ≥ 2)
+    test_sentences: int | None = None  # default: a fifth of the sentences (at least 1 when ≥ 2)
+    emotions: tuple[str, ...] = EMOTIONS
+    head_motion_deg: float = 4.0
+
+    def held_out_counts(self) -> tuple[int, int]:
+        ts = self.test_speakers if self.test_speakers is not None else (
+            max(1, round(self.n_speakers / 4)) if self.n_speakers >= 2 else 0)
+        tq = self.test_sentences if self.test_sentences is not None else (
+            max(1, round(self.n_sentences / 5)) if self.n_sentences >= 2 else 0)
+        return ts, tq
+
+    def validate(self) -> None:
+        from .sentences import SENTENCES
+        if not 1 <= self.n_speakers <= 1000:
+            raise EvpError(f"--speakers must be between 1 and 1000, got {self.n_speakers}")
+        if not 1 <= self.n_sentences <= len(SENTENCES):
+            raise EvpError(f"--sentences must be between 1 and {len(SENTENCES)} (the built-in list), "
+                           f"got {self.n_sentences}")
+        ts, tq = self.held_out_counts()
+        if not 0 <= ts < self.n_speakers or (self.n_speakers > 1 and ts == self.n_speakers):
+            raise EvpError(f"held-out speakers ({ts}) must be fewer than speakers ({self.n_speakers})")
+        if not 0 <= tq < self.n_sentences:
+            raise EvpError(f"held-out sentences ({tq}) must be fewer than sentences ({self.n_sentences})")
+        for e in self.emotions:
+            if e not in EMOTIONS:
+                raise EvpError(f"unknown emotion {e!r}: expected one of {', '.join(EMOTIONS)}")
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["emotions"] = list(self.emotions)
+        d["test_speakers"], d["test_sentences"] = self.held_out_counts()
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipJob:
+    """Everything a worker needs to make one clip."""
+
+    speaker_index: int
+    sentence_index: int
+    emotion: str
+    level: int
+    split: str
+
+    @property
+    def speaker(self) -> str:
+        return f"S{self.speaker_index + 1:03d}"
+
+    @property
+    def sentence_id(self) -> str:
+        return f"{self.sentence_index:03d}"
+
+    @property
+    def clip_id(self) -> str:
+        return f"{self.speaker}_{self.emotion}_{self.level}_{self.sentence_id}"
+
+    def audio_rel(self) -> str:
+        return f"{self.speaker}/audio/{self.emotion}/level_{self.level}/{self.sentence_id}.wav"
+
+    def track_rel(self) -> str:
+        return f"{self.speaker}/tracks/{self.emotion}/level_{self.level}/{self.sentence_id}.npz"
+
+
+def plan_jobs(config: CorpusConfig) -> list[ClipJob]:
+    """All clips of the corpus, with splits holding out whole speakers and whole sentences."""
+    config.validate()
+    ts, tq = config.held_out_counts()
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7]))
+    test_spk = set(rng.permutation(config.n_speakers)[:ts].tolist())
+    test_sent = set(rng.permutation(config.n_sentences)[:tq].tolist())
+    jobs = []
+    for s in range(config.n_speakers):
+        for q in range(config.n_sentences):
+            for emo in config.emotions:
+                for level in ((1,) if emo == "neutral" else (1, 2, 3)):
+                    jobs.append(ClipJob(s, q, emo, level, split_for(s in test_spk, q in test_sent)))
+    return jobs
+
+
+def _clip_seed(config: CorpusConfig, job: ClipJob) -> np.random.SeedSequence:
+    return np.random.SeedSequence([config.seed, job.speaker_index, job.sentence_index,
+                                   EMOTIONS.index(job.emotion), job.level])
+
+
+class ClipMaker:
+    """Makes clips; holds the per-process face rig and speaker list (built once per worker)."""
+
+    def __init__(self, config: CorpusConfig, sfm_dir: Path):
+        from ..face.projection import aligned_crop_transform
+        from ..face.rig import FaceRig
+        from .speakers import make_speakers
+
+        self.config = config
+        self.rig = FaceRig(sfm_dir)
+        self.speakers = make_speakers(config.n_speakers, config.seed)
+        self.identities = [
+            self.rig.sample_identity(np.random.default_rng(np.random.SeedSequence([config.seed, i, 99])))
+            for i in range(config.n_speakers)]
+        self.crop_scale, self.crop_translation = aligned_crop_transform(CROP_SIZE)
+        self._speech_cols = [RIG_CHANNELS.index(c) for c in SPEECH_CHANNELS]
+        self._blink_cols = [RIG_CHANNELS.index(c) for c in ("eyeBlinkLeft", "eyeBlinkRight")]
+
+    def make(self, job: ClipJob, root: Path) -> ClipRow:
+        """Synthesise one clip, write its wav and track under ``root``; return its manifest row."""
+        from ..audio.io import audio_sha256, save_wav
+        from ..audio.features import n_frames as count_frames
+        from ..face.projection import project
+        from .sentences import SENTENCES
+        from .speech import synthesize_utterance
+        from .visemes import articulation_curves
+
+        ss = _clip_seed(self.config, job)
+        speech_seed, face_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+        rng = np.random.default_rng(face_seed)
+        intensity = 0.0 if job.emotion == "neutral" else level_to_intensity(job.level)
+        text = SENTENCES[job.sentence_index]
+        speaker = self.speakers[job.speaker_index]
+        utt = synthesize_utterance(text, speaker, job.emotion, intensity, speech_seed)
+        n = count_frames(len(utt.audio), utt.sample_rate, FPS)
+
+        weights = np.zeros((n, len(RIG_CHANNELS)), np.float32)
+        # Speech: coarticulated visemes, exaggerated or reduced by the emotion and the speaker's style.
+        style = rng.uniform(0.85, 1.15)
+        gain = 1.0 + (ARTICULATION_GAIN[job.emotion] - 1.0) * max(intensity, 0.0)
+        weights[:, self._speech_cols] = articulation_curves(utt.phonemes, n, FPS) * style * gain
+        # Emotion: the rig's table at this intensity, varied a little per clip, under an envelope.
+        if job.emotion != "neutral":
+            target = self.rig.emotion_weights(job.emotion, intensity)
+            target = target * rng.uniform(0.85, 1.15, target.shape).astype(np.float32)
+            weights += dynamics.emotion_envelope(n, FPS, rng)[:, None] * target[None, :]
+        blink = dynamics.blink_curve(n, FPS, rng, dynamics.BLINK_RATE_PER_MIN[job.emotion])
+        for c in self._blink_cols:
+            weights[:, c] = np.maximum(weights[:, c], blink)
+        weights = np.clip(weights, 0.0, 1.0)
+
+        identity = self.identities[job.speaker_index]
+        lm3d = self.rig.landmarks_3d(identity, weights)
+        rotation = dynamics.head_motion(n, FPS, rng, self.config.head_motion_deg)
+        translation = (np.asarray(self.crop_translation, np.float32)[None, :]
+                       + dynamics.translation_jitter(n, FPS, rng))
+        scale = np.full(n, self.crop_scale, np.float32) * np.float32(rng.uniform(0.97, 1.03))
+        lm2d = project(lm3d, rotation, translation, scale)
+
+        audio_path, track_path = root / job.audio_rel(), root / job.track_rel()
+        save_wav(audio_path, utt.audio, utt.sample_rate)
+        track = Track.new(
+            lm2d, fps=FPS, image_size=(CROP_SIZE, CROP_SIZE), landmarks_3d=lm3d,
+            pose_rotation=rotation, pose_translation=translation, pose_scale=scale,
+            identity=identity, expression=weights, expression_names=list(RIG_CHANNELS),
+            emotion=np.tile(np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index(job.emotion)], (n, 1)),
+            intensity=np.full(n, intensity, np.float32),
+            phonemes=list(utt.phonemes),
+            provenance={"source_audio_sha256": audio_sha256(audio_path), "model": "synthetic-corpus",
+                        "model_version": __version__, "command": "evp-anim synth",
+                        "corpus_seed": self.config.seed},
+            info={"corpus": "synthetic", "speaker": job.speaker, "sentence_id": job.sentence_id,
+                  "text": text, "emotion": job.emotion, "level": job.level, "split": job.split,
+                  "voice": speaker.voice, "audio": job.audio_rel(),
+                  "duration_s": round(len(utt.audio) / utt.sample_rate, 4)},
+        )
+        save_track(track, track_path)
+        return clip_row(job, n, len(utt.audio) / utt.sample_rate)
+
+
+def clip_row(job: ClipJob, n_frames: int, duration_s: float) -> ClipRow:
+    """The manifest row of a made clip."""
+    from .sentences import SENTENCES
+    return ClipRow(
+        clip_id=job.clip_id, speaker=job.speaker, sentence_id=job.sentence_id, emotion=job.emotion,
+        level=job.level, intensity=0.0 if job.emotion == "neutral" else level_to_intensity(job.level),
+        split=job.split, audio=job.audio_rel(), track=job.track_rel(),
+        text=SENTENCES[job.sentence_index], n_frames=n_frames, duration_s=round(duration_s, 4))
+
+
+def _existing_row(job: ClipJob, root: Path) -> ClipRow | None:
+    """The row of an already-made clip (its track exists), read from the track's meta only."""
+    track_path = root / job.track_rel()
+    if not (track_path.is_file() and (root / job.audio_rel()).is_file()):
+        return None
+    try:
+        with np.load(track_path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+        n = int(meta["n_frames"])
+        return clip_row(job, n, float(meta["info"]["duration_s"]))
+    except Exception:  # a damaged file from outside our atomic writes: remake the clip
+        return None
+
+
+# ---------------------------------------------------------------------- worker plumbing
+_MAKER: ClipMaker | None = None
+
+
+def _init_worker(config: CorpusConfig, sfm_dir: str) -> None:
+    global _MAKER
+    # One BLAS thread per worker: the workers already use every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _MAKER = ClipMaker(config, Path(sfm_dir))
+
+
+def _work(args: tuple[ClipJob, str]) -> ClipRow:
+    job, root = args
+    assert _MAKER is not None
+    return _MAKER.make(job, Path(root))
+
+
+def synthesize_corpus(root: str | Path, config: CorpusConfig, sfm_dir: Path, workers: int | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> list[ClipRow]:
+    """Make (or finish) the corpus in ``root``; returns the manifest rows, also written to manifest.csv.
+
+    ``workers`` defaults to the number of cores. ``progress(done, total)`` is called as clips finish.
+    """
+    root = Path(root)
+    config.validate()
+    from .espeak import check_espeak  # fail fast, before any worker starts
+    check_espeak()
+    settings = root / "corpus.json"
+    wanted = {"format": "evp-anim-synthetic-corpus", "version": 1, **config.to_json()}
+    if settings.is_file():
+        have = json.loads(settings.read_text())
+        if have != wanted:
+            raise EvpError(f"{root} holds a corpus made with other settings ({settings}); "
+                           "use a new folder or the same options to resume")
+    elif root.exists() and any(root.iterdir()):
+        raise EvpError(f"{root} exists and is not an evp-anim corpus; choose an empty or new folder")
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings, json.dumps(wanted, indent=2) + "\n")
+
+    jobs = plan_jobs(config)
+    total = len(jobs)
+    # Rows of clips made by an earlier (killed) run, read from their track meta.
+    rows: list[ClipRow] = []
+    todo: list[ClipJob] = []
+    for job in jobs:
+        r = _existing_row(job, root)
+        (rows.append(r) if r is not None else todo.append(job))
+    if progress:
+        progress(len(rows), total)
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    if todo:
+        for row in _run(todo, root, config, sfm_dir, workers):
+            rows.append(row)
+            if progress:
+                progress(len(rows), total)
+    write_manifest(root / "manifest.csv", rows)
+    return sorted(rows, key=lambda r: r.clip_id)
+
+
+def _run(todo: list[ClipJob], root: Path, config: CorpusConfig, sfm_dir: Path, workers: int) -> Iterator[ClipRow]:
+    if workers == 1:
+        _init_worker(config, str(sfm_dir))
+        for job in todo:
+            yield _work((job, str(root)))
+        return
+    # spawn, not fork: each worker initialises its own espeak-ng and rig, never a copy of ours.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(sfm_dir))) as pool:
+        yield from pool.imap_unordered(_work, [(j, str(root)) for j in todo], chunksize=4)

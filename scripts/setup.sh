@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up evp-anim on a fresh Debian/Ubuntu machine: system packages, a venv, the package with
+# its pinned dependencies, and the Surrey Face Model files. Safe to run again (it skips what is done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+# 1. System packages: espeak-ng speaks the synthetic corpus (its library is used in-process).
+if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "[setup] installing espeak-ng (apt)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null
+fi
+
+# 2. Python environment with the pinned dependencies.
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $($PY --version)"
+    "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, pytest" >/dev/null 2>&1; then
+    echo "[setup] installing evp-anim and its dependencies (pip)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[test]"
+fi
+
+# 3. Surrey Face Model files into the per-user cache: from ../shared/sfm when this checkout has one
+#    beside it (this workplace, CI), else from the pinned eos commit on GitHub. Sums are checked.
+if ! .venv/bin/evp-anim assets path >/dev/null 2>&1; then
+    if [ -d ../shared/sfm ]; then
+        .venv/bin/evp-anim --quiet assets download --base-url "file://$(cd ../shared/sfm && pwd)"
+    else
+        .venv/bin/evp-anim --quiet assets download
+    fi
+fi
+echo "[setup] ready: $(.venv/bin/evp-anim assets path)"

@@ -1,0 +1,123 @@
+"""The synthetic corpus: layout, manifest, splits, ground truth, determinism, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evp_anim.data.manifest import read_manifest
+from evp_anim.errors import EvpError
+from evp_anim.face.channels import RIG_CHANNELS
+from evp_anim.synth.corpus import CorpusConfig, plan_jobs, synthesize_corpus
+from evp_anim.tracks import load_track
+
+SMALL = CorpusConfig(n_speakers=2, n_sentences=3, seed=5, emotions=("neutral", "happy", "sad"),
+                     test_speakers=1, test_sentences=1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, sfm_dir):
+    root = tmp_path_factory.mktemp("corpus") / "c"
+    rows = synthesize_corpus(root, SMALL, sfm_dir, workers=2)
+    return root, rows
+
+
+def test_plan_counts_neutral_once_and_three_levels_otherwise():
+    cfg = CorpusConfig(n_speakers=8, n_sentences=20)
+    jobs = plan_jobs(cfg)
+    assert len(jobs) == 8 * 20 * (1 + 7 * 3) == 3520
+    assert {j.level for j in jobs if j.emotion == "neutral"} == {1}
+
+
+def test_splits_hold_out_whole_speakers_and_whole_sentences():
+    jobs = plan_jobs(CorpusConfig(n_speakers=8, n_sentences=20))
+    train_spk = {j.speaker for j in jobs if j.split in ("train", "test_sentence")}
+    test_spk = {j.speaker for j in jobs if j.split in ("test_speaker", "test_both")}
+    train_sent = {j.sentence_id for j in jobs if j.split in ("train", "test_speaker")}
+    test_sent = {j.sentence_id for j in jobs if j.split in ("test_sentence", "test_both")}
+    assert not train_spk & test_spk and len(test_spk) == 2
+    assert not train_sent & test_sent and len(test_sent) == 4
+    assert {j.split for j in jobs} == {"train", "test_speaker", "test_sentence", "test_both"}
+
+
+def test_corpus_has_mead_layout_and_a_valid_manifest(corpus):
+    root, rows = corpus
+    assert len(rows) == 2 * 3 * (1 + 2 * 3)
+    manifest = read_manifest(root / "manifest.csv")
+    assert [r.clip_id for r in manifest] == [r.clip_id for r in rows]
+    r = next(r for r in manifest if r.emotion == "happy" and r.level == 2)
+    assert r.audio == f"{r.speaker}/audio/happy/level_2/{r.sentence_id}.wav"
+    assert (root / r.audio).is_file() and (root / r.track).is_file()
+    assert r.intensity == pytest.approx(2 / 3)
+    assert json.loads((root / "corpus.json").read_text())["seed"] == 5
+
+
+def test_every_track_is_valid_and_matches_its_audio(corpus):
+    from evp_anim.audio.io import load_audio
+    root, rows = corpus
+    for r in rows:
+        tr = load_track(root / r.track)
+        audio = load_audio(root / r.audio)
+        assert tr.fps == 25.0 and tr.image_size == (256, 256)
+        assert tr.n_frames == r.n_frames == int(np.ceil(len(audio) / 16000 * 25))
+        assert tr.expression_names == list(RIG_CHANNELS)
+        assert tr.landmarks_3d is not None and tr.identity.shape == (63,)
+        assert tr.phonemes[-1][1] == pytest.approx(len(audio) / 16000, abs=0.05)
+        # Landmarks sit inside the aligned crop.
+        assert tr.landmarks_2d.min() > 0 and tr.landmarks_2d.max() < 256
+
+
+def test_mouth_opens_during_speech_and_closes_in_silence(corpus):
+    root, rows = corpus
+    r = next(r for r in rows if r.emotion == "neutral")
+    tr = load_track(root / r.track)
+    jaw = tr.channel("jawOpen")
+    t = (np.arange(tr.n_frames) + 0.5) / tr.fps
+    lead_silence = tr.phonemes[0][1]
+    assert tr.phonemes[0][2] == "_"
+    assert jaw[t < lead_silence - 0.05].max() < 0.1
+    assert jaw.max() > 0.3
+    # Inner-lip gap (iBUG 63 vs 67, 0-based 62/66) follows the jaw channel.
+    gap = tr.landmarks_3d[:, 66, 1] - tr.landmarks_3d[:, 62, 1]
+    assert np.corrcoef(np.abs(gap), jaw)[0, 1] > 0.7
+
+
+def test_emotion_is_in_the_expression_and_labels(corpus):
+    root, rows = corpus
+    by = {(r.speaker, r.sentence_id, r.emotion, r.level): r for r in rows}
+    key = next(k for k in by if k[2] == "happy" and k[3] == 3)
+    happy = load_track(root / by[key].track)
+    neutral = load_track(root / by[(key[0], key[1], "neutral", 1)].track)
+    assert happy.channel("sfm_happiness").mean() > 0.3
+    assert neutral.channel("sfm_happiness").max() == 0.0
+    assert happy.emotion[:, 5].min() == 1.0 and happy.intensity[0] == pytest.approx(1.0)
+    # Mouth corners (iBUG 49, 55) sit higher (more negative y in image space) when happy.
+    corner_y = lambda tr: tr.landmarks_3d[:, [48, 54], 1].mean()  # noqa: E731  (3D: y up)
+    assert corner_y(happy) > corner_y(neutral) + 1.0
+
+
+def test_generation_is_deterministic_and_resumes_after_a_kill(corpus, tmp_path, sfm_dir):
+    root, rows = corpus
+    victim = rows[4]
+    original = load_track(root / victim.track)
+    # Simulate a run killed before this clip was written: remove its track and re-run.
+    (root / victim.track).unlink()
+    again = synthesize_corpus(root, SMALL, sfm_dir, workers=1)
+    assert [r.clip_id for r in again] == [r.clip_id for r in rows]
+    remade = load_track(root / victim.track)
+    for name, arr in original.arrays().items():
+        np.testing.assert_array_equal(getattr(remade, name), arr)
+
+
+def test_resume_with_other_settings_is_refused(corpus, sfm_dir):
+    root, _ = corpus
+    other = CorpusConfig(n_speakers=3, n_sentences=3, seed=5)
+    with pytest.raises(EvpError, match="other settings"):
+        synthesize_corpus(root, other, sfm_dir)
+
+
+def test_bad_config_is_rejected_with_one_line():
+    with pytest.raises(EvpError, match="--sentences"):
+        CorpusConfig(n_sentences=10_000).validate()
+    with pytest.raises(EvpError, match="unknown emotion"):
+        CorpusConfig(emotions=("joyful",)).validate()
