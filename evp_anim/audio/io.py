@@ -1,0 +1,144 @@
+"""Reading and writing audio: any common file → 16 kHz mono float32, and PCM16 WAV out.
+
+WAV/FLAC/OGG are read with soundfile (libsndfile); MP3, M4A/AAC and every container PyAV's
+FFmpeg can open (including the audio track of a video) go through PyAV. Channels are averaged and
+the sample rate is converted with soxr, so every stage sees the same signal whatever the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import EvpError
+from .features import SAMPLE_RATE, check_waveform
+
+# Formats libsndfile reads natively and reliably; anything else goes to PyAV.
+_SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
+
+
+class _DecodeFailed(Exception):
+    """Internal: the decoder could not read the file (turned into one EvpError by the caller)."""
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
+        raise _DecodeFailed(str(e)) from None
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], int(rate)
+
+
+def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise _DecodeFailed(getattr(e, "strerror", None) or str(e)) from None
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams})
+            raise EvpError(f"{path} has no audio stream (it holds {', '.join(kinds) or 'nothing'}); "
+                           "give a file with sound, or extract the audio track first")
+        stream = container.streams.audio[0]
+        # Convert every frame to planar float at the stream's own rate and layout: we average the
+        # channels ourselves (FFmpeg's downmix matrix is not a plain mean) and resample with soxr.
+        resampler = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        rate = 0
+        try:
+            for frame in container.decode(stream):
+                rate = rate or int(frame.sample_rate)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+        except (av.FFmpegError, ValueError) as e:
+            raise _DecodeFailed(getattr(e, "strerror", None) or str(e)) from None
+        rate = rate or int(stream.codec_context.sample_rate or 0)
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return audio, rate
+
+
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Load an audio (or video) file as (N,) float32 mono samples in [-1, 1] at ``sr`` Hz.
+
+    Any bit depth (8-bit unsigned, 16/24/32-bit, float) and any rate (8, 44.1, 48 kHz, …) is
+    accepted; channels are averaged; resampling uses soxr's high-quality filter, so N is
+    ``duration_s * sr`` to within a sample. Compressed formats lose their encoder priming where
+    the file records it (MP3 LAME header, MP4 edit list).
+
+    Raises :class:`EvpError` for a missing file, an empty or sample-less file, a file no decoder
+    can read, and a video without an audio stream.
+    """
+    path = Path(path)
+    if sr <= 0:
+        raise EvpError(f"sample rate must be positive, got {sr}")
+    if not path.exists():
+        raise EvpError(f"audio file not found: {path}; check the path")
+    if not path.is_file():
+        raise EvpError(f"{path} is not a file; give the path of an audio or video file")
+    if path.stat().st_size == 0:
+        raise EvpError(f"{path} is empty (0 bytes); re-export or re-download it")
+
+    audio = rate = None
+    errors = []
+    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+        try:
+            audio, rate = _read_soundfile(path)
+        except _DecodeFailed as e:
+            errors.append(str(e))  # e.g. a .wav holding MP3 data: FFmpeg may still read it
+    if audio is None:
+        try:
+            audio, rate = _read_pyav(path)
+        except _DecodeFailed as e:
+            errors.append(str(e))
+    if audio is None:
+        detail = errors[-1].splitlines()[0] if errors and errors[-1] else "unknown format"
+        raise EvpError(f"cannot decode {path} ({detail}); the file is corrupt or not audio: "
+                       "re-export or re-download it (WAV and FLAC always work)")
+    if audio.size == 0 or not rate:
+        raise EvpError(f"{path} contains no audio samples; give a file with sound in it")
+
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if rate != sr:
+        import soxr
+
+        audio = soxr.resample(audio, rate, sr, quality="HQ").astype(np.float32, copy=False)
+    # Resampling can overshoot a full-scale signal slightly; keep the [-1, 1] promise.
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
+
+
+def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write (N,) float samples in [-1, 1] as a mono PCM16 WAV at ``sr`` Hz, atomically.
+
+    Values outside [-1, 1] are clipped (rather than wrapping around in 16-bit).
+    """
+    import soundfile as sf
+
+    a = check_waveform(audio, allow_empty=True)
+    if sr <= 0:
+        raise EvpError(f"sample rate must be positive, got {sr}")
+    a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), -1.0, 1.0)
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), a, int(sr), subtype="PCM_16", format="WAV")
+
+
+def audio_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file's bytes (a track's provenance records which audio it came from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvpError(f"audio file not found: {path}; check the path")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
