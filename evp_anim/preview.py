@@ -86,7 +86,7 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
     rig = FaceRig(sfm_dir)
     renderer = FaceRenderer(rig)
     weights = _rig_weights(track, tuple(rig.channels))
-    identity = track.identity if track.identity.size == rig_identity_dim(rig) else None
+    identity = track.identity if track.identity.size == rig.num_identity else None
     scale, offset = _sketch_transform(track, size)
     emo_names = [EMOTIONS[i] for i in track.emotion.argmax(1)]
 
@@ -101,8 +101,3 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
             if progress:
                 progress(t + 1)
     return Path(output)
-
-
-def rig_identity_dim(rig) -> int:
-    """Number of identity coefficients the rig takes."""
-    return int(rig.model.identity_basis.shape[0]) if hasattr(rig, "model") else 63

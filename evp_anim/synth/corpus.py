@@ -159,66 +159,76 @@ class ClipMaker:
         self._speech_cols = [RIG_CHANNELS.index(c) for c in SPEECH_CHANNELS]
         self._blink_cols = [RIG_CHANNELS.index(c) for c in ("eyeBlinkLeft", "eyeBlinkRight")]
 
-    def make(self, job: ClipJob, root: Path) -> ClipRow:
-        """Synthesise one clip, write its wav and track under ``root``; return its manifest row."""
-        from ..audio.io import audio_sha256, save_wav
+    def clip(self, text: str, speaker_index: int, emotion: str, intensity: float, speech_seed: int,
+             face_seed: int):
+        """Synthesise speech and its ground-truth track; returns (Utterance, Track without provenance).
+
+        ``intensity`` in [0, 1] (ignored for neutral). The track is at 25 fps in a 256×256 crop.
+        """
         from ..audio.features import n_frames as count_frames
         from ..face.projection import project
-        from .sentences import SENTENCES
         from .speech import synthesize_utterance
         from .visemes import articulation_curves
 
-        ss = _clip_seed(self.config, job)
-        speech_seed, face_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
         rng = np.random.default_rng(face_seed)
-        intensity = 0.0 if job.emotion == "neutral" else level_to_intensity(job.level)
-        text = SENTENCES[job.sentence_index]
-        speaker = self.speakers[job.speaker_index]
-        utt = synthesize_utterance(text, speaker, job.emotion, intensity, speech_seed)
+        intensity = 0.0 if emotion == "neutral" else float(intensity)
+        speaker = self.speakers[speaker_index]
+        utt = synthesize_utterance(text, speaker, emotion, intensity, speech_seed)
         n = count_frames(len(utt.audio), utt.sample_rate, FPS)
 
         weights = np.zeros((n, len(RIG_CHANNELS)), np.float32)
         # Speech: coarticulated visemes, exaggerated or reduced by the emotion and the speaker's style.
         style = rng.uniform(0.85, 1.15)
-        gain = 1.0 + (ARTICULATION_GAIN[job.emotion] - 1.0) * max(intensity, 0.0)
+        gain = 1.0 + (ARTICULATION_GAIN[emotion] - 1.0) * intensity
         weights[:, self._speech_cols] = articulation_curves(utt.phonemes, n, FPS) * style * gain
         # Emotion: the rig's table at this intensity, varied a little per clip, under an envelope.
-        if job.emotion != "neutral":
-            target = self.rig.emotion_weights(job.emotion, intensity)
+        if emotion != "neutral" and intensity > 0:
+            target = self.rig.emotion_weights(emotion, intensity)
             target = target * rng.uniform(0.85, 1.15, target.shape).astype(np.float32)
             weights += dynamics.emotion_envelope(n, FPS, rng)[:, None] * target[None, :]
-        blink = dynamics.blink_curve(n, FPS, rng, dynamics.BLINK_RATE_PER_MIN[job.emotion])
+        blink = dynamics.blink_curve(n, FPS, rng, dynamics.BLINK_RATE_PER_MIN[emotion])
         for c in self._blink_cols:
             weights[:, c] = np.maximum(weights[:, c], blink)
         weights = np.clip(weights, 0.0, 1.0)
 
-        identity = self.identities[job.speaker_index]
+        identity = self.identities[speaker_index]
         lm3d = self.rig.landmarks_3d(identity, weights)
         rotation = dynamics.head_motion(n, FPS, rng, self.config.head_motion_deg)
         translation = (np.asarray(self.crop_translation, np.float32)[None, :]
                        + dynamics.translation_jitter(n, FPS, rng))
         scale = np.full(n, self.crop_scale, np.float32) * np.float32(rng.uniform(0.97, 1.03))
         lm2d = project(lm3d, rotation, translation, scale)
-
-        audio_path, track_path = root / job.audio_rel(), root / job.track_rel()
-        save_wav(audio_path, utt.audio, utt.sample_rate)
         track = Track.new(
             lm2d, fps=FPS, image_size=(CROP_SIZE, CROP_SIZE), landmarks_3d=lm3d,
             pose_rotation=rotation, pose_translation=translation, pose_scale=scale,
             identity=identity, expression=weights, expression_names=list(RIG_CHANNELS),
-            emotion=np.tile(np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index(job.emotion)], (n, 1)),
+            emotion=np.tile(np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index(emotion)], (n, 1)),
             intensity=np.full(n, intensity, np.float32),
             phonemes=list(utt.phonemes),
-            provenance={"source_audio_sha256": audio_sha256(audio_path), "model": "synthetic-corpus",
-                        "model_version": __version__, "command": "evp-anim synth",
-                        "corpus_seed": self.config.seed},
-            info={"corpus": "synthetic", "speaker": job.speaker, "sentence_id": job.sentence_id,
-                  "text": text, "emotion": job.emotion, "level": job.level, "split": job.split,
-                  "voice": speaker.voice, "audio": job.audio_rel(),
-                  "duration_s": round(len(utt.audio) / utt.sample_rate, 4)},
+            info={"speaker": f"S{speaker_index + 1:03d}", "text": text, "emotion": emotion,
+                  "voice": speaker.voice, "duration_s": round(len(utt.audio) / utt.sample_rate, 4)},
         )
+        return utt, track
+
+    def make(self, job: ClipJob, root: Path) -> ClipRow:
+        """Make one corpus clip, write its wav and track under ``root``; return its manifest row."""
+        from ..audio.io import audio_sha256, save_wav
+        from .sentences import SENTENCES
+
+        ss = _clip_seed(self.config, job)
+        speech_seed, face_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+        intensity = 0.0 if job.emotion == "neutral" else level_to_intensity(job.level)
+        utt, track = self.clip(SENTENCES[job.sentence_index], job.speaker_index, job.emotion, intensity,
+                               speech_seed, face_seed)
+        audio_path, track_path = root / job.audio_rel(), root / job.track_rel()
+        save_wav(audio_path, utt.audio, utt.sample_rate)
+        track.provenance = {"source_audio_sha256": audio_sha256(audio_path), "model": "synthetic-corpus",
+                            "model_version": __version__, "command": "evp-anim synth",
+                            "corpus_seed": self.config.seed}
+        track.info.update({"corpus": "synthetic", "sentence_id": job.sentence_id, "level": job.level,
+                           "split": job.split, "audio": job.audio_rel()})
         save_track(track, track_path)
-        return clip_row(job, n, len(utt.audio) / utt.sample_rate)
+        return clip_row(job, track.n_frames, track.info["duration_s"])
 
 
 def clip_row(job: ClipJob, n_frames: int, duration_s: float) -> ClipRow:
@@ -270,8 +280,8 @@ def synthesize_corpus(root: str | Path, config: CorpusConfig, sfm_dir: Path, wor
     """
     root = Path(root)
     config.validate()
-    from .espeak import check_espeak  # fail fast, before any worker starts
-    check_espeak()
+    from .espeak import engine  # fail fast (one-line error) before any worker starts
+    engine()
     settings = root / "corpus.json"
     wanted = {"format": "evp-anim-synthetic-corpus", "version": 1, **config.to_json()}
     if settings.is_file():

@@ -1,0 +1,3 @@
+from evp_anim.cli import main
+
+main()
