@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from .cli_common import SfmDirOpt, reporter as _reporter, set_reporter, sfm as _sfm
 from .errors import EvpError
 from .progress import Reporter
 
@@ -31,28 +32,13 @@ app.add_typer(assets_app, name="assets")
 app.add_typer(rig_app, name="rig")
 app.add_typer(corpus_app, name="corpus")
 
-_state = {"reporter": Reporter()}
-
-SfmDirOpt = typer.Option(None, "--sfm-dir", help="Folder with the SFM files (else $EVP_ANIM_SFM_DIR, "
-                         "else the per-user cache filled by `evp-anim assets download`).")
-
-
-def _reporter() -> Reporter:
-    return _state["reporter"]
-
-
 @app.callback()
 def _main_options(
     machine_readable: bool = typer.Option(False, "--machine-readable",
                                           help="Progress and results as JSON lines on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    _state["reporter"] = Reporter(machine_readable=machine_readable, quiet=quiet)
-
-
-def _sfm(sfm_dir: Optional[Path]) -> Path:
-    from .assets import find_sfm_dir
-    return find_sfm_dir(sfm_dir)
+    set_reporter(Reporter(machine_readable=machine_readable, quiet=quiet))
 
 
 # ---------------------------------------------------------------------- assets
@@ -298,6 +284,25 @@ def demo(
     rep = _reporter()
     result = run_demo(output, _sfm(sfm_dir), rep)
     rep.info("\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def _register_stage_commands() -> None:
+    """Add the subcommands that stage packages own (``evp_anim/<stage>/commands.py``)."""
+    import importlib
+    import pkgutil
+
+    import evp_anim
+    for mod in sorted(m.name for m in pkgutil.iter_modules(evp_anim.__path__) if m.ispkg):
+        try:
+            module = importlib.import_module(f"evp_anim.{mod}.commands")
+        except ModuleNotFoundError as e:
+            if e.name != f"evp_anim.{mod}.commands":
+                raise
+            continue
+        module.register(app)
+
+
+_register_stage_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

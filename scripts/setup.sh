@@ -20,10 +20,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv with $($PY --version)"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, pytest" >/dev/null 2>&1; then
+# Extras: test (pytest), blender (bpy 5.0.1, for the add-on tests and .blend/FBX/glTF export),
+# tracking (dlib + its 68-point model, for target footage).
+if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, pytest, bpy, dlib, face_recognition_models" >/dev/null 2>&1; then
     echo "[setup] installing evp-anim and its dependencies (pip)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test,blender,tracking]"
 fi
 
 # 3. Surrey Face Model files into the per-user cache: from ../shared/sfm when this checkout has one

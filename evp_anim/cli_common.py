@@ -1,0 +1,36 @@
+"""Pieces every CLI command shares: the progress reporter and how the SFM folder is found.
+
+Stage packages that own subcommands put them in ``evp_anim/<stage>/commands.py`` with a
+``register(app: typer.Typer) -> None`` function; :mod:`evp_anim.cli` discovers and calls it.
+Commands raise :class:`~evp_anim.errors.EvpError` for user errors and import heavy modules
+inside their bodies so ``evp-anim --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .progress import Reporter
+
+_state = {"reporter": Reporter()}
+
+SfmDirOpt = typer.Option(None, "--sfm-dir", help="Folder with the SFM files (else $EVP_ANIM_SFM_DIR, "
+                         "else the per-user cache filled by `evp-anim assets download`).")
+
+
+def reporter() -> Reporter:
+    """The reporter set up by the global --machine-readable / --quiet options."""
+    return _state["reporter"]
+
+
+def set_reporter(rep: Reporter) -> None:
+    _state["reporter"] = rep
+
+
+def sfm(sfm_dir: Optional[Path]) -> Path:
+    """The SFM folder: ``sfm_dir`` if given, else $EVP_ANIM_SFM_DIR, else the per-user cache."""
+    from .assets import find_sfm_dir
+    return find_sfm_dir(sfm_dir)
