@@ -1,0 +1,50 @@
+"""EVP Anim — Blender 5.0 extension for evp-anim tracks.
+
+Import a track (SFM head with one shape key per rig channel, a new slotted Action, animated
+68-point landmarks, the audio, scene fps), edit it (F-curves, keyed emotion/intensity,
+strength and per-channel multipliers), regenerate it through the evp-anim CLI (modal, Esc
+cancels), export it back to a track, and retarget it onto ARKit-named shape keys.
+
+The bpy-free parts (Track I/O, formats, emotion keys) live in the ``evp_anim`` package, bundled
+as a wheel in ``wheels/``; :mod:`.builder` is the scene builder the CLI reuses.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators, panels, preferences, properties
+
+classes = (
+    preferences.EVP_AddonPreferences,
+    properties.EVP_PG_channel,
+    properties.EVP_PG_head,
+    operators.EVP_OT_import_track,
+    operators.EVP_OT_export_track,
+    operators.EVP_OT_export_emotion_keys,
+    operators.EVP_OT_regenerate,
+    operators.EVP_OT_apply_adjustments,
+    operators.EVP_OT_retarget,
+    operators.EVP_OT_reset_multipliers,
+    panels.EVP_UL_multipliers,
+    panels.EVP_PT_main,
+    panels.EVP_PT_emotion,
+    panels.EVP_PT_adjust,
+    panels.EVP_PT_regenerate,
+)
+
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register_classes()
+    bpy.types.Object.evp = bpy.props.PointerProperty(type=properties.EVP_PG_head)
+    bpy.types.TOPBAR_MT_file_import.append(operators.menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(operators.menu_export)
+
+
+def unregister():
+    bpy.types.TOPBAR_MT_file_export.remove(operators.menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)
+    del bpy.types.Object.evp
+    _unregister_classes()

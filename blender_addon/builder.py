@@ -1,0 +1,824 @@
+"""The bpy scene builder: Tracks in and out of Blender (used by the operators, the CLI and scripts).
+
+Conventions
+-----------
+* **Axes and units.** The SFM's model space (mm; x to the viewer's right, y up, z toward the
+  viewer) maps to Blender (metres; Z up, the face looking down -Y, toward a front-view camera) by
+  ``(X, Y, Z) = 0.001 * (x, -z, y)``: a proper rotation of +90° about X, so the face keeps its
+  handedness and ARKit "Left" stays the subject's left (Blender +X).
+* **Head pose.** The track's ``R = Rz(roll) Ry(yaw) Rx(pitch)`` about the SFM axes becomes, in
+  Blender's axes, ``R_Y(-roll) R_Z(yaw) R_X(pitch)``; that is exactly Blender's Euler mode
+  ``'XZY'`` (X applied first, then Z, then Y) with ``rotation_euler = (pitch, -roll, yaw)``.
+  So pose keys are exact (no re-fitting) and read back as ``pitch = X, yaw = Z, roll = -Y``.
+* **Time.** Track frame ``i`` sits on scene frame ``frame_start + i`` (``frame_start`` = 1 by
+  default); scene fps is set from the track (25 → ``render.fps = 25``, ``fps_base = 1``;
+  29.97 → ``30 / 1.001``).
+* **Actions.** Every import writes a NEW slotted Action with two slots — ``OBJECT`` (head
+  rotation, emotion/intensity keys) and ``KEY`` (one F-curve per shape key) — through
+  ``bpy_extras.anim_utils.action_ensure_channelbag_for_slot``. An Action the head already had
+  is never modified: it keeps a fake user, and the new one becomes active (or an NLA strip).
+* **Landmarks.** One mesh holds every frame's 68 points (T·68 vertices, sketch edges per frame,
+  an int point attribute ``evp_frame``); a Geometry Nodes modifier keeps only the current
+  frame's points (Scene Time → compare → Delete Geometry). Building it is a few numpy
+  ``foreach_set`` calls (1,500 frames in milliseconds), it needs no handler or add-on at
+  playback time, and it is saved with the .blend. With pose-invariant 3D landmarks it is
+  parented to the head (so it follows the pose); with 2D-only tracks it is a flat sketch in
+  the XZ plane beside the head.
+
+Errors a user can cause raise :class:`evp_anim.errors.EvpError`, always before the scene is
+touched; a failure during building removes whatever the import had created.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+from bpy_extras import anim_utils
+
+from evp_anim.emotions import EMOTIONS
+from evp_anim.errors import EvpError
+from evp_anim.tracks import Track, load_track
+
+MM = 0.001  # Blender metres per SFM millimetre
+EVP_PROP = "evp"  # name of the PointerProperty the add-on attaches to objects
+LANDMARK_ATTR = "evp_frame"
+# 68-point sketch edges: the iBUG parts (evp_anim.face.sketch.IBUG_PARTS lives in a cv2 module,
+# which Blender lacks, so the same parts are restated here; a test checks they agree).
+IBUG_PARTS_LOCAL: tuple[tuple[int, int, bool], ...] = (
+    (0, 17, False), (17, 22, False), (22, 27, False), (27, 31, False), (30, 36, False),
+    (36, 42, True), (42, 48, True), (48, 60, True), (60, 68, True),
+)
+
+
+def ibug_edges() -> np.ndarray:
+    """(E, 2) int vertex pairs of the 68-point sketch (0-based iBUG indices)."""
+    edges = []
+    for a, b, closed in IBUG_PARTS_LOCAL:
+        idx = list(range(a, b))
+        edges += list(zip(idx[:-1], idx[1:]))
+        if closed:
+            edges.append((idx[-1], idx[0]))
+    return np.array(edges, np.int32)
+
+
+def sfm_to_blender(points_mm: np.ndarray) -> np.ndarray:
+    """(..., 3) SFM mm (x right, y up, z to viewer) → (..., 3) Blender metres (X, -z, y)."""
+    p = np.asarray(points_mm, np.float32)
+    return np.stack([p[..., 0], -p[..., 2], p[..., 1]], axis=-1) * MM
+
+
+def pose_to_euler_xzy(rotation: np.ndarray) -> np.ndarray:
+    """(T, 3) [pitch, yaw, roll] → (T, 3) Blender ``rotation_euler`` for mode 'XZY'."""
+    r = np.asarray(rotation, np.float32)
+    return np.stack([r[:, 0], -r[:, 2], r[:, 1]], axis=1)
+
+
+def euler_xzy_to_pose(euler: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pose_to_euler_xzy`."""
+    e = np.asarray(euler, np.float32)
+    return np.stack([e[:, 0], e[:, 2], -e[:, 1]], axis=1)
+
+
+# ---------------------------------------------------------------------- inputs
+_RIG_CACHE: dict[str, object] = {}
+
+
+def load_rig(sfm_dir: str | os.PathLike | None = None):
+    """The face rig for ``sfm_dir`` (else $EVP_ANIM_SFM_DIR / the per-user cache), cached per
+    folder for the Blender session.
+
+    With scipy importable (bpy from PyPI in the project's environment) this is the real
+    :class:`evp_anim.face.rig.FaceRig`. Inside a stock Blender (numpy, no scipy) it is the
+    numpy-only :class:`evp_anim.export.rigdata.RigData` read from the per-user rig cache, which
+    is written once by running ``evp-anim export-rig`` (the CLI named by $EVP_ANIM_CLI, else
+    ``evp-anim`` on PATH).
+    """
+    from evp_anim.assets import find_sfm_dir
+    d = str(find_sfm_dir(sfm_dir))
+    if d not in _RIG_CACHE:
+        try:
+            from evp_anim.face.rig import FaceRig
+            rig = FaceRig(d)
+        except ImportError:
+            rig = _rig_from_cache(d)
+        _RIG_CACHE[d] = rig
+    return _RIG_CACHE[d]
+
+
+def _rig_from_cache(sfm_dir: str):
+    import shutil
+    import subprocess
+    from evp_anim.export.rigdata import load_rig_data, rig_cache_path
+    cache = rig_cache_path(sfm_dir)
+    if not cache.is_file():
+        cli = os.environ.get("EVP_ANIM_CLI") or shutil.which("evp-anim")
+        if not cli:
+            raise EvpError("Blender's Python lacks scipy, so the face rig must be exported once: run "
+                           f"`evp-anim export-rig --sfm-dir {sfm_dir}` (or put evp-anim on PATH)")
+        r = subprocess.run([cli, "export-rig", "--sfm-dir", sfm_dir, "-o", str(cache)],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not cache.is_file():
+            why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+            raise EvpError(f"`evp-anim export-rig` failed: {why}")
+    return load_rig_data(cache)
+
+
+def resolve_audio(track: Track, track_path: str | os.PathLike | None, audio=None) -> tuple[Path | None, str | None]:
+    """(audio path or None, warning or None).
+
+    An explicit ``audio`` that does not exist is an :class:`EvpError`; otherwise the track's
+    ``info["audio"]`` (relative to the track's folder) or a .wav beside the track is used, and
+    a missing one is a warning (the animation imports without sound).
+    """
+    if audio:
+        p = Path(audio)
+        if not p.is_file():
+            raise EvpError(f"audio file not found: {p}")
+        return p, None
+    if track_path is None:
+        return None, None
+    tp = Path(track_path)
+    cands = []
+    if track.info.get("audio"):
+        a = Path(str(track.info["audio"]))
+        cands.append(a if a.is_absolute() else tp.parent / a)
+    cands.append(tp.with_suffix(".wav"))
+    for c in cands:
+        if c.is_file():
+            return c, None
+    return None, f"no audio found for {tp.name} (looked for {', '.join(c.name for c in cands)}); imported without sound"
+
+
+def check_channels(track: Track, rig_channels) -> None:
+    """EvpError naming the track channels the rig lacks (the SFM head can only show its own)."""
+    missing = [n for n in track.expression_names if n not in rig_channels]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise EvpError(f"track channels not in the face rig: {', '.join(missing[:5])}{more} "
+                       "(use Retarget for a character with its own shape keys)")
+
+
+# ---------------------------------------------------------------------- F-curves
+def _fcurve(bag, data_path: str, frames: np.ndarray, values: np.ndarray, index: int = 0,
+            interpolation: str = "LINEAR", group: str | None = None):
+    """One F-curve on ``bag`` with a key at every frame (foreach_set: fast for long tracks)."""
+    fc = bag.fcurves.new(data_path, index=index)
+    if group:
+        fc.group = bag.groups.get(group) or bag.groups.new(group)
+    n = len(frames)
+    fc.keyframe_points.add(n)
+    co = np.empty(2 * n, np.float32)
+    co[0::2], co[1::2] = frames, values
+    fc.keyframe_points.foreach_set("co", co)
+    interp = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items[interpolation].value
+    fc.keyframe_points.foreach_set("interpolation", np.full(n, interp, np.int32))
+    fc.update()
+    return fc
+
+
+def ensure_slot(action, id_type: str, name: str):
+    """The slot of ``action`` for ``id_type`` named ``name`` (created when absent)."""
+    for s in action.slots:
+        if s.target_id_type == id_type and s.name_display == name:
+            return s
+    return action.slots.new(id_type=id_type, name=name)
+
+
+def channelbag(action, slot):
+    """The channelbag of ``slot`` in ``action`` (Blender 5: there is no ``Action.fcurves``)."""
+    return anim_utils.action_ensure_channelbag_for_slot(action, slot)
+
+
+def active_channelbag(id_data):
+    """(action, channelbag) currently animating ``id_data``, or (None, None)."""
+    ad = id_data.animation_data
+    if ad is None or ad.action is None or ad.action_slot is None:
+        return None, None
+    return ad.action, anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
+
+
+def animating_channelbag(id_data):
+    """(channelbag, frame offset) of what animates ``id_data``: the active Action, else the top
+    unmuted NLA strip (offset maps scene frames to the strip's Action frames; scale and
+    repeat are not undone). (None, 0) when nothing does."""
+    _, bag = active_channelbag(id_data)
+    if bag is not None:
+        return bag, 0.0
+    ad = id_data.animation_data
+    for track in reversed(list(ad.nla_tracks) if ad else []):
+        if track.mute or not track.strips:
+            continue
+        strip = track.strips[0]
+        if strip.action is None or strip.action_slot is None:
+            continue
+        bag = anim_utils.action_get_channelbag_for_slot(strip.action, strip.action_slot)
+        if bag is not None:
+            return bag, float(strip.action_frame_start - strip.frame_start)
+    return None, 0.0
+
+
+def _assign(id_data, action, slot, nla: bool, frame_start: int):
+    ad = id_data.animation_data or id_data.animation_data_create()
+    if ad.action is not None and ad.action != action:
+        ad.action.use_fake_user = True  # the artist's previous Action survives saving
+        if nla:
+            # keep the previous animation visible in the NLA editor (muted) instead of dropping it
+            prev = ad.nla_tracks.new()
+            prev.name = f"previous: {ad.action.name}"
+            old_strip = prev.strips.new(ad.action.name, int(ad.action.frame_range[0]), ad.action)
+            old_strip.action_slot = ad.action_slot
+            prev.mute = True
+    if nla:
+        track = ad.nla_tracks.new()
+        track.name = action.name
+        strip = track.strips.new(action.name, int(frame_start), action)
+        strip.action_slot = slot
+        ad.action = None
+    else:
+        ad.action = action
+        ad.action_slot = slot
+
+
+def emotion_keys_from_track(track: Track) -> list[tuple[int, int, float]]:
+    """(frame index, emotion index, intensity) keys at frame 0 and where the dominant emotion
+    changes: a sparse, editable version of the per-frame emotion weights."""
+    dom = track.emotion.argmax(1)
+    frames = [0] + [i for i in range(1, track.n_frames) if dom[i] != dom[i - 1]]
+    return [(i, int(dom[i]), float(track.intensity[i])) for i in frames]
+
+
+# ---------------------------------------------------------------------- scene settings
+def set_scene_timing(scene, fps: float, frame_start: int, n_frames: int) -> None:
+    """Scene fps and frame range from a track (integer fps exact; NTSC-style rates via fps_base)."""
+    if abs(fps - round(fps)) < 1e-6:
+        scene.render.fps, scene.render.fps_base = int(round(fps)), 1.0
+    else:
+        whole = int(np.ceil(fps))
+        scene.render.fps, scene.render.fps_base = whole, whole / fps
+    scene.frame_start = int(frame_start)
+    scene.frame_end = int(frame_start + n_frames - 1)
+
+
+def scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+# ---------------------------------------------------------------------- import
+@dataclass
+class ImportResult:
+    """What :func:`import_track` made: objects, the new Action, the sound strip, and warnings."""
+
+    head: object
+    action: object
+    landmarks: object | None = None
+    sound: object | None = None
+    created: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _build_head(rig, identity: np.ndarray, name: str, collection):
+    ident = identity if identity.size == rig.num_identity else None
+    base = rig.vertices(ident)
+    verts = sfm_to_blender(base)
+    mesh = bpy.data.meshes.new(name)
+    tris = np.asarray(rig.triangles, np.int32)
+    mesh.vertices.add(len(verts))
+    mesh.vertices.foreach_set("co", verts.ravel())
+    mesh.loops.add(tris.size)
+    mesh.loops.foreach_set("vertex_index", tris.ravel())
+    mesh.polygons.add(len(tris))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, tris.size, 3, dtype=np.int32))
+    mesh.update(calc_edges=True)
+    mesh.validate()
+    mesh.shade_smooth()
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    obj.shape_key_add(name="Basis", from_mix=False)
+    for k, ch in enumerate(rig.channels):
+        kb = obj.shape_key_add(name=ch, from_mix=False)
+        kb.data.foreach_set("co", (verts + sfm_to_blender(rig.deltas[k])).ravel())
+        kb.slider_min, kb.slider_max = -1.0, 2.0  # room for multipliers and overshoot edits
+    mesh.shape_keys.use_relative = True
+    mesh.shape_keys.name = f"{name} keys"
+    obj.rotation_mode = "XZY"
+    return obj
+
+
+def _landmark_group():
+    """Geometry node group keeping only the points whose ``evp_frame`` is the current frame."""
+    name = "EVP landmarks per frame"
+    ng = bpy.data.node_groups.get(name)
+    if ng is not None:
+        return ng
+    ng = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    start = ng.interface.new_socket("First Frame", in_out="INPUT", socket_type="NodeSocketInt")
+    last = ng.interface.new_socket("Last Index", in_out="INPUT", socket_type="NodeSocketInt")
+    start.default_value, last.default_value = 1, 0
+    ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    n = ng.nodes
+    gin, gout = n.new("NodeGroupInput"), n.new("NodeGroupOutput")
+    time_ = n.new("GeometryNodeInputSceneTime")
+    sub = n.new("ShaderNodeMath")
+    sub.operation = "SUBTRACT"
+    rnd = n.new("ShaderNodeMath")
+    rnd.operation = "FLOOR"  # frames between keys (subframes) show the earlier frame
+    clamp = n.new("ShaderNodeClamp")
+    attr = n.new("GeometryNodeInputNamedAttribute")
+    attr.data_type = "INT"
+    attr.inputs["Name"].default_value = LANDMARK_ATTR
+    cmp_ = n.new("FunctionNodeCompare")
+    cmp_.data_type, cmp_.operation = "FLOAT", "NOT_EQUAL"
+    cmp_.inputs["Epsilon"].default_value = 0.5
+    delete = n.new("GeometryNodeDeleteGeometry")
+    delete.domain = "POINT"
+    link = ng.links.new
+    link(time_.outputs["Frame"], sub.inputs[0])
+    link(gin.outputs["First Frame"], sub.inputs[1])
+    link(sub.outputs[0], rnd.inputs[0])
+    link(rnd.outputs[0], clamp.inputs["Value"])
+    clamp.inputs["Min"].default_value = 0.0
+    link(gin.outputs["Last Index"], clamp.inputs["Max"])
+    link(attr.outputs["Attribute"], cmp_.inputs["A"])
+    link(clamp.outputs[0], cmp_.inputs["B"])
+    link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    link(cmp_.outputs["Result"], delete.inputs["Selection"])
+    link(delete.outputs["Geometry"], gout.inputs["Geometry"])
+    return ng
+
+
+def landmark_points(track: Track) -> tuple[np.ndarray, bool]:
+    """((T, 68, 3) Blender metres, parented): pose-invariant 3D landmarks when present, else the
+    2D landmarks as a flat sketch (x right, y down → X, -Z; per-frame ``pose_scale`` to mm)."""
+    if track.landmarks_3d is not None:
+        return sfm_to_blender(track.landmarks_3d), True
+    lm = track.landmarks_2d
+    w, h = track.image_size
+    s = track.pose_scale[:, None]
+    x = (lm[..., 0] - w / 2) / s
+    z = -(lm[..., 1] - h / 2) / s
+    pts = np.stack([x + 200.0, np.zeros_like(x), z], axis=-1) * MM  # 20 cm to the head's right
+    return pts.astype(np.float32), False
+
+
+def _landmark_mesh(track: Track, name: str):
+    pts, parented = landmark_points(track)
+    t = track.n_frames
+    edges = ibug_edges()
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(t * 68)
+    mesh.vertices.foreach_set("co", pts.reshape(-1))
+    all_edges = (edges[None] + (np.arange(t, dtype=np.int32) * 68)[:, None, None]).reshape(-1)
+    mesh.edges.add(t * len(edges))
+    mesh.edges.foreach_set("vertices", all_edges)
+    attr = mesh.attributes.new(LANDMARK_ATTR, "INT", "POINT")
+    attr.data.foreach_set("value", np.repeat(np.arange(t, dtype=np.int32), 68))
+    mesh.update()
+    return mesh, parented
+
+
+def _set_landmark_inputs(obj, frame_start: int, n_frames: int) -> None:
+    mod = obj.modifiers.get("EVP frame")
+    ident = {item.name: item.identifier for item in mod.node_group.interface.items_tree
+             if item.item_type == "SOCKET" and item.in_out == "INPUT"}
+    mod[ident["First Frame"]] = int(frame_start)
+    mod[ident["Last Index"]] = int(n_frames - 1)
+    obj.update_tag()
+
+
+def _build_landmarks(track: Track, name: str, collection, frame_start: int):
+    mesh, parented = _landmark_mesh(track, name)
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    mod = obj.modifiers.new("EVP frame", "NODES")
+    mod.node_group = _landmark_group()
+    _set_landmark_inputs(obj, frame_start, track.n_frames)
+    return obj, parented
+
+
+def landmark_child(head):
+    """The landmark object an import parented to ``head`` (None when absent)."""
+    for c in head.children:
+        if c.type == "MESH" and c.modifiers.get("EVP frame") is not None:
+            return c
+    return None
+
+
+def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, audio=None,
+                 head=None, name: str | None = None, frame_start: int = 1, landmarks: bool = True,
+                 nla: bool = False, sound: bool = True, fps: float | None = None) -> ImportResult:
+    """Put a track into ``scene`` (default: the context scene).
+
+    Args:
+        track: a :class:`Track` or a path to a track ``.npz``.
+        sfm_dir: SFM folder for the head mesh (default $EVP_ANIM_SFM_DIR / the per-user cache).
+        audio: a wav to use as the sound strip (must exist); default: the track's own wav.
+        head: an existing EVP head object to give a NEW Action (regenerate); the mesh is reused.
+        frame_start: scene frame of track frame 0.
+        landmarks: also build the animated 68-point landmark object.
+        nla: put the new Action in NLA strips instead of making it active.
+        sound: add the audio as a sound strip when found.
+        fps: resample the track to this rate first (e.g. the scene's, to keep a 24 fps project
+            at 24); default: keep the track's rate and set the scene to it.
+    Returns:
+        :class:`ImportResult`. Raises :class:`EvpError` (scene untouched) on bad input.
+    """
+    scene = scene or bpy.context.scene
+    track_path = None
+    if not isinstance(track, Track):
+        track_path = Path(track)
+        track = load_track(track_path)
+    if fps is not None and abs(float(fps) - track.fps) > 1e-6:
+        track = track.resample(float(fps))
+    audio_path, warn = resolve_audio(track, track_path, audio) if sound else (None, None)
+    rig = load_rig(sfm_dir)
+    check_channels(track, rig.channels)
+    solved = None
+    if not track.expression_names:
+        track, solved = with_solved_weights(track, rig)
+    if head is not None and (head.type != "MESH" or head.data.shape_keys is None):
+        raise EvpError(f"object {head.name!r} is not an EVP head (no shape keys)")
+    name = name or (track_path.stem if track_path else "EVP")
+    result = ImportResult(head=head, action=None)
+    if warn:
+        result.warnings.append(warn)
+    if solved:
+        result.warnings.append(solved)
+    try:
+        _build(result, track, track_path, rig, scene, audio_path, name, int(frame_start), landmarks, nla)
+    except Exception:
+        _remove(result.created)
+        raise
+    return result
+
+
+def with_solved_weights(track: Track, rig) -> tuple[Track, str]:
+    """A landmark-only track (no expression channels, e.g. from ``evp-anim animate``) with the
+    rig's channel weights solved from its 3D landmarks (:mod:`evp_anim.export.solve`), and a
+    note saying so; unchanged (with a note) when it has no 3D landmarks either."""
+    if track.landmarks_3d is None:
+        return track, "track has neither expression channels nor 3D landmarks: the head stays neutral"
+    from evp_anim.export.solve import weights_from_landmarks
+    out = track.copy()
+    ident = out.identity if out.identity.size == rig.num_identity else None
+    out.expression = weights_from_landmarks(rig, out.landmarks_3d, ident)
+    out.expression_names = list(rig.channels)
+    return out.validate(), (f"track has no expression channels: solved the rig's {len(rig.channels)} "
+                            "channel weights from its 3D landmarks")
+
+
+def _build(result: ImportResult, track: Track, track_path, rig, scene, audio_path, name, frame_start,
+           landmarks, nla) -> None:
+    collection = scene.collection
+    made = result.created
+    head = result.head
+    if head is None:
+        head = _build_head(rig, track.identity, f"{name} head", collection)
+        made += [head, head.data]
+        result.head = head
+    key = head.data.shape_keys
+    # Scene timing first: keys are written on frames, and fps decides what a frame is.
+    set_scene_timing(scene, track.fps, frame_start, track.n_frames)
+    frames = frame_start + np.arange(track.n_frames, dtype=np.float32)
+
+    action = bpy.data.actions.new(f"EVP {name}")
+    made.append(action)
+    result.action = action
+    obj_slot = ensure_slot(action, "OBJECT", head.name)
+    key_slot = ensure_slot(action, "KEY", key.name)
+    kbag = channelbag(action, key_slot)
+    for k, ch in enumerate(track.expression_names):
+        _fcurve(kbag, f'key_blocks["{ch}"].value', frames, track.expression[:, k], group="Shape keys")
+    obag = channelbag(action, obj_slot)
+    head.rotation_mode = "XZY"
+    eul = pose_to_euler_xzy(track.pose_rotation)
+    for i in range(3):
+        _fcurve(obag, "rotation_euler", frames, eul[:, i], index=i, group="Head pose")
+    ekeys = emotion_keys_from_track(track)
+    kf = np.array([frame_start + i for i, _, _ in ekeys], np.float32)
+    if hasattr(head, EVP_PROP):  # the add-on's properties are registered (not in a bare script)
+        _fcurve(obag, f"{EVP_PROP}.emotion", kf, np.array([e for _, e, _ in ekeys], np.float32),
+                interpolation="CONSTANT", group="Emotion")
+        _fcurve(obag, f"{EVP_PROP}.intensity", kf, np.array([v for _, _, v in ekeys], np.float32),
+                group="Emotion")
+        props = getattr(head, EVP_PROP)
+        props.is_head = True
+        props.track_path = str(track_path) if track_path else ""
+        props.frame_start = frame_start
+        props.fps = track.fps
+        if audio_path:
+            props.audio_path = str(audio_path)
+        if not props.multipliers:
+            for ch in track.expression_names:
+                props.multipliers.add().name = ch
+    head["evp_track_path"] = str(track_path) if track_path else ""
+    head["evp_frame_start"] = frame_start
+    head["evp_fps"] = track.fps
+    action["evp_track_path"] = str(track_path) if track_path else ""
+    _assign(head, action, obj_slot, nla, frame_start)
+    _assign(key, action, key_slot, nla, frame_start)
+
+    existing = landmark_child(head) if result.head is not None and head not in made else None
+    if landmarks and existing is not None:
+        # regenerate: the head's landmark object shows the new track (its old mesh is ours to drop)
+        mesh, _ = _landmark_mesh(track, existing.data.name)
+        old_mesh, existing.data = existing.data, mesh
+        if old_mesh.users == 0:
+            bpy.data.meshes.remove(old_mesh)
+        _set_landmark_inputs(existing, frame_start, track.n_frames)
+        result.landmarks = existing
+    elif landmarks:
+        lm, parented = _build_landmarks(track, f"{name} landmarks", collection, frame_start)
+        made += [lm, lm.data]
+        if parented:
+            lm.parent = head
+        result.landmarks = lm
+    if audio_path is not None:
+        se = scene.sequence_editor or scene.sequence_editor_create()
+        strip = se.strips.new_sound(f"{name} audio", str(audio_path), 1, frame_start)
+        result.sound = strip
+        scene.sync_mode = "AUDIO_SYNC"
+    scene.frame_set(frame_start)
+
+
+def _remove(ids) -> None:
+    """Remove datablocks an aborted import created (objects first, then their data)."""
+    for idb in ids:
+        try:
+            if isinstance(idb, bpy.types.Object):
+                bpy.data.objects.remove(idb, do_unlink=True)
+            elif isinstance(idb, bpy.types.Mesh):
+                bpy.data.meshes.remove(idb)
+            elif isinstance(idb, bpy.types.Action):
+                bpy.data.actions.remove(idb)
+        except ReferenceError:
+            pass
+
+
+# ---------------------------------------------------------------------- export
+def head_settings(head) -> tuple[int, float, str]:
+    """(frame_start, fps, source track path) stored on an imported head."""
+    if head is None or head.type != "MESH" or head.data.shape_keys is None or "evp_frame_start" not in head:
+        raise EvpError(f"{getattr(head, 'name', None)!r} is not an imported EVP head: import a track first")
+    return int(head["evp_frame_start"]), float(head["evp_fps"]), str(head.get("evp_track_path", ""))
+
+
+def _evaluate(fc, frames: np.ndarray) -> np.ndarray:
+    return np.array([fc.evaluate(float(f)) for f in frames], np.float32)
+
+
+def export_track(head, source: Track | str | os.PathLike | None = None, sfm_dir=None) -> Track:
+    """The head's current animation as a Track, the artist's F-curve edits included.
+
+    Each shape-key F-curve of the head's active Action (else its top unmuted NLA strip) is
+    evaluated at every frame
+    (``frame_start + i``); head pose comes from the rotation curves (mode 'XZY'), emotion and
+    intensity from the ``evp.emotion`` / ``evp.intensity`` curves when keyed. Everything else
+    (identity, image size, translation, scale, phonemes, provenance) comes from ``source``
+    (default: the track the head was imported from). When the channels are the rig's own, the
+    3D landmarks are recomputed from the edited weights and the 2D landmarks re-projected, so a
+    renderer that draws landmark sketches sees the edit too.
+    """
+    frame_start, fps, src_path = head_settings(head)
+    if source is None:
+        if not src_path:
+            raise EvpError(f"{head.name!r} has no source track path: pass the source track")
+        source = src_path
+    src = source if isinstance(source, Track) else load_track(source)
+    if abs(src.fps - fps) > 1e-6:  # imported resampled to the scene's rate: export at that rate
+        src = src.resample(fps)
+    out = src.copy()
+    key = head.data.shape_keys
+    if not out.expression_names:
+        # a landmark-only source (animate): the head's shape keys are the channels now
+        out.expression_names = [kb.name for kb in key.key_blocks[1:]]
+        out.expression = np.zeros((out.n_frames, len(out.expression_names)), np.float32)
+    frames = frame_start + np.arange(src.n_frames, dtype=np.float64)
+    kbag, koff = animating_channelbag(key)
+    for k, ch in enumerate(out.expression_names):
+        fc = kbag.fcurves.find(f'key_blocks["{ch}"].value') if kbag else None
+        if fc is not None:
+            out.expression[:, k] = _evaluate(fc, frames + koff)
+        elif ch in key.key_blocks:
+            out.expression[:, k] = key.key_blocks[ch].value
+    obag, ooff = animating_channelbag(head)
+    frames = frames + ooff
+    if obag is not None:
+        eul = pose_to_euler_xzy(out.pose_rotation)
+        for i in range(3):
+            fc = obag.fcurves.find("rotation_euler", index=i)
+            if fc is not None:
+                eul[:, i] = _evaluate(fc, frames)
+        out.pose_rotation = euler_xzy_to_pose(eul)
+        emo = obag.fcurves.find(f"{EVP_PROP}.emotion")
+        inten = obag.fcurves.find(f"{EVP_PROP}.intensity")
+        if emo is not None:
+            idx = np.clip(np.round(_evaluate(emo, frames)).astype(int), 0, len(EMOTIONS) - 1)
+            # only overwrite frames whose dominant emotion the artist changed: soft blends survive
+            changed = idx != out.emotion.argmax(1)
+            onehot = np.eye(len(EMOTIONS), dtype=np.float32)[idx]
+            out.emotion[changed] = onehot[changed]
+        if inten is not None:
+            out.intensity = np.clip(_evaluate(inten, frames), 0.0, 1.0)
+    try:
+        rig = load_rig(sfm_dir)
+    except EvpError:
+        rig = None
+    if rig is not None and tuple(out.expression_names) == tuple(rig.channels) and out.identity.size in (0, rig.num_identity):
+        from evp_anim.face.projection import project
+        ident = out.identity if out.identity.size else None   # no identity: the mean face (animate's default)
+        out.landmarks_3d = rig.landmarks_3d(ident, out.expression)
+        out.landmarks_2d = project(out.landmarks_3d, out.pose_rotation, out.pose_translation,
+                                   out.pose_scale).astype(np.float32)
+    out.provenance = dict(out.provenance, edited_in="blender", blender_version=bpy.app.version_string)
+    return out.validate()
+
+
+# ---------------------------------------------------------------------- emotion keys / adjust
+def emotion_keys_from_head(head):
+    """The head's keyed ``evp.emotion`` / ``evp.intensity`` as :class:`EmotionKeys` (times in
+    seconds from track frame 0), with the panel's strength, smoothing and multipliers (only
+    those != 1). Without keys: one key at 0 s with the panel's current values."""
+    from evp_anim.export.keys import EmotionKey, EmotionKeys
+    frame_start, fps, _ = head_settings(head)
+    props = getattr(head, EVP_PROP)
+    obag, _ = animating_channelbag(head)
+    emo = obag.fcurves.find(f"{EVP_PROP}.emotion") if obag else None
+    inten = obag.fcurves.find(f"{EVP_PROP}.intensity") if obag else None
+    frames = sorted({kp.co[0] for fc in (emo, inten) if fc is not None for kp in fc.keyframe_points})
+    if frames and frames[0] < frame_start:
+        # keys before the clip collapse into one key at 0 s holding the value there
+        frames = [float(frame_start)] + [f for f in frames if f > frame_start]
+    keys = []
+    for f in frames:
+        e = EMOTIONS[int(np.clip(round(emo.evaluate(f)), 0, 7))] if emo else props.emotion
+        v = float(np.clip(inten.evaluate(f), 0, 1)) if inten else float(props.intensity)
+        keys.append(EmotionKey((f - frame_start) / fps, e, v))
+    if not keys:
+        keys = [EmotionKey(0.0, props.emotion, float(props.intensity))]
+    mult = {m.name: float(m.multiplier) for m in props.multipliers if abs(m.multiplier - 1.0) > 1e-6}
+    return EmotionKeys(keys, float(props.strength), int(props.smoothing), mult)
+
+
+def _sfm_pref():
+    """The add-on preferences' SFM folder when the add-on is enabled (None: env / cache)."""
+    try:
+        from .preferences import prefs
+        return prefs().sfm_dir or None
+    except Exception:  # noqa: BLE001 - preferences are optional for scripts
+        return None
+
+
+def adjust_from_head(head, track: Track) -> tuple[Track, list[str]]:
+    """``track`` with the head panel's strength, per-channel multipliers (those != 1) and
+    smoothing applied; a landmark-only track gets its rig weights solved first. Returns
+    (track, multiplier names the track lacks)."""
+    from evp_anim.export.adjust import adjust_track
+    props = getattr(head, EVP_PROP)
+    if not track.expression_names:  # landmark-only (animate): solve the weights the knobs act on
+        track, _ = with_solved_weights(track, load_rig(_sfm_pref()))
+    mult = {m.name: float(m.multiplier) for m in props.multipliers if abs(m.multiplier - 1.0) > 1e-6}
+    out, unknown = adjust_track(track, props.strength, mult, props.smoothing)
+    return out, unknown
+
+
+# ---------------------------------------------------------------------- retarget
+@dataclass
+class RetargetReport:
+    """Which track channels drove which shape keys, and which found nothing (never hidden)."""
+
+    matched: dict[str, list[str]] = field(default_factory=dict)   # ARKit channel -> "object:key"
+    missing: list[str] = field(default_factory=list)              # ARKit channels no mesh has
+    not_arkit: list[str] = field(default_factory=list)            # track channels with no ARKit name
+    actions: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"drove {len(self.matched)} channels"
+        if self.missing:
+            s += f"; rig lacks {len(self.missing)}: {', '.join(self.missing[:8])}" + ("…" if len(self.missing) > 8 else "")
+        if self.not_arkit:
+            s += f"; not ARKit (skipped): {', '.join(self.not_arkit)}"
+        return s
+
+
+def retarget(track: Track | str | os.PathLike, objects, scene=None, frame_start: int = 1) -> RetargetReport:
+    """Drive the ARKit-named shape keys of ``objects`` (meshes) with a track, matching names
+    case-insensitively; ``mouthSmirkLeft`` goes to mouthSmileLeft + mouthDimpleLeft (clipped
+    0–1). Each mesh's shape-key datablock gets a NEW Action. Sets scene fps and range.
+    Raises EvpError when no mesh has any matching shape key."""
+    from evp_anim.export.arkit import ARKIT_52, to_arkit52, unmapped_channels
+    scene = scene or bpy.context.scene
+    if not isinstance(track, Track):
+        track = load_track(track)
+    arkit = to_arkit52(track.expression, track.expression_names)
+    present = {n for n in ARKIT_52 if np.any(arkit[:, ARKIT_52.index(n)] != 0)
+               or any(n.lower() == t.lower() for t in track.expression_names)}
+    report = RetargetReport(not_arkit=[n for n in unmapped_channels(track.expression_names)])
+    targets = []
+    for obj in objects:
+        key = getattr(obj.data, "shape_keys", None) if obj.type == "MESH" else None
+        if key is None:
+            continue
+        lower = {kb.name.lower(): kb.name for kb in key.key_blocks}
+        hits = [(n, lower[n.lower()]) for n in ARKIT_52 if n in present and n.lower() in lower]
+        if hits:
+            targets.append((obj, key, hits))
+    if not targets:
+        raise EvpError("no selected mesh has ARKit-named shape keys (e.g. jawOpen): nothing to retarget")
+    set_scene_timing(scene, track.fps, frame_start, track.n_frames)
+    frames = frame_start + np.arange(track.n_frames, dtype=np.float32)
+    for obj, key, hits in targets:
+        action = bpy.data.actions.new(f"EVP retarget {obj.name}")
+        slot = ensure_slot(action, "KEY", key.name)
+        bag = channelbag(action, slot)
+        for arkit_name, kb_name in hits:
+            _fcurve(bag, f'key_blocks["{kb_name}"].value', frames, arkit[:, ARKIT_52.index(arkit_name)],
+                    group="ARKit")
+            report.matched.setdefault(arkit_name, []).append(f"{obj.name}:{kb_name}")
+        _assign(key, action, slot, False, frame_start)
+        report.actions.append(action)
+    report.missing = [n for n in ARKIT_52 if n in present and n not in report.matched]
+    return report
+
+
+# ---------------------------------------------------------------------- files (CLI side)
+def _enable(module: str) -> None:
+    import addon_utils
+    if module not in bpy.context.preferences.addons:
+        addon_utils.enable(module, default_set=True)
+
+
+def load_character(path: str | os.PathLike) -> list:
+    """Open a character (.blend replaces the session's file; .glb/.gltf/.fbx import into an
+    empty scene) and return its mesh objects."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvpError(f"character file not found: {p}")
+    ext = p.suffix.lower()
+    if ext == ".blend":
+        bpy.ops.wm.open_mainfile(filepath=str(p))
+    elif ext in (".glb", ".gltf"):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        _enable("io_scene_gltf2")
+        bpy.ops.import_scene.gltf(filepath=str(p))
+    elif ext == ".fbx":
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        _enable("io_scene_fbx")
+        bpy.ops.import_scene.fbx(filepath=str(p))
+    else:
+        raise EvpError(f"character must be .blend, .glb, .gltf or .fbx, got {p.name!r}")
+    return [o for o in bpy.context.scene.objects if o.type == "MESH"]
+
+
+def save_blend(path: str | os.PathLike) -> Path:
+    """Save the session as ``path`` (.blend) via a temporary name, so a failure leaves no half file."""
+    p = Path(path).resolve()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.tmp.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
+    os.replace(tmp, p)
+    return p
+
+
+def export_scene(track_path: str | os.PathLike, fmt: str, output: str | os.PathLike, sfm_dir=None,
+                 audio=None) -> ImportResult:
+    """Build the track's scene in an empty session and write it as ``blend``, ``fbx`` or ``gltf``
+    (.glb or .gltf by the output's suffix); shape-key animation included."""
+    out = Path(output).resolve()
+    if fmt not in ("blend", "fbx", "gltf"):
+        raise EvpError(f"unknown Blender export format {fmt!r}: expected blend, fbx or gltf")
+    track = load_track(track_path)  # validate (and fail) before the session is wiped
+    check_channels(track, load_rig(sfm_dir).channels)
+    if audio and not Path(audio).is_file():
+        raise EvpError(f"audio file not found: {audio}")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    if not hasattr(bpy.types.Object, EVP_PROP):
+        # register the add-on's properties so the .blend opens as an editable EVP head
+        from . import register
+        register()
+    # .blend keeps the add-on's convention (track frame 0 on scene frame 1); FBX and glTF store
+    # seconds, so track frame i goes to frame i, i.e. i / fps seconds, and a clip starts at 0 s.
+    res = import_track(track_path, sfm_dir=sfm_dir, landmarks=(fmt == "blend"), sound=(fmt == "blend"),
+                       frame_start=1 if fmt == "blend" else 0, audio=audio)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "blend":
+        save_blend(out)
+    elif fmt == "fbx":
+        _enable("io_scene_fbx")
+        bpy.ops.export_scene.fbx(filepath=str(out), use_selection=False, bake_anim=True,
+                                 bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
+                                 add_leaf_bones=False, object_types={"MESH"}, bake_anim_simplify_factor=0.0)
+    elif fmt == "gltf":
+        _enable("io_scene_gltf2")
+        fmt_ = "GLB" if out.suffix.lower() == ".glb" else "GLTF_SEPARATE"
+        bpy.ops.export_scene.gltf(filepath=str(out), export_format=fmt_, export_animations=True,
+                                  export_morph=True, export_morph_animation=True, export_apply=False,
+                                  export_animation_mode="ACTIVE_ACTIONS", export_optimize_animation_size=False,
+                                  export_force_sampling=True)
+    else:
+        raise EvpError(f"unknown Blender export format {fmt!r}: expected blend, fbx or gltf")
+    return res

@@ -1,0 +1,323 @@
+"""Operators: import / export tracks, emotion keys, regenerate (modal CLI job), adjust, retarget.
+
+Every operator turns :class:`evp_anim.errors.EvpError` into ``self.report({'ERROR'}, msg)`` and
+``{'CANCELLED'}``; the builder validates before it touches the scene, so a failed import leaves
+the artist's objects and Actions as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from evp_anim.errors import EvpError
+
+from . import builder
+from .jobs import CliJob, build_argv
+from .preferences import prefs
+
+
+def _sfm(context) -> str | None:
+    return prefs(context).sfm_dir or None
+
+
+def _head(context):
+    """The active object if it is an imported EVP head (by the add-on or by a script)."""
+    obj = context.active_object
+    if obj is None or obj.type != "MESH" or "evp_frame_start" not in obj:
+        return None
+    props = getattr(obj, builder.EVP_PROP)
+    if not props.is_head:  # imported by a script before the add-on was enabled: adopt it
+        try:
+            props.is_head = True
+        except AttributeError:  # drawing context: ID writes are not allowed there
+            pass
+    return obj
+
+
+class _HeadOperator:
+    @classmethod
+    def poll(cls, context):
+        return _head(context) is not None
+
+
+class EVP_OT_import_track(bpy.types.Operator, ImportHelper):
+    """Import an evp-anim track: SFM head with shape keys, a new Action, landmarks and audio"""
+
+    bl_idname = "evp.import_track"
+    bl_label = "Import EVP Track"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    audio: StringProperty(name="Audio", subtype="FILE_PATH", default="",
+                          description="Speech file (default: the wav named in the track / beside it)")
+    landmarks: BoolProperty(name="Landmarks", default=True, description="Also add the animated 68-point landmarks")
+    frame_start: IntProperty(name="First frame", default=1)
+    keep_scene_fps: BoolProperty(name="Keep scene fps", default=False,
+                                 description="Resample the track to the scene's frame rate instead of "
+                                 "setting the scene to the track's")
+
+    def execute(self, context):
+        fps = builder.scene_fps(context.scene) if self.keep_scene_fps else None
+        try:
+            res = builder.import_track(self.filepath, sfm_dir=_sfm(context), audio=self.audio or None,
+                                       landmarks=self.landmarks, frame_start=self.frame_start,
+                                       scene=context.scene, fps=fps)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        for w in res.warnings:
+            self.report({"WARNING"}, w)
+        for o in context.view_layer.objects:
+            o.select_set(False)
+        res.head.select_set(True)
+        context.view_layer.objects.active = res.head
+        self.report({"INFO"}, f"imported {Path(self.filepath).name}: {context.scene.frame_end - context.scene.frame_start + 1} "
+                    f"frames at {builder.scene_fps(context.scene):g} fps")
+        return {"FINISHED"}
+
+
+class EVP_OT_export_track(_HeadOperator, bpy.types.Operator, ExportHelper):
+    """Write the head's animation (with your F-curve edits) as an evp-anim track"""
+
+    bl_idname = "evp.export_track"
+    bl_label = "Export EVP Track"
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+
+    def execute(self, context):
+        from evp_anim.tracks import save_track
+        try:
+            track = builder.export_track(_head(context), sfm_dir=_sfm(context))
+            save_track(track, self.filepath)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"wrote {self.filepath} ({track.n_frames} frames)")
+        return {"FINISHED"}
+
+
+class EVP_OT_export_emotion_keys(_HeadOperator, bpy.types.Operator, ExportHelper):
+    """Write the keyed emotion/intensity (and strength knobs) as an emotion-keys TOML file"""
+
+    bl_idname = "evp.export_emotion_keys"
+    bl_label = "Export Emotion Keys"
+    filename_ext = ".toml"
+    filter_glob: StringProperty(default="*.toml", options={"HIDDEN"})
+
+    def execute(self, context):
+        from evp_anim.export.keys import write_emotion_keys
+        try:
+            keys = builder.emotion_keys_from_head(_head(context))
+            write_emotion_keys(keys, self.filepath)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"wrote {len(keys.keys)} emotion keys to {self.filepath}")
+        return {"FINISHED"}
+
+
+def _import_result(op, context, head, path: Path) -> set:
+    """Load the regenerated track, apply the panel's knobs, and give the head a NEW Action."""
+    from evp_anim.tracks import load_track
+    try:
+        track, unknown = builder.adjust_from_head(head, load_track(path))
+        props = getattr(head, builder.EVP_PROP)
+        res = builder.import_track(track, head=head, sfm_dir=_sfm(context), sound=False, landmarks=True,
+                                   nla=props.as_nla, frame_start=props.frame_start, name=path.stem,
+                                   scene=context.scene, fps=float(head["evp_fps"]))
+    except EvpError as e:
+        op.report({"ERROR"}, str(e))
+        return {"CANCELLED"}
+    head["evp_track_path"] = str(path)
+    getattr(head, builder.EVP_PROP).track_path = str(path)
+    if unknown:
+        op.report({"WARNING"}, f"multipliers for channels the track lacks: {', '.join(unknown[:8])}")
+    op.report({"INFO"}, f"regenerated: new Action {res.action.name!r}")
+    return {"FINISHED"}
+
+
+class EVP_OT_regenerate(_HeadOperator, bpy.types.Operator):
+    """Run the evp-anim CLI on the head's audio with the keyed emotions; Esc cancels"""
+
+    bl_idname = "evp.regenerate"
+    bl_label = "Regenerate"
+    bl_options = {"REGISTER"}
+    timeout: IntProperty(name="Timeout (s)", default=600, min=1,
+                         description="Blocking (scripted) runs give up after this long")
+    command: StringProperty(name="Command", default="", options={"SKIP_SAVE"},
+                            description="Override the preferences' command for this run (empty: use them)")
+
+    _job: CliJob | None = None
+    _timer = None
+
+    def _start(self, context) -> bool:
+        from evp_anim.export.keys import write_emotion_keys
+        head = _head(context)
+        props = getattr(head, builder.EVP_PROP)
+        audio = Path(bpy.path.abspath(props.audio_path)) if props.audio_path else None
+        if audio is None or not audio.is_file():
+            self.report({"ERROR"}, f"audio file not found: {audio or '(none set)'}: set Audio in the EVP panel")
+            return False
+        try:
+            keys = builder.emotion_keys_from_head(head)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return False
+        base = Path(bpy.path.abspath(props.track_path)) if props.track_path else audio
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = base.with_name(f"{base.stem.split('.regen')[0]}.regen-{stamp}.npz")
+        keys_path = out.with_suffix(".keys.toml")
+        try:
+            write_emotion_keys(keys, keys_path)
+        except (OSError, EvpError) as e:
+            self.report({"ERROR"}, f"cannot write the emotion keys beside the track: {e}")
+            return False
+        try:
+            argv = build_argv(self.command or prefs(context).command, audio=str(audio), keys=str(keys_path), output=str(out))
+            self._job = CliJob(argv, out).start()
+        except (ValueError, OSError) as e:
+            self.report({"ERROR"}, str(e).splitlines()[0])
+            return False
+        self._head_name = head.name
+        props.job_progress, props.job_status = 0.0, "starting"
+        return True
+
+    def _finish(self, context) -> set:
+        job = self._job
+        head = bpy.data.objects.get(self._head_name)
+        props = getattr(head, builder.EVP_PROP) if head else None
+        if props is not None:
+            props.job_status = job.state
+        if job.state == "success" and head is not None:
+            return _import_result(self, context, head, job.output)
+        if job.state == "success":
+            self.report({"ERROR"}, f"the head was removed while regenerating; the result is in {job.output}")
+        elif job.state == "cancelled":
+            self.report({"WARNING"}, "regenerate cancelled; partial output removed")
+        else:
+            self.report({"ERROR"}, f"regenerate failed: {job.error}")
+        return {"CANCELLED"}
+
+    def execute(self, context):
+        # Blocking path for scripts and background mode (no event loop for a modal handler).
+        if not self._start(context):
+            return {"CANCELLED"}
+        deadline = time.monotonic() + self.timeout
+        while self._job.poll() == "running":
+            if time.monotonic() > deadline:
+                self._job.cancel()
+                break
+            time.sleep(0.05)
+        return self._finish(context)
+
+    def invoke(self, context, event):
+        if not self._start(context):
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        return {"RUNNING_MODAL"}
+
+    def _stop_ui(self, context) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._job.cancel()
+            self._stop_ui(context)
+            return self._finish(context)
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}  # Blender stays usable while the CLI works
+        state = self._job.poll()
+        head = bpy.data.objects.get(self._head_name)
+        if head is not None:
+            props = getattr(head, builder.EVP_PROP)
+            props.job_progress = self._job.progress
+            props.job_status = f"{self._job.task or 'running'} {self._job.progress:.0%}"
+        context.window_manager.progress_update(int(self._job.progress * 100))
+        if context.area:
+            context.area.tag_redraw()
+        if state == "running":
+            return {"PASS_THROUGH"}
+        self._stop_ui(context)
+        return self._finish(context)
+
+
+class EVP_OT_apply_adjustments(_HeadOperator, bpy.types.Operator):
+    """Apply strength, per-channel multipliers and smoothing to the current animation as a NEW Action"""
+
+    bl_idname = "evp.apply_adjustments"
+    bl_label = "Apply Adjustments"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        head = _head(context)
+        try:
+            track, unknown = builder.adjust_from_head(head, builder.export_track(head, sfm_dir=_sfm(context)))
+            props = getattr(head, builder.EVP_PROP)
+            res = builder.import_track(track, head=head, sfm_dir=_sfm(context), sound=False, landmarks=False,
+                                       nla=props.as_nla, frame_start=props.frame_start,
+                                       name=f"{head.name} adjusted", scene=context.scene)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        if unknown:
+            self.report({"WARNING"}, f"multipliers for channels the track lacks: {', '.join(unknown[:8])}")
+        self.report({"INFO"}, f"new Action {res.action.name!r}")
+        return {"FINISHED"}
+
+
+class EVP_OT_retarget(bpy.types.Operator, ImportHelper):
+    """Drive the selected meshes' ARKit-named shape keys with a track (names matched case-insensitively)"""
+
+    bl_idname = "evp.retarget"
+    bl_label = "Retarget Track to Selected"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        return any(o.type == "MESH" for o in context.selected_objects)
+
+    def execute(self, context):
+        try:
+            rep = builder.retarget(self.filepath, context.selected_objects, scene=context.scene)
+        except EvpError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"WARNING"} if rep.missing else {"INFO"}, rep.summary())
+        return {"FINISHED"}
+
+
+class EVP_OT_reset_multipliers(_HeadOperator, bpy.types.Operator):
+    """Set strength and every channel multiplier back to 1 and smoothing to 0"""
+
+    bl_idname = "evp.reset_multipliers"
+    bl_label = "Reset Multipliers"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        props = getattr(_head(context), builder.EVP_PROP)
+        props.strength, props.smoothing = 1.0, 0
+        for m in props.multipliers:
+            m.multiplier = 1.0
+        return {"FINISHED"}
+
+
+def menu_import(self, context):
+    self.layout.operator(EVP_OT_import_track.bl_idname, text="EVP Track (.npz)")
+
+
+def menu_export(self, context):
+    self.layout.operator(EVP_OT_export_track.bl_idname, text="EVP Track (.npz)")

@@ -1,0 +1,97 @@
+"""The "EVP" tab in the 3D view's sidebar (N panel)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import builder
+
+
+class EVP_UL_multipliers(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.label(text=item.name)
+        row.prop(item, "multiplier", text="")
+
+
+class _EvpPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "EVP"
+
+
+class EVP_PT_main(_EvpPanel, bpy.types.Panel):
+    bl_label = "EVP Anim"
+    bl_idname = "EVP_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        col = layout.column(align=True)
+        col.operator("evp.import_track", icon="IMPORT")
+        col.operator("evp.retarget", icon="MOD_DATA_TRANSFER")
+        obj = context.active_object
+        props = getattr(obj, builder.EVP_PROP, None) if obj else None
+        if props is None or not (props.is_head or "evp_frame_start" in obj):
+            layout.label(text="Select an imported EVP head to edit", icon="INFO")
+            return
+        layout.prop(props, "track_path")
+        layout.prop(props, "audio_path")
+        layout.label(text=f"{props.fps:g} fps, track frame 0 at scene frame {props.frame_start}")
+
+
+class EVP_PT_emotion(_EvpPanel, bpy.types.Panel):
+    bl_label = "Emotion"
+    bl_parent_id = "EVP_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
+
+    def draw(self, context):
+        props = getattr(context.active_object, builder.EVP_PROP)
+        col = self.layout.column()
+        col.prop(props, "emotion")   # keyframeable: hover + I
+        col.prop(props, "intensity")
+        col.operator("evp.export_emotion_keys", icon="EXPORT")
+
+
+class EVP_PT_adjust(_EvpPanel, bpy.types.Panel):
+    bl_label = "Strength & Multipliers"
+    bl_parent_id = "EVP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
+
+    def draw(self, context):
+        props = getattr(context.active_object, builder.EVP_PROP)
+        col = self.layout.column()
+        col.prop(props, "strength")
+        col.prop(props, "smoothing")
+        col.template_list("EVP_UL_multipliers", "", props, "multipliers", props, "multiplier_index", rows=6)
+        row = col.row(align=True)
+        row.operator("evp.apply_adjustments", icon="CHECKMARK")
+        row.operator("evp.reset_multipliers", text="", icon="LOOP_BACK")
+
+
+class EVP_PT_regenerate(_EvpPanel, bpy.types.Panel):
+    bl_label = "Regenerate & Export"
+    bl_parent_id = "EVP_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
+
+    def draw(self, context):
+        props = getattr(context.active_object, builder.EVP_PROP)
+        col = self.layout.column()
+        col.prop(props, "as_nla")
+        col.operator("evp.regenerate", icon="FILE_REFRESH")
+        if props.job_status:
+            col.prop(props, "job_progress", text=props.job_status, slider=True)
+            col.label(text="Esc cancels")
+        col.operator("evp.export_track", icon="EXPORT")

@@ -1,0 +1,44 @@
+"""Property groups the add-on attaches to objects (``Object.evp``) in register()."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       StringProperty)
+
+from evp_anim.emotions import EMOTIONS
+
+EMOTION_ITEMS = [(e, e.capitalize(), f"MEAD emotion '{e}'", i) for i, e in enumerate(EMOTIONS)]
+
+
+class EVP_PG_channel(bpy.types.PropertyGroup):
+    """Per-channel multiplier (Audio2Face-style); ``name`` is the rig channel."""
+
+    multiplier: FloatProperty(name="Multiplier", default=1.0, min=0.0, soft_max=2.0,
+                              description="Scale of this channel's weights on import/regenerate")
+
+
+class EVP_PG_head(bpy.types.PropertyGroup):
+    """Settings of an imported EVP head. ``emotion`` and ``intensity`` are animatable: their keys
+    are the emotion keys exported for Regenerate (times = (frame - frame_start) / fps s)."""
+
+    is_head: BoolProperty(name="EVP head", default=False, options={"HIDDEN"})
+    track_path: StringProperty(name="Track", subtype="FILE_PATH", description="Track this head was imported from")
+    audio_path: StringProperty(name="Audio", subtype="FILE_PATH", description="Speech the track was made from")
+    frame_start: IntProperty(name="First frame", default=1, description="Scene frame of track frame 0")
+    fps: FloatProperty(name="fps", default=25.0, min=1.0)
+    emotion: EnumProperty(name="Emotion", items=EMOTION_ITEMS, default="neutral",
+                          description="Emotion at this frame (keyframe it: I over the field)")
+    intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0,
+                             description="Emotion intensity at this frame, 0–1 (keyframeable)")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, soft_max=2.0,
+                            description="Global scale of all channel weights (Audio2Face-style)")
+    smoothing: IntProperty(name="Smoothing", default=0, min=0, soft_max=15,
+                           description="Centred moving average over this many frames (0 = none)")
+    multipliers: CollectionProperty(type=EVP_PG_channel)
+    multiplier_index: IntProperty(default=0)
+    as_nla: BoolProperty(name="As NLA strip", default=False,
+                         description="Put regenerated animation in NLA strips instead of the active Action")
+    job_progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                                options={"SKIP_SAVE"})
+    job_status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})

@@ -1,0 +1,153 @@
+"""CLI: ``evp-anim export`` (tracks → ARKit/Live Link/OpenFace CSV, Rhubarb JSON, .blend/FBX/glTF)
+and ``evp-anim retarget`` (a track onto any character's ARKit-named shape keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli_common import SfmDirOpt, reporter, sfm
+from ..errors import EvpError
+
+BLENDER_FORMATS = ("blend", "fbx", "gltf")
+_SUFFIXES = {"arkit-csv": (".csv",), "livelink-csv": (".csv",), "openface-csv": (".csv",),
+             "rhubarb-json": (".json",), "blend": (".blend",), "fbx": (".fbx",), "gltf": (".glb", ".gltf")}
+
+
+def _bpy_builder():
+    """The add-on's scene builder (imports bpy; only the Blender formats need it)."""
+    try:
+        import bpy  # noqa: F401
+    except ImportError:
+        raise EvpError("this format needs Blender's Python module: pip install 'evp-anim[blender]' (bpy 5.0.1)") from None
+    try:
+        from blender_addon import builder
+    except ModuleNotFoundError as e:
+        if e.name != "blender_addon":
+            raise
+        # a source checkout whose install does not list blender_addon: use the one beside evp_anim
+        import sys
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "blender_addon" / "builder.py").is_file():
+            raise EvpError("the Blender add-on package (blender_addon) is not installed with evp-anim") from None
+        sys.path.insert(0, str(root))
+        from blender_addon import builder
+    return builder
+
+
+def export_track_file(track_path: Path, fmt: str, output: Path, sfm_dir: Optional[Path] = None,
+                      audio: Optional[Path] = None) -> list[str]:
+    """Write ``track_path`` as ``fmt`` to ``output``; returns notes for the user (unmapped channels)."""
+    from ..tracks import load_track
+    from .arkit import unmapped_channels
+    from .formats import FORMATS, write_format
+    all_formats = FORMATS + BLENDER_FORMATS
+    if fmt not in all_formats:
+        raise EvpError(f"unknown format {fmt!r}: expected one of {', '.join(all_formats)}")
+    if output.suffix.lower() not in _SUFFIXES[fmt]:
+        raise EvpError(f"{fmt} output must end in {' or '.join(_SUFFIXES[fmt])}, got {output.name!r}")
+    track = load_track(track_path)
+    if audio is not None and not Path(audio).is_file():
+        raise EvpError(f"audio file not found: {audio}")
+    notes = []
+    if fmt in ("arkit-csv", "livelink-csv", "rhubarb-json") and not track.expression_names:
+        if track.landmarks_3d is None:
+            raise EvpError(f"{track_path}: track has neither expression channels nor 3D landmarks to export as {fmt}")
+        from ..face.rig import FaceRig
+        from .solve import weights_from_landmarks
+        rig = FaceRig(sfm(sfm_dir))
+        ident = track.identity if track.identity.size == rig.num_identity else None
+        track.expression = weights_from_landmarks(rig, track.landmarks_3d, ident)
+        track.expression_names = list(rig.channels)
+        notes.append("track has no expression channels: rig weights solved from its 3D landmarks")
+    if fmt in ("arkit-csv", "livelink-csv"):
+        lost = unmapped_channels(track.expression_names)
+        if lost:
+            notes.append(f"channels with no ARKit column (left out): {', '.join(lost)}")
+    if fmt in FORMATS:
+        write_format(track, fmt, output)
+    else:
+        builder = _bpy_builder()
+        res = builder.export_scene(track_path, fmt, output, sfm_dir=sfm(sfm_dir), audio=audio)
+        notes += res.warnings
+    return notes
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        track: Path = typer.Argument(..., help="Track file (.npz)."),
+        fmt: str = typer.Option(..., "-f", "--format", help="arkit-csv, livelink-csv, openface-csv, rhubarb-json, "
+                                "blend, fbx or gltf (.glb/.gltf)."),
+        output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+        audio: Optional[Path] = typer.Option(None, "--audio", help="Speech for the .blend's sound strip "
+                                             "(default: the track's own wav, when found)."),
+        sfm_dir: Optional[Path] = SfmDirOpt,
+    ) -> None:
+        """Export a track for other tools; fps and timestamps are always carried.
+
+        CSV/JSON formats are written without Blender; blend/fbx/gltf build the add-on's scene
+        (SFM head, one shape key per channel, the animation) through bpy.
+        """
+        rep = reporter()
+        if rep.machine_readable:  # a bar is noise for a sub-second write; programs still get events
+            rep.start("export")
+        notes = export_track_file(track, fmt, output, sfm_dir, audio)
+        rep.success(output=str(output), notes=notes)
+        for n in notes:
+            rep.info(f"note: {n}")
+        rep.info(f"wrote {output}")
+
+    @app.command("export-rig")
+    def export_rig_cmd(
+        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Rig file (.npz); default: the "
+                                              "per-user rig cache the Blender add-on reads."),
+        sfm_dir: Optional[Path] = SfmDirOpt,
+    ) -> None:
+        """Write the evaluated face rig (SFM + articulation channels) as plain arrays for Blender.
+
+        Stock Blender has numpy but not scipy, which building the rig needs; the add-on runs this
+        once by itself when evp-anim is on PATH. The file is derived from the SFM files: keep it
+        local (non-commercial licence).
+        """
+        from ..face.rig import FaceRig
+        from .rigdata import rig_cache_path, save_rig_data
+        d = sfm(sfm_dir)
+        out = output or rig_cache_path(d)
+        if out.suffix != ".npz":
+            raise EvpError(f"rig output must end in .npz, got {out.name!r}")
+        save_rig_data(FaceRig(d), out)
+        rep = reporter()
+        if rep.machine_readable:
+            rep.start("export-rig")
+            rep.success(output=str(out))
+        rep.info(f"wrote {out}")
+
+    @app.command("retarget")
+    def retarget_cmd(
+        track: Path = typer.Argument(..., help="Track file (.npz)."),
+        mesh: Path = typer.Option(..., "--mesh", help="Character with ARKit-named shape keys (.blend, .glb, .gltf, .fbx)."),
+        output: Path = typer.Option(..., "-o", "--output", help=".blend to write."),
+    ) -> None:
+        """Drive a character's ARKit-named shape keys (matched case-insensitively) with a track.
+
+        Channels the character lacks are listed, not dropped silently.
+        """
+        from ..tracks import load_track
+        if output.suffix.lower() != ".blend":
+            raise EvpError(f"retarget output must end in .blend, got {output.name!r}")
+        load_track(track)
+        if not mesh.is_file():
+            raise EvpError(f"character file not found: {mesh}")
+        builder = _bpy_builder()
+        rep = reporter()
+        rep.start("retarget")
+        meshes = builder.load_character(mesh)
+        report = builder.retarget(track, meshes)
+        builder.save_blend(output)
+        rep.success(output=str(output), matched=sorted(report.matched), missing=report.missing,
+                    not_arkit=report.not_arkit)
+        rep.info(report.summary())
+        rep.info(f"wrote {output}")
