@@ -307,25 +307,29 @@ _register_stage_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False)
     except EvpError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         rep = _reporter()
         if rep.machine_readable:
-            rep.failure(msg)
+            command = next((a for a in args if not a.startswith("-")), "evp-anim")
+            rep.failure(msg, task=command)
         else:
             typer.echo(f"error: {msg}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # click's own usage errors
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # typer's (vendored) click exceptions: usage errors know how to show themselves.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, (typer.Exit,)):
+            sys.exit(e.exit_code)
+        if isinstance(e, typer.Abort):
             sys.exit(130)
         raise
 

@@ -84,11 +84,11 @@ class Reporter:
         if self.machine_readable:
             self._emit(event="success", task=self._task, **fields)
 
-    def failure(self, error: str) -> None:
-        """The task failed with a one-line ``error``."""
+    def failure(self, error: str, task: str | None = None) -> None:
+        """The task failed with a one-line ``error`` (``task`` names it when none was started)."""
         self._stop_bar()
         if self.machine_readable:
-            self._emit(event="failure", task=self._task, error=error)
+            self._emit(event="failure", task=self._task or task or "", error=error)
 
     def info(self, message: str) -> None:
         """A human-readable note (suppressed in machine-readable and quiet modes)."""
