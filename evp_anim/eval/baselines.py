@@ -1,0 +1,206 @@
+"""Two baselines without learning, to read the EVP figures against.
+
+* :func:`static_face` — the speaker's neutral reference landmarks on every frame (no motion at
+  all: its LVD is the ground truth's own velocity, its LD the ground truth's distance from rest).
+* :func:`static_emotion_face` — the same face wearing the rig's expression of the clip's emotion
+  label (an oracle for emotion with no speech at all; a reference point, not a competitor).
+* :class:`RuleBasedAnimator` — a phoneme → viseme animator. Phones come from pocketsphinx's
+  phone recogniser (allphone search with its bundled US-English acoustic model and phone
+  language model) on the clip's 16 kHz audio; each ARPAbet phone is mapped to a representative
+  espeak-ng mnemonic (:data:`ARPABET_TO_ESPEAK`), so :func:`~evp_anim.synth.visemes.articulation_curves`
+  turns them into mouth curves over :data:`~evp_anim.face.channels.SPEECH_CHANNELS`; the face is
+  ``FaceRig.landmarks_3d(identity, weights)`` with neutral emotion, projected into the aligned
+  crop. When pocketsphinx is not installed or finds no speech, the jaw follows the normalised
+  frame energy instead (``source == "energy"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EvpError
+
+FPS = 25.0
+SAMPLE_RATE = 16000
+PS_FRAME_S = 0.01                 # pocketsphinx frames are 10 ms
+
+# ARPAbet (CMUdict / pocketsphinx en-us phone set) → a representative espeak-ng mnemonic that
+# evp_anim.synth.visemes maps (diphthongs keep their two-part viseme sequence).
+ARPABET_TO_ESPEAK: dict[str, str] = {
+    "AA": "A:", "AE": "a", "AH": "V", "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "ER": "3:",
+    "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU", "OY": "OI", "UH": "U", "UW": "u:",
+    "B": "b", "CH": "tS", "D": "d", "DH": "D", "F": "f", "G": "g", "HH": "h", "JH": "dZ", "K": "k",
+    "L": "l", "M": "m", "N": "n", "NG": "N", "P": "p", "R": "r", "S": "s", "SH": "S", "T": "t",
+    "TH": "T", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "Z",
+    "SIL": "_",
+}
+
+
+def arpabet_to_espeak(phone: str) -> str:
+    """espeak-ng mnemonic for an ARPAbet phone (stress digits ignored); silence/noise → ``"_"``."""
+    p = phone.strip().upper().rstrip("012")
+    if p.startswith("+") or p.startswith("<") or p.startswith("["):   # +NSN+, <sil>, [NOISE]
+        return "_"
+    return ARPABET_TO_ESPEAK.get(p, "_")
+
+
+# ------------------------------------------------------------------------ static mean face
+def static_face(reference_aligned: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n_frames, 68, 2) float32: the (68, 2) neutral reference repeated on every frame."""
+    r = np.asarray(reference_aligned, np.float32)
+    if r.shape != (68, 2):
+        raise EvpError(f"reference landmarks must have shape (68, 2), got {r.shape}")
+    return np.repeat(r[None], int(n_frames), axis=0)
+
+
+def static_emotion_face(rig, reference: np.ndarray, n_frames: int, emotion: str, intensity: float,
+                        size: int = 256) -> np.ndarray:
+    """(n_frames, 68, 2) float32: the neutral reference (68, 3) mm wearing the rig's expression of
+    ``emotion`` at ``intensity`` on every frame, no speech — an oracle for the emotion (it is given
+    the label) that shows how much of F-LD and emotion accuracy needs no audio at all."""
+    from ..face.projection import aligned_landmarks
+    ref = np.asarray(reference, np.float32)
+    if ref.shape != (68, 3):
+        raise EvpError(f"reference landmarks must have shape (68, 3), got {ref.shape}")
+    delta = rig.landmarks_3d(None, rig.emotion_weights(emotion, intensity)) - rig.landmarks_3d(None)
+    lm = aligned_landmarks((ref + delta)[None], size)[0].astype(np.float32)
+    return np.repeat(lm[None], int(n_frames), axis=0)
+
+
+# ------------------------------------------------------------------------ phone recognition
+def pocketsphinx_available() -> bool:
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _decoder():
+    """A fresh allphone decoder. A decoder carries state from one utterance to the next (its
+    results for the same audio change after it has heard other clips, even with the cepstral
+    mean reset), so every clip gets a new one (~0.1 s) and results are reproducible."""
+    from pocketsphinx import Decoder, get_model_path
+    model = get_model_path()
+    hmm = os.path.join(model, "en-us", "en-us")
+    phone_lm = os.path.join(model, "en-us", "en-us-phone.lm.bin")
+    if not (os.path.isdir(hmm) and os.path.isfile(phone_lm)):
+        raise EvpError(f"pocketsphinx's English model is missing from {model}: reinstall pocketsphinx")
+    return Decoder(hmm=hmm, allphone=phone_lm, loglevel="FATAL", samprate=SAMPLE_RATE,
+                   backtrace=False, beam=1e-20, pbeam=1e-20, lw=2.0)
+
+
+def recognize_phones(audio: np.ndarray) -> list[tuple[float, float, str]]:
+    """ARPAbet phones ``[(start_s, end_s, phone)]`` of 16 kHz mono float audio (pocketsphinx allphone).
+
+    Raises :class:`EvpError` when pocketsphinx is not installed.
+    """
+    if not pocketsphinx_available():
+        raise EvpError("pocketsphinx is not installed: `pip install pocketsphinx` for the rule-based baseline")
+    a = np.asarray(audio, np.float32).reshape(-1)
+    pcm = (np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+    dec = _decoder()
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+    segs = [(s.start_frame * PS_FRAME_S, (s.end_frame + 1) * PS_FRAME_S, s.word) for s in dec.seg()]
+    return [(s, e, w) for s, e, w in segs if e > s]
+
+
+# ------------------------------------------------------------------------ rule-based animator
+def frame_energy(audio: np.ndarray, n_frames: int, fps: float = FPS, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_frames,) RMS of the audio around each frame centre (a 40 ms window)."""
+    a = np.asarray(audio, np.float64).reshape(-1)
+    half = int(0.02 * rate)
+    out = np.zeros(int(n_frames), np.float64)
+    for i in range(int(n_frames)):
+        c = int((i + 0.5) / fps * rate)
+        seg = a[max(0, c - half):c + half]
+        out[i] = np.sqrt(np.mean(seg ** 2)) if seg.size else 0.0
+    return out
+
+
+def energy_jaw(audio: np.ndarray, n_frames: int, max_open: float = 0.45) -> np.ndarray:
+    """(n_frames,) jawOpen from frame energy: energy in dB mapped from a noise floor (20th
+    percentile) to the loud level (95th percentile) onto [0, ``max_open``], lightly smoothed."""
+    e = frame_energy(audio, n_frames)
+    if e.size == 0:
+        return e.astype(np.float32)
+    db = 20 * np.log10(e + 1e-6)
+    lo, hi = np.percentile(db, 20), np.percentile(db, 95)
+    x = np.clip((db - lo) / max(hi - lo, 1e-3), 0.0, 1.0) if hi - lo > 3.0 else np.zeros_like(db)
+    k = np.array([0.25, 0.5, 0.25])
+    x = np.convolve(np.pad(x, 1, mode="edge"), k, mode="valid")
+    return (max_open * x).astype(np.float32)
+
+
+class RuleBasedAnimator:
+    """Audio → (T, 68, 2) aligned landmarks with fixed rules (no learning).
+
+    ``animate`` returns ``(landmarks, source)`` with source ``"phonemes"`` (pocketsphinx phones →
+    visemes) or ``"energy"`` (the energy-driven jaw fallback).
+    """
+
+    def __init__(self, sfm_dir: str | Path | None = None, rig=None, use_pocketsphinx: bool = True):
+        if rig is None:
+            if sfm_dir is None:
+                raise EvpError("RuleBasedAnimator needs the SFM folder (sfm_dir) or a FaceRig")
+            from ..face.rig import FaceRig
+            rig = FaceRig(sfm_dir)
+        from ..face.channels import SPEECH_CHANNELS
+        self.rig = rig
+        self.use_pocketsphinx = use_pocketsphinx and pocketsphinx_available()
+        self._speech_cols = np.array([rig.channel_index(c) for c in SPEECH_CHANNELS])
+        self._jaw_col = rig.channel_index("jawOpen")
+        self._neutral = rig.emotion_weights("neutral", 1.0)
+
+    def phonemes(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
+        """espeak-ng phoneme segments of the audio from pocketsphinx ([] when unavailable)."""
+        if not self.use_pocketsphinx:
+            return []
+        return [(s, e, arpabet_to_espeak(p)) for s, e, p in recognize_phones(audio)]
+
+    def weights(self, audio: np.ndarray, n_frames: int, phones=None) -> tuple[np.ndarray, str]:
+        """(T, K) rig weights and the source used ("phonemes" or "energy").
+
+        ``phones``: ARPAbet segments ``[(start_s, end_s, phone)]`` already recognised for this
+        audio (e.g. cached); None recognises them now.
+        """
+        from ..synth.visemes import articulation_curves
+        n = int(n_frames)
+        w = np.repeat(self._neutral[None], n, axis=0).astype(np.float32)
+        if phones is None:
+            phones = self.phonemes(audio)
+        else:
+            phones = [(float(s), float(e), arpabet_to_espeak(str(p))) for s, e, p in phones]
+        if any(sym != "_" for _, _, sym in phones):
+            curves = articulation_curves(phones, n, FPS)
+            w[:, self._speech_cols] += curves
+            return w, "phonemes"
+        w[:, self._jaw_col] += energy_jaw(audio, n)
+        return w, "energy"
+
+    def animate_3d(self, audio: np.ndarray, n_frames: int, identity=None, reference=None, phones=None,
+                   ) -> tuple[np.ndarray, str]:
+        """(T, 68, 3) mm landmarks of the speaker (``identity`` (63,), or the neutral ``reference``
+        (68, 3) mm — the rig is linear, so the channel deltas are added to it) and the source."""
+        w, source = self.weights(audio, n_frames, phones)
+        if identity is not None and np.asarray(identity).size == self.rig.num_identity:
+            return self.rig.landmarks_3d(identity, w).astype(np.float32), source
+        if reference is None:
+            raise EvpError("the rule-based baseline needs the speaker's identity (63,) or reference (68, 3)")
+        ref = np.asarray(reference, np.float32)
+        if ref.shape != (68, 3):
+            raise EvpError(f"reference landmarks must have shape (68, 3), got {ref.shape}")
+        delta = self.rig.landmarks_3d(None, w) - self.rig.landmarks_3d(None)[None]
+        return (ref[None] + delta).astype(np.float32), source
+
+    def animate(self, audio: np.ndarray, n_frames: int, identity=None, reference=None, phones=None,
+                size: int = 256) -> tuple[np.ndarray, str]:
+        """(T, 68, 2) float32 landmarks in the size×size aligned crop, and the source used."""
+        from ..face.projection import aligned_landmarks
+        lm3d, source = self.animate_3d(audio, n_frames, identity, reference, phones)
+        return aligned_landmarks(lm3d, size).astype(np.float32), source

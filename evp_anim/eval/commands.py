@@ -1,0 +1,105 @@
+"""CLI: `evp-anim eval` — EVP's quantitative evaluation (Tables 1–2, Fig. 5) against two baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli_common import SfmDirOpt, reporter, sfm
+from ..errors import EvpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+
+
+def _parse_named(items: List[str], option: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise EvpError(f"{option} expects NAME=PATH (e.g. 'w/o L_cross=nocross.pt'), got {item!r}")
+        out[name.strip()] = Path(path.strip())
+    return out
+
+
+def eval_cmd(
+    corpus: Path = typer.Argument(..., help="Corpus folder (manifest.csv and tracks)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained EVP model (.pt); "
+                                         "without it only the baselines are evaluated."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Split(s) to evaluate "
+                                              "(default: test_speaker and test_sentence)."),
+    max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, help="At most N clips per split "
+                                            "(evenly spaced over speakers, emotions and levels)."),
+    emotion_source: str = typer.Option("label", "--emotion-source", help="The model's emotion: 'label' "
+                                       "(the emotion's mean code) or 'reference' (another sentence of the "
+                                       "same speaker, emotion and level)."),
+    ablation: Optional[List[str]] = typer.Option(None, "--ablation", help="NAME=MODEL.pt for a Table 2 row "
+                                                 "(repeat: full=…, 'w/o L_cross'=…)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the emotion codes (Fig. 5), one panel "
+                                        "per model (--model and --ablation models; at most --max-clips, "
+                                        "default 600, clips of the first split)."),
+    plot_method: str = typer.Option("pca", "--plot-method", help="2-D projection: pca or tsne."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures to this JSON file."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Emotion classifier file (default: "
+                                              "CORPUS/cache/, trained on the train split when missing)."),
+    retrain_classifier: bool = typer.Option(False, "--retrain-classifier", help="Retrain the classifier."),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip the static and rule-based baselines."),
+    no_probes: bool = typer.Option(False, "--no-probes", help="Skip the disentanglement probes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Landmark metrics (M-/F-LD, LVD), judged emotion accuracy and disentanglement probes of an EVP
+    model against a static face and a rule-based viseme animator."""
+    from ..atomic import write_text_atomic
+    from .report import EMOTION_SOURCES, _Context, ablation_table, evaluate, load_model, plot_emotion_codes, to_json
+
+    if emotion_source not in EMOTION_SOURCES:
+        raise EvpError(f"--emotion-source must be one of {', '.join(EMOTION_SOURCES)}, got {emotion_source!r}")
+    if plot_method not in ("pca", "tsne"):
+        raise EvpError(f"--plot-method must be pca or tsne, got {plot_method!r}")
+    if not (corpus / "manifest.csv").is_file():
+        raise EvpError(f"{corpus}: no manifest.csv (not a corpus; make one with `evp-anim synth`)")
+    ablations = _parse_named(ablation or [], "--ablation")
+    # Fail on a bad model file before any long work.
+    loaded = {}
+    if model is not None:
+        loaded["model"] = load_model(model)
+    for name, path in ablations.items():
+        loaded[name] = load_model(path)
+    if plot is not None and not loaded:
+        raise EvpError("--plot needs a model (--model or --ablation)")
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+    rep = reporter()
+    ctx = _Context(corpus, sfm(sfm_dir), rep, classifier, retrain_classifier)
+    result = evaluate(corpus, loaded.get("model"), splits=tuple(split) if split else ("test_speaker", "test_sentence"),
+                      max_clips=max_clips, emotion_source=emotion_source, baselines=not no_baselines,
+                      probes=not no_probes, reporter=rep, out=typer.echo, _ctx=ctx)
+    if model is not None:
+        result["model"] = str(model)
+    if ablations:
+        result["ablation"] = ablation_table(corpus, {n: loaded[n] for n in ablations},
+                                            split=(split[0] if split else "test_speaker"), max_clips=max_clips,
+                                            emotion_source=emotion_source, reporter=rep,
+                                            out=lambda s: typer.echo("\n" + s), _ctx=ctx)
+    if plot is not None:
+        panels = {}
+        if model is not None:
+            panels[model.stem] = loaded["model"]
+        panels.update({n: loaded[n] for n in ablations})
+        rep.start("eval-plot", description="emotion codes plot")
+        scores = plot_emotion_codes(panels, corpus, plot, split=(split[0] if split else "test_speaker"),
+                                    max_clips=max_clips or 600, method=plot_method, feats=ctx.feats)
+        rep.success(output=str(plot))
+        result["plot"] = {"path": str(plot), "silhouette": scores}
+        typer.echo(f"\nwrote {plot} (emotion-code silhouette: "
+                   + ", ".join(f"{n} {s:.2f}" for n, s in scores.items()) + ")")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(to_json(result), indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
