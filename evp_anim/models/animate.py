@@ -1,0 +1,144 @@
+"""``evp-anim animate``: speech → an emotional landmark Track with a trained EVP model.
+
+The emotion comes from a label (the emotion cluster's mean code at an intensity), from a
+reference clip (Ee of another recording), or from timecoded keys that blend emotions per frame.
+The output Track (25 fps) carries pose-invariant 3D landmarks (mm), their frontal projection in
+the 256×256 aligned crop, an identity pose, per-frame emotion weights and intensity.
+
+Silence closes the mouth: where voice activity is off for a while, the mouth landmarks are
+eased towards the model's own prediction for silent input with the same emotion, so noise in
+pauses does not make the lips flutter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
+from ..errors import EvpError
+from ..tracks import Track
+from .emotion_control import EmotionKey, per_frame, read_keys, validate_keys
+from .evp import EvpModel
+
+FPS = 25.0
+CROP = 256
+MOUTH = slice(48, 68)
+
+
+@dataclasses.dataclass
+class EmotionSpec:
+    """Exactly one of: a label (+ intensity), a reference audio clip, or a keys file."""
+
+    emotion: str | None = "neutral"
+    intensity: float = 1.0
+    reference_audio: Path | None = None
+    keys: list[EmotionKey] | None = None
+
+
+def default_model_path() -> Path:
+    """The shipped default weights (assets/evp_default.pt in the source tree)."""
+    return Path(__file__).resolve().parents[2] / "assets" / "evp_default.pt"
+
+
+def _silence_gate(vad: np.ndarray, min_frames: int = 5, ramp: int = 3) -> np.ndarray:
+    """(T,) in [0, 1]: 1 inside silences of at least ``min_frames`` frames, eased over ``ramp`` frames."""
+    t = len(vad)
+    gate = np.zeros(t, np.float32)
+    i = 0
+    while i < t:
+        if not vad[i]:
+            j = i
+            while j < t and not vad[j]:
+                j += 1
+            if j - i >= min_frames:
+                gate[i:j] = 1.0
+            i = j
+        else:
+            i += 1
+    if ramp > 0 and gate.any():
+        kernel = np.ones(2 * ramp + 1, np.float32) / (2 * ramp + 1)
+        # Only shrink the gate at its edges (erode then blur) so speech frames stay untouched.
+        eroded = np.minimum.reduce([np.roll(gate, s) for s in range(-ramp, ramp + 1)])
+        gate = np.convolve(np.pad(eroded, ramp, mode="edge"), kernel, mode="valid")
+    return gate.astype(np.float32)
+
+
+def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
+            identity: np.ndarray | None = None, sample_rate: int = 16000) -> Track:
+    """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
+
+    ``reference`` (68, 3) mm is the neutral face to animate (default: the SFM mean face, stored in
+    the model as the mean training reference); ``identity`` (63,) is recorded in the track if given.
+    """
+    from ..audio.features import mfcc_windows, voice_activity
+    from ..audio.io import load_audio
+    from ..face.projection import aligned_crop_transform, aligned_landmarks
+
+    windows = mfcc_windows(audio, sample_rate)
+    n = windows.shape[0]
+    duration = n / FPS
+    if reference is None:
+        reference = model.net.ref_mean.numpy().reshape(68, 3)
+
+    if spec.keys is not None:
+        validate_keys(spec.keys, duration)
+        codes, weights, intensity = per_frame(spec.keys, n, FPS, model.label_code)
+    elif spec.reference_audio is not None:
+        ref_audio = load_audio(spec.reference_audio)
+        if not voice_activity(ref_audio).any():
+            raise EvpError(f"{spec.reference_audio}: the reference emotion clip is silent; "
+                           "give a clip with speech in the wanted emotion")
+        code = model.emotion_code(mfcc_windows(ref_audio))
+        codes = np.broadcast_to(code, (n, code.shape[0]))
+        with torch.no_grad():
+            logits = model.net.classifier(torch.from_numpy(code)[None]).numpy()[0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        weights = np.tile(probs.astype(np.float32), (n, 1))
+        intensity = np.full(n, float(1.0 - probs[0]), np.float32)
+    else:
+        emo = canonical_emotion(spec.emotion or "neutral")
+        inten = check_intensity(spec.intensity) if emo != "neutral" else 0.0
+        codes = np.broadcast_to(model.label_code(emo, inten), (n, model.net.cfg.emotion_dim))
+        weights = np.tile(np.eye(NUM_EMOTIONS, dtype=np.float32)[EMOTIONS.index(emo)], (n, 1))
+        intensity = np.full(n, inten, np.float32)
+
+    lm3d = model.predict_lm3d(windows, reference, codes)
+    gate = _silence_gate(voice_activity(audio, sample_rate, n_frames=n))
+    if gate.any():
+        silent = mfcc_windows(np.zeros(int(sample_rate * 0.6), np.float32), sample_rate)
+        # The model's own closed mouth for this emotion: its prediction on silence, per frame code.
+        uniq, which = _unique_codes(codes)
+        rest = np.stack([model.predict_lm3d(silent, reference, c)[-1] for c in uniq])[which]
+        g = gate[:, None, None]
+        lm3d[:, MOUTH] = (1 - g) * lm3d[:, MOUTH] + g * rest[:, MOUTH]
+
+    scale, trans = aligned_crop_transform(CROP)
+    return Track.new(
+        aligned_landmarks(lm3d, CROP), fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
+        pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
+        pose_scale=np.full(n, scale, np.float32),
+        identity=np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32),
+        emotion=weights, intensity=intensity,
+        provenance={"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
+                    "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])},
+    )
+
+
+def _unique_codes(codes: np.ndarray, decimals: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of (T, De) codes and the index of each frame's row (keys give few distinct codes
+    only when constant; blended keys give many, so cap the work by quantising)."""
+    q = np.round(codes, decimals)
+    uniq, inverse = np.unique(q, axis=0, return_inverse=True)
+    if len(uniq) > 64:  # a long cross-fade: sample the rest pose on a coarse grid of frames instead
+        step = int(np.ceil(len(codes) / 64))
+        anchors = np.arange(0, len(codes), step)
+        inverse = np.minimum(np.round(np.arange(len(codes)) / step).astype(int), len(anchors) - 1)
+        return codes[anchors], inverse
+    return uniq.astype(np.float32), inverse.reshape(-1)

@@ -1,0 +1,156 @@
+"""CLI: `evp-anim train` (the EVP audio models) and `evp-anim animate` (speech → emotional Track)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli_common import SfmDirOpt, reporter, sfm
+from ..errors import EvpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("animate")(animate_cmd)
+
+
+def train(
+    corpus: Path = typer.Argument(..., help="Corpus folder (manifest.csv, tracks, pairs.npz)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model file to write (.pt)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints and log.csv "
+                                           "(default: OUTPUT with .run). An existing checkpoint is resumed."),
+    steps: str = typer.Option("800,800,1500", "--steps", help="Steps of the three stages: "
+                              "pretrain,disentangle,landmarks."),
+    batch: int = typer.Option(32, "--batch", help="Batch size per process."),
+    without: Optional[str] = typer.Option(None, "--without", help="Ablation: comma-separated loss terms "
+                                          "to drop in stage 2 (cross, self, cla, con)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Start from another run's "
+                                              "stage1.pt (skips pre-training; for ablations)."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Train EVP's audio side: pre-train Ec/Ee, cross-reconstruction (Eq. 2–6), audio-to-landmark (Eq. 7).
+
+    Runs unchanged under `torchrun --nproc_per_node N` (DDP). Resumes after a kill.
+    """
+    import torch
+
+    from ..data.manifest import read_manifest
+    from ..data.pairs import load_pairs
+    from ..train.evp_trainer import Trainer, TrainConfig, dist_info
+    from ..train.features import load_features
+
+    if output.suffix != ".pt":
+        raise EvpError(f"model output must end in .pt, got {output.name!r}")
+    try:
+        step_t = tuple(int(s) for s in steps.split(","))
+    except ValueError:
+        raise EvpError(f"--steps must be three integers like 800,800,1500, got {steps!r}") from None
+    cfg = TrainConfig(steps=step_t, batch=batch, seed=seed,
+                      without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
+    cfg.validate()
+    if threads:
+        torch.set_num_threads(threads)
+    rank, world = dist_info()
+    rep = reporter() if rank == 0 else None
+    rows = read_manifest(corpus / "manifest.csv")
+    if rep:
+        rep.start("features", description="features")
+    # Rank 0 builds the feature cache; the others wait, then read it.
+    if rank != 0:
+        import torch.distributed as dist
+        dist.barrier()
+    feats = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
+    if rank == 0 and world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rep:
+        rep.success()
+    pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
+    state = {"stage": None}
+
+    def progress(stage: str, step: int, total: int, logs: dict) -> None:
+        if rep is None:
+            return
+        if state["stage"] != stage:
+            if state["stage"] is not None:
+                rep.success()
+            state["stage"] = stage
+            rep.start(f"train-{stage}", total=total, description=stage)
+        rep.update(step)
+
+    trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
+                      progress=progress, corpus_name=str(corpus))
+    model = trainer.run()
+    if rank == 0:
+        if state["stage"] is not None:
+            rep.success()
+        model.save(output)
+        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
+                 f"{model.meta['trained_on']['train_clips']} clips)")
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def animate_cmd(
+    audio: Path = typer.Argument(..., help="Speech (wav, flac, mp3, m4a, ...)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Track to write (.npz)."),
+    emotion: str = typer.Option("neutral", "--emotion", "-e", help="One of the 8 MEAD emotions."),
+    intensity: float = typer.Option(1.0, "--intensity", "-i", help="Emotion intensity in [0, 1]."),
+    emotion_audio: Optional[Path] = typer.Option(None, "--emotion-audio", help="Take the emotion from "
+                                                 "this reference clip instead of a label."),
+    emotion_keys: Optional[Path] = typer.Option(None, "--emotion-keys", help="Timecoded emotion keys "
+                                                "(TOML [[key]] time/emotion/intensity) blended per frame."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="EVP model (.pt); default: the "
+                                              "shipped assets/evp_default.pt."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Track whose identity gives the "
+                                             "face to animate (default: the SFM mean face)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview video (.mp4)."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Speech → emotional landmark Track (EVP), with emotion from a label, a reference clip or keys."""
+    from ..audio.io import audio_sha256, load_audio
+    from ..emotions import canonical_emotion, check_intensity
+    from ..tracks import load_track, save_track
+    from .animate import EmotionSpec, animate, default_model_path
+    from .emotion_control import read_keys
+    from .evp import EvpModel
+
+    if output.suffix != ".npz":
+        raise EvpError(f"track output must end in .npz, got {output.name!r}")
+    if sum(x is not None for x in (emotion_audio, emotion_keys)) > 1:
+        raise EvpError("give at most one of --emotion-audio and --emotion-keys")
+    spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
+    if emotion_keys is not None:
+        spec = EmotionSpec(emotion=None, keys=read_keys(emotion_keys))
+    elif emotion_audio is not None:
+        spec = EmotionSpec(emotion=None, reference_audio=emotion_audio)
+    model = EvpModel.load(model_path or default_model_path())
+    x = load_audio(audio)
+    ref_lm, ident = None, None
+    if reference is not None:
+        from ..face.rig import FaceRig
+        tr = load_track(reference)
+        rig = FaceRig(sfm(sfm_dir))
+        if tr.identity.size != rig.num_identity:
+            raise EvpError(f"{reference}: track has no SFM identity to animate")
+        ident = tr.identity
+        ref_lm = rig.landmarks_3d(ident)
+    rep = reporter()
+    rep.start("animate", description="animate")
+    track = animate(x, model, spec, reference=ref_lm, identity=ident)
+    track.provenance["source_audio_sha256"] = audio_sha256(audio)
+    track.info["audio"] = str(Path(audio).resolve())
+    save_track(track, output)
+    rep.success(output=str(output), frames=track.n_frames)
+    rep.info(f"wrote {output} ({track.n_frames} frames, {track.duration:.2f} s)")
+    if preview is not None:
+        from ..preview import write_preview
+        rep.start("preview", total=track.n_frames, description="preview")
+        write_preview(track, preview, audio_path=audio, sfm_dir=sfm(sfm_dir), progress=rep.update)
+        rep.success(output=str(preview))

@@ -1,0 +1,278 @@
+"""EVP's audio side (Ji et al., CVPR 2021, Sec. 3.2–3.3) as torch modules.
+
+Shapes (B = batch, T = frames at 25 fps):
+
+* input: MFCC windows (B, T, 28, 12) — 280 ms of 12 MFCCs around each frame, normalised with the
+  training set's per-coefficient mean and std (buffers of :class:`EvpNet`)
+* content encoder Ec: (B, T, 28, 12) → (B, T, Dc) — duration-dependent, one code per frame
+* emotion encoder Ee: (B, T, 28, 12) → (B, De) — duration-independent, pooled over time
+* decoder D: (B, T, Dc) + (B, De) → (B, T, 28, 12) — rebuilds the windows (cross-reconstruction)
+* emotion classifier Ce: (B, De) → (B, 8) logits
+* viseme head (pre-training Ec on content, standing in for EVP's LRW pre-training): (B, T, Dc) → (B, T, 15)
+* audio-to-landmark: identity embedding f_a = MLP(reference landmarks (B, 68, 3)), then per frame
+  [Ec, Ee, f_a] → LSTM → two-layer MLP → PCA coefficients of the landmark displacement
+  l_d (68×3, mm); landmarks l = l_a + l_d (Eq. 7), with l_a the speaker's neutral reference.
+
+We predict pose-invariant **3D** landmarks (mm, SFM frame) rather than EVP's 2D ones: their
+frontal projection is the aligned 2D landmarks the paper evaluates, and the 3D form is what
+3D-aware keypoint alignment (Eq. 8) needs, so no separate lifting step is required.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
+from ..errors import EvpError
+
+MODEL_FORMAT = "evp-anim-evp-model"
+MODEL_VERSION = 1
+N_LANDMARKS = 68
+
+
+@dataclasses.dataclass(frozen=True)
+class EvpConfig:
+    """Sizes of the networks."""
+
+    content_dim: int = 64
+    emotion_dim: int = 32
+    frame_hidden: int = 128
+    lstm_hidden: int = 256
+    identity_dim: int = 64
+    pca_dim: int = 40
+    num_visemes: int = 15
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class FrameEncoder(nn.Module):
+    """One MFCC window (28 × 12) → a feature vector, applied to every frame: (B, T, 28, 12) → (B, T, H)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        # Convolve along time inside the window, MFCC coefficients as channels.
+        self.conv = nn.Sequential(
+            nn.Conv1d(12, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv1d(64, 128, 3, stride=2, padding=1), nn.ReLU(),   # 28 → 14
+            nn.Conv1d(128, 128, 3, stride=2, padding=1), nn.ReLU(),  # 14 → 7
+        )
+        self.out = nn.Sequential(nn.Linear(128 * 7, hidden), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        h = self.conv(x.reshape(b * t, 28, 12).transpose(1, 2))
+        return self.out(h.reshape(b * t, -1)).reshape(b, t, -1)
+
+
+class ContentEncoder(nn.Module):
+    """Ec: per-frame content codes (B, T, Dc), with a little temporal context (±2 frames)."""
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.frame = FrameEncoder(cfg.frame_hidden)
+        self.temporal = nn.Conv1d(cfg.frame_hidden, cfg.content_dim, 5, padding=2)
+        # Unit-scale codes: without this, L_con (an L1 distance between codes) is minimised by
+        # shrinking every code to zero, which erases the content (observed: L_con → 0 while the
+        # reconstruction losses stayed at the data variance).
+        self.norm = nn.LayerNorm(cfg.content_dim, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.frame(x).transpose(1, 2)
+        return self.norm(self.temporal(h).transpose(1, 2))
+
+
+class EmotionEncoder(nn.Module):
+    """Ee: one emotion code per clip (B, De), mean-pooled over time so length does not matter."""
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.frame = FrameEncoder(cfg.frame_hidden)
+        self.proj = nn.Linear(cfg.frame_hidden, cfg.emotion_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.frame(x).mean(dim=1))
+
+
+class Decoder(nn.Module):
+    """D: (content (B, T, Dc), emotion (B, De) or (B, T, De)) → MFCC windows (B, T, 28, 12)."""
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.content_dim + cfg.emotion_dim, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, 28 * 12))
+
+    def forward(self, content: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
+        if emotion.dim() == 2:
+            emotion = emotion[:, None, :].expand(-1, content.shape[1], -1)
+        b, t = content.shape[:2]
+        return self.mlp(torch.cat([content, emotion], -1)).reshape(b, t, 28, 12)
+
+
+class AudioToLandmark(nn.Module):
+    """Identity MLP + LSTM + two-layer MLP → landmark displacement PCA coefficients (B, T, P)."""
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.identity = nn.Sequential(nn.Linear(N_LANDMARKS * 3, 128), nn.ReLU(),
+                                      nn.Linear(128, cfg.identity_dim), nn.ReLU())
+        n_in = cfg.content_dim + cfg.emotion_dim + cfg.identity_dim
+        # The encoders' codes come at whatever scale their own training left them; normalising the
+        # LSTM input keeps stage 3 from depending on it.
+        self.norm = nn.LayerNorm(n_in)
+        self.lstm = nn.LSTM(n_in, cfg.lstm_hidden, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(cfg.lstm_hidden, 256), nn.ReLU(), nn.Linear(256, cfg.pca_dim))
+
+    def forward(self, content: torch.Tensor, emotion: torch.Tensor, reference: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """content (B,T,Dc); emotion (B,De) or (B,T,De); reference (B,68,3) normalised → (coeffs, state)."""
+        b, t = content.shape[:2]
+        if emotion.dim() == 2:
+            emotion = emotion[:, None, :].expand(-1, t, -1)
+        f_a = self.identity(reference.reshape(b, -1))[:, None, :].expand(-1, t, -1)
+        h, state = self.lstm(self.norm(torch.cat([content, emotion, f_a], -1)), state)
+        return self.head(h), state
+
+
+class EvpNet(nn.Module):
+    """All EVP networks plus the normalisation statistics and the landmark PCA basis (buffers)."""
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.content = ContentEncoder(cfg)
+        self.emotion = EmotionEncoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.classifier = nn.Linear(cfg.emotion_dim, NUM_EMOTIONS)
+        self.viseme_head = nn.Linear(cfg.content_dim, cfg.num_visemes)
+        self.a2l = AudioToLandmark(cfg)
+        self.register_buffer("mfcc_mean", torch.zeros(12))
+        self.register_buffer("mfcc_std", torch.ones(12))
+        self.register_buffer("pca_mean", torch.zeros(N_LANDMARKS * 3))
+        self.register_buffer("pca_basis", torch.zeros(cfg.pca_dim, N_LANDMARKS * 3))
+        self.register_buffer("ref_mean", torch.zeros(N_LANDMARKS * 3))
+        self.register_buffer("ref_scale", torch.ones(()))
+        # Label control: mean emotion code per emotion at intensity 0 (neutral), 1/3, 2/3, 1.
+        self.register_buffer("label_codes", torch.zeros(NUM_EMOTIONS, 4, cfg.emotion_dim))
+
+    def normalise(self, windows: torch.Tensor) -> torch.Tensor:
+        return (windows - self.mfcc_mean) / self.mfcc_std
+
+    def normalise_reference(self, reference: torch.Tensor) -> torch.Tensor:
+        return (reference.reshape(reference.shape[0], -1) - self.ref_mean) / self.ref_scale
+
+    def landmarks(self, coeffs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """PCA coefficients (B, T, P) + reference (B, 68, 3) → landmarks (B, T, 68, 3) mm."""
+        disp = self.pca_mean + coeffs @ self.pca_basis
+        return reference[:, None] + disp.reshape(*coeffs.shape[:2], N_LANDMARKS, 3)
+
+
+# ---------------------------------------------------------------------- inference wrapper
+class EvpModel:
+    """A trained EVP model for inference (numpy in, numpy out; CPU)."""
+
+    def __init__(self, net: EvpNet, meta: dict[str, Any]):
+        self.net = net.eval()
+        self.meta = meta
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", "evp"))
+
+    # -- files ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the inference weights (atomic): a torch file with config, buffers and meta."""
+        from ..atomic import atomic_path
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": self.net.cfg.to_dict(),
+                        "state": self.net.state_dict(), "meta": self.meta}, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvpModel":
+        """Load a model file; a missing, corrupt or foreign file is a one-line :class:`EvpError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise EvpError(f"model file not found: {path} (train one with `evp-anim train`)")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for truncated/corrupt files
+            raise EvpError(f"{path}: not a readable model file ({type(e).__name__})") from None
+        if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+            raise EvpError(f"{path}: not an evp-anim EVP model")
+        if int(blob.get("version", 0)) > MODEL_VERSION:
+            raise EvpError(f"{path}: model version {blob['version']} is newer than this evp-anim; upgrade")
+        try:
+            net = EvpNet(EvpConfig(**blob["config"]))
+            net.load_state_dict(blob["state"])
+        except (TypeError, RuntimeError, KeyError) as e:
+            raise EvpError(f"{path}: model weights do not fit the network ({str(e).splitlines()[0][:120]})") from None
+        return cls(net, dict(blob.get("meta", {})))
+
+    # -- encoders ------------------------------------------------------------------
+    def _t(self, windows: np.ndarray) -> torch.Tensor:
+        w = np.asarray(windows, np.float32)
+        if w.ndim != 3 or w.shape[1:] != (28, 12):
+            raise EvpError(f"MFCC windows must be (T, 28, 12), got {w.shape}")
+        return self.net.normalise(torch.from_numpy(w)[None])
+
+    @torch.no_grad()
+    def content_codes(self, windows: np.ndarray) -> np.ndarray:
+        """(T, 28, 12) windows → (T, Dc) content codes."""
+        return self.net.content(self._t(windows))[0].numpy()
+
+    @torch.no_grad()
+    def emotion_code(self, windows: np.ndarray) -> np.ndarray:
+        """(T, 28, 12) windows → (De,) emotion code of the whole clip."""
+        return self.net.emotion(self._t(windows))[0].numpy()
+
+    def label_code(self, emotion: str, intensity: float = 1.0) -> np.ndarray:
+        """(De,) the emotion cluster's mean code at ``intensity`` (piecewise linear over MEAD levels)."""
+        e = EMOTIONS.index(canonical_emotion(emotion))
+        a = check_intensity(intensity) if e != 0 else 0.0
+        codes = self.net.label_codes.numpy()
+        pos = a * 3.0
+        lo = min(int(np.floor(pos)), 2)
+        frac = pos - lo
+        return ((1 - frac) * codes[e, lo] + frac * codes[e, lo + 1]).astype(np.float32)
+
+    @torch.no_grad()
+    def predict_lm3d(self, windows: np.ndarray, reference: np.ndarray, emotion_code: np.ndarray,
+                     chunk: int = 500) -> np.ndarray:
+        """Landmarks (T, 68, 3) mm for windows (T, 28, 12), a neutral reference face (68, 3) mm
+        and an emotion code (De,) or per-frame codes (T, De).
+
+        Runs in chunks of ``chunk`` frames carrying the LSTM state, so memory is bounded by the
+        chunk, not the clip; Ec's ±2-frame temporal context is given to each chunk as overlap.
+        """
+        w = np.asarray(windows, np.float32)
+        t_total = w.shape[0]
+        ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
+        ref_n = self.net.normalise_reference(ref)
+        code = np.asarray(emotion_code, np.float32)
+        if code.ndim == 1:
+            code = np.broadcast_to(code, (t_total, code.shape[0]))
+        if code.shape != (t_total, self.net.cfg.emotion_dim):
+            raise EvpError(f"emotion code must be ({self.net.cfg.emotion_dim},) or (T, "
+                           f"{self.net.cfg.emotion_dim}), got {code.shape}")
+        out = np.empty((t_total, N_LANDMARKS, 3), np.float32)
+        state = None
+        pad = 2  # Ec's temporal conv sees ±2 frames
+        for a in range(0, t_total, chunk):
+            b = min(a + chunk, t_total)
+            lo, hi = max(0, a - pad), min(t_total, b + pad)
+            content = self.net.content(self.net.normalise(torch.from_numpy(w[lo:hi])[None]))
+            content = content[:, a - lo: a - lo + (b - a)]
+            coeffs, state = self.net.a2l(content, torch.from_numpy(np.ascontiguousarray(code[a:b]))[None],
+                                         ref_n, state)
+            out[a:b] = self.net.landmarks(coeffs, ref)[0].numpy()
+        return out

@@ -1,0 +1,481 @@
+"""Training of the EVP audio side in three stages (Ji et al. 2021, Sec. 3.2–3.3 and Sec. 4).
+
+1. **pretrain** — Ee + Ce as an emotion classifier (EVP pre-trains Ee on emotion classification)
+   and Ec + a viseme head on per-frame viseme classes (EVP pre-trains Ec on LRW lip reading; the
+   synthetic corpus's exact phoneme timing gives that supervision here).
+2. **disentangle** — cross-reconstruction on DTW-aligned pseudo pairs, Eq. 2–6:
+   L_dis = L_cross + L_self + λ_cla·L_cla + λ_con·L_con, with a fresh decoder D. For a speaker,
+   sentences i ≠ j, and emotion/level pairs m ≠ n, the four clips x_im, x_in, x_jm, x_jn are
+   aligned pairwise by their DTW paths (x_im with x_in, x_jm with x_jn). Any term can be
+   switched off (Table 2's ablation).
+3. **landmarks** — the audio-to-landmark network on frozen encoders, Eq. 7 (L2 between predicted
+   and ground-truth landmarks; we use pose-invariant 3D landmarks in mm, see models/evp.py).
+
+Afterwards the mean emotion code of each emotion at each MEAD level is stored for label control.
+
+Robustness: checkpoints (``<run_dir>/checkpoint.pt``) are written atomically every
+``checkpoint_every`` steps and at stage ends, with optimiser and random states, so a killed
+run resumes where it stopped and gives the same weights as an uninterrupted one. Logs go to
+``<run_dir>/log.csv``. The same code runs under ``torchrun --nproc_per_node N`` (DDP; gloo on
+CPU, nccl on GPU): each rank draws its own batches, gradients are averaged, rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..emotions import EMOTIONS
+from ..errors import EvpError
+from ..models.evp import EvpConfig, EvpModel, EvpNet
+from .features import CorpusFeatures
+
+STAGES = ("pretrain", "disentangle", "landmarks")
+LOSS_TERMS = ("cross", "self", "cla", "con")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Knobs of a training run (stored in the checkpoint; a resume must use the same ones)."""
+
+    steps: tuple[int, int, int] = (800, 800, 1500)
+    batch: int = 32
+    crop: int = 48              # frames per training crop in stage 1 (1.9 s)
+    pair_batch: int = 16        # quadruples per batch in stage 2 (each is four sequences)
+    pair_crop: int = 32         # aligned frames per quadruple in stage 2 (1.3 s)
+    landmark_crop: int = 96     # frames per crop in stage 3 (3.8 s)
+    lr: float = 1e-3
+    lambda_cla: float = 1.0
+    lambda_con: float = 0.1
+    lambda_anchor: float = 1.0      # Ec's viseme task kept during stage 2 (see DisentangleLoss)
+    without: tuple[str, ...] = ()   # loss terms switched off in stage 2 (ablation)
+    seed: int = 0
+    checkpoint_every: int = 250
+
+    def validate(self) -> None:
+        if len(self.steps) != 3 or any(s < 0 for s in self.steps):
+            raise EvpError(f"steps must be three non-negative numbers (pretrain, disentangle, landmarks), got {self.steps}")
+        bad = set(self.without) - set(LOSS_TERMS)
+        if bad:
+            raise EvpError(f"unknown loss term(s) {sorted(bad)} for --without: choose from {', '.join(LOSS_TERMS)}")
+        if self.batch < 1 or self.crop < 8 or self.landmark_crop < 8:
+            raise EvpError("batch must be ≥ 1 and crops ≥ 8 frames")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["steps"], d["without"] = list(self.steps), list(self.without)
+        return d
+
+
+# ---------------------------------------------------------------------- distributed helpers
+def dist_info() -> tuple[int, int]:
+    """(rank, world size), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def _wrap(module: nn.Module, world: int) -> nn.Module:
+    if world <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+    # Ablations leave some parameters without gradients (e.g. D without L_cross and L_self).
+    return DistributedDataParallel(module, find_unused_parameters=True)
+
+
+# ---------------------------------------------------------------------- batches
+class Sampler:
+    """Draws training batches from the features (numpy, seeded per rank)."""
+
+    def __init__(self, feats: CorpusFeatures, pairs: dict, train_idx: list[int], rng: np.random.Generator):
+        self.f = feats
+        self.rng = rng
+        self.train = np.asarray(train_idx)
+        self.pairs = pairs  # (speaker, sentence, (emo, lvl) a, (emo, lvl) b) -> (idx a, idx b, path)
+        by_spk: dict[str, list[tuple]] = {}
+        for key in pairs:
+            by_spk.setdefault(key[0], []).append(key)
+        self.pair_keys = [k for k in pairs]
+        self.by_spk_cond: dict[tuple, list[tuple]] = {}
+        for key in pairs:
+            self.by_spk_cond.setdefault((key[0], key[2], key[3]), []).append(key)
+
+    def _crop(self, n: int, length: int) -> int:
+        return int(self.rng.integers(0, n - length + 1))
+
+    def clips(self, batch: int, crop: int, with_landmarks: bool = False) -> dict[str, np.ndarray]:
+        idx = self.rng.choice(self.train, size=batch, replace=True)
+        length = min(crop, min(self.f.windows[i].shape[0] for i in idx))
+        win, vis, lm, ref = [], [], [], []
+        for i in idx:
+            s = self._crop(self.f.windows[i].shape[0], length)
+            win.append(self.f.windows[i][s:s + length])
+            vis.append(self.f.visemes[i][s:s + length])
+            if with_landmarks:
+                lm.append(self.f.lm3d[i][s:s + length])
+        out = {"idx": idx, "windows": np.stack(win), "visemes": np.stack(vis),
+               "emotion": self.f.emotion_index[idx]}
+        if with_landmarks:
+            out["lm3d"] = np.stack(lm)
+            out["reference"] = self.f.reference[idx]
+        return out
+
+    def quadruples(self, batch: int, crop: int) -> dict[str, np.ndarray]:
+        """x_im, x_in, x_jm, x_jn aligned pairwise (i with i, j with j), each (B, L, 28, 12)."""
+        xs = {k: [] for k in ("im", "in", "jm", "jn", "vis_i", "vis_j")}
+        labels = {k: [] for k in ("m", "n")}
+        for _ in range(batch):
+            while True:
+                key = self.pair_keys[int(self.rng.integers(len(self.pair_keys)))]
+                others = [k for k in self.by_spk_cond.get((key[0], key[2], key[3]), []) if k[1] != key[1]]
+                if others:
+                    break
+            key2 = others[int(self.rng.integers(len(others)))]
+            ai, bi, p1 = self.pairs[key]
+            aj, bj, p2 = self.pairs[key2]
+            length = min(crop, len(p1), len(p2))
+            s1, s2 = self._crop(len(p1), length), self._crop(len(p2), length)
+            q1, q2 = p1[s1:s1 + length], p2[s2:s2 + length]
+            xs["im"].append(self.f.windows[ai][q1[:, 0]])
+            xs["in"].append(self.f.windows[bi][q1[:, 1]])
+            xs["jm"].append(self.f.windows[aj][q2[:, 0]])
+            xs["jn"].append(self.f.windows[bj][q2[:, 1]])
+            xs["vis_i"].append(self.f.visemes[ai][q1[:, 0]])
+            xs["vis_j"].append(self.f.visemes[bj][q2[:, 1]])
+            labels["m"].append(EMOTIONS.index(key[2][0]))
+            labels["n"].append(EMOTIONS.index(key[3][0]))
+        length = min(x.shape[0] for x in xs["im"] + xs["jm"])
+        out = {k: np.stack([x[:length] for x in v]) for k, v in xs.items()}
+        out.update({k: np.asarray(v) for k, v in labels.items()})
+        return out
+
+
+def pair_index(feats: CorpusFeatures, pairs: list, train_idx: list[int]) -> dict:
+    """Map (speaker, sentence, (emo_a, lvl_a), (emo_b, lvl_b)) → (clip a, clip b, path) for train pairs.
+
+    Both orders are stored, so a quadruple can ask for (m, n) in either direction.
+    """
+    pos = {feats.rows[i].clip_id: i for i in train_idx}
+    out = {}
+    for p in pairs:
+        a, b = pos.get(p.clip_a), pos.get(p.clip_b)
+        if a is None or b is None:
+            continue
+        ra, rb = feats.rows[a], feats.rows[b]
+        ka, kb = (ra.emotion, ra.level), (rb.emotion, rb.level)
+        path = np.asarray(p.path, np.int64)
+        out[(ra.speaker, ra.sentence_id, ka, kb)] = (a, b, path)
+        out[(ra.speaker, ra.sentence_id, kb, ka)] = (b, a, path[:, ::-1].copy())
+    return out
+
+
+# ---------------------------------------------------------------------- stage losses
+class PretrainLoss(nn.Module):
+    """Stage 1: emotion classification (Ee + Ce) and per-frame viseme classification (Ec + head)."""
+
+    def __init__(self, net: EvpNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, windows, visemes, emotion):
+        x = self.net.normalise(windows)
+        emo_logits = self.net.classifier(self.net.emotion(x))
+        vis_logits = self.net.viseme_head(self.net.content(x))
+        l_emo = F.cross_entropy(emo_logits, emotion)
+        l_vis = F.cross_entropy(vis_logits.reshape(-1, vis_logits.shape[-1]), visemes.reshape(-1))
+        acc = (emo_logits.argmax(1) == emotion).float().mean()
+        return l_emo + l_vis, {"emotion_ce": l_emo.item(), "viseme_ce": l_vis.item(), "emotion_acc": acc.item()}
+
+
+class DisentangleLoss(nn.Module):
+    """Stage 2: Eq. 2–6 on quadruples; ``without`` switches terms off (ablation)."""
+
+    def __init__(self, net: EvpNet, lambda_cla: float, lambda_con: float, without: tuple[str, ...],
+                 lambda_anchor: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.lambda_cla, self.lambda_con, self.without = lambda_cla, lambda_con, set(without)
+        self.lambda_anchor = lambda_anchor
+
+    def forward(self, im, in_, jm, jn, m, n, vis_i, vis_j):
+        net = self.net
+        x = {k: net.normalise(v) for k, v in (("im", im), ("in", in_), ("jm", jm), ("jn", jn))}
+        c = {k: net.content(v) for k, v in x.items()}
+        e = {k: net.emotion(v) for k, v in x.items()}
+        mse = F.mse_loss
+        terms = {
+            "cross": mse(net.decoder(c["im"], e["jn"]), x["in"]) + mse(net.decoder(c["jn"], e["im"]), x["jm"]),
+            "self": mse(net.decoder(c["im"], e["im"]), x["im"]) + mse(net.decoder(c["jn"], e["jn"]), x["jn"]),
+            "cla": sum(F.cross_entropy(net.classifier(e[k]), lab) for k, lab in
+                       (("im", m), ("in", n), ("jm", m), ("jn", n))) / 4,
+            "con": F.l1_loss(c["im"], c["in"]) + F.l1_loss(c["jm"], c["jn"]),
+        }
+        weights = {"cross": 1.0, "self": 1.0, "cla": self.lambda_cla, "con": self.lambda_con}
+        total = sum(weights[k] * v for k, v in terms.items() if k not in self.without)
+        # Content anchor (not in the paper): Ec keeps its pre-training task, per-frame visemes of
+        # x_im and x_jn. Without it, L_con is minimised by mapping every input to one constant
+        # code before the fresh decoder has learnt to use the content (observed: L_con → 0 while
+        # L_self stayed at the data variance).
+        anchor = sum(F.cross_entropy(net.viseme_head(c[k]).reshape(-1, net.cfg.num_visemes), v.reshape(-1))
+                     for k, v in (("im", vis_i), ("jn", vis_j))) / 2
+        total = total + self.lambda_anchor * anchor
+        terms["anchor"] = anchor
+        logs = {f"L_{k}": v.item() for k, v in terms.items()}
+        return total, logs
+
+
+class LandmarkLoss(nn.Module):
+    """Stage 3: Eq. 7, L2 between predicted and ground-truth landmarks (mm), encoders frozen."""
+
+    def __init__(self, net: EvpNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, windows, emotion_code, reference, lm3d):
+        net = self.net
+        with torch.no_grad():
+            content = net.content(net.normalise(windows))
+        coeffs, _ = net.a2l(content, emotion_code, net.normalise_reference(reference))
+        pred = net.landmarks(coeffs, reference)
+        loss = F.mse_loss(pred, lm3d)
+        err = (pred - lm3d).norm(dim=-1).mean()
+        return loss, {"L_a": loss.item(), "mean_err_mm": err.item()}
+
+
+# ---------------------------------------------------------------------- statistics
+def fit_statistics(net: EvpNet, feats: CorpusFeatures, train_idx: list[int], rng: np.random.Generator) -> None:
+    """MFCC normalisation, reference normalisation and the landmark-displacement PCA, from train clips."""
+    win = np.concatenate([feats.windows[i][:, 14] for i in train_idx])      # centre rows, (N, 12)
+    net.mfcc_mean.copy_(torch.from_numpy(win.mean(0)))
+    net.mfcc_std.copy_(torch.from_numpy(win.std(0) + 1e-3))
+    refs = feats.reference[train_idx].reshape(len(train_idx), -1)
+    net.ref_mean.copy_(torch.from_numpy(refs.mean(0)))
+    net.ref_scale.copy_(torch.tensor(float(refs.std()) + 1e-3))
+    disp = np.concatenate([(feats.lm3d[i] - feats.reference[i][None]).reshape(-1, 68 * 3) for i in train_idx])
+    if len(disp) > 60000:
+        disp = disp[rng.choice(len(disp), 60000, replace=False)]
+    mean = disp.mean(0)
+    _, sv, vt = np.linalg.svd(disp - mean, full_matrices=False)
+    k = min(net.cfg.pca_dim, vt.shape[0])
+    # Scale each component by its standard deviation, so the network predicts coefficients of
+    # unit size rather than tens of millimetres (which a freshly initialised head learns slowly).
+    basis = np.zeros((net.cfg.pca_dim, 68 * 3), np.float32)
+    basis[:k] = vt[:k] * (sv[:k, None] / np.sqrt(len(disp)))
+    net.pca_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+    net.pca_basis.copy_(torch.from_numpy(basis))
+
+
+@torch.no_grad()
+def clip_emotion_codes(net: EvpNet, feats: CorpusFeatures, idx: list[int]) -> np.ndarray:
+    """(len(idx), De) Ee codes of whole clips."""
+    net.eval()
+    out = [net.emotion(net.normalise(torch.from_numpy(feats.windows[i])[None]))[0].numpy() for i in idx]
+    return np.stack(out)
+
+
+def fit_label_codes(net: EvpNet, feats: CorpusFeatures, idx: list[int], codes: np.ndarray) -> None:
+    """Mean code per emotion and level; column 0 (intensity 0) of every emotion is the neutral mean."""
+    table = np.zeros(tuple(net.label_codes.shape), np.float32)
+    rows = [feats.rows[i] for i in idx]
+    neutral = [c for c, r in zip(codes, rows) if r.emotion == "neutral"]
+    if not neutral:
+        raise EvpError("the training split has no neutral clips; label control needs them")
+    table[:, 0] = np.mean(neutral, 0)
+    for e, name in enumerate(EMOTIONS):
+        for lvl in (1, 2, 3):
+            sel = [c for c, r in zip(codes, rows) if r.emotion == name and (r.level == lvl or name == "neutral")]
+            table[e, lvl] = np.mean(sel, 0) if sel else table[e, 0]
+    net.label_codes.copy_(torch.from_numpy(table))
+
+
+# ---------------------------------------------------------------------- the run
+class Trainer:
+    """Runs (or resumes) the three stages and writes the final model."""
+
+    def __init__(self, feats: CorpusFeatures, pairs: list, config: TrainConfig, run_dir: Path,
+                 model_config: EvpConfig | None = None, pretrained: Path | None = None,
+                 progress: Callable[[str, int, int, dict], None] | None = None, corpus_name: str = ""):
+        config.validate()
+        self.feats, self.cfg, self.run_dir = feats, config, Path(run_dir)
+        self.rank, self.world = dist_info()
+        self.progress = progress
+        self.corpus_name = corpus_name
+        self.train_idx = feats.split("train")
+        if not self.train_idx:
+            raise EvpError("the corpus has no clips in the train split")
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng([config.seed, self.rank])
+        self.net = EvpNet(model_config or EvpConfig())
+        fit_statistics(self.net, feats, self.train_idx, np.random.default_rng(config.seed))
+        self.pairs = pair_index(feats, pairs, self.train_idx)
+        if config.steps[1] > 0 and not self.pairs:
+            raise EvpError("no DTW pairs among the training clips: run `evp-anim pairs CORPUS` first")
+        self.sampler = Sampler(feats, self.pairs, self.train_idx, self.rng)
+        self.stage, self.step = 0, 0
+        self.optim: torch.optim.Optimizer | None = None
+        self.elapsed = 0.0
+        self.ckpt = self.run_dir / "checkpoint.pt"
+        if self.ckpt.is_file():
+            self._resume()
+        elif pretrained is not None:
+            self._start_from_pretrained(pretrained)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"stage": self.stage, "step": self.step, "net": self.net.state_dict(),
+                "optim": self.optim.state_dict() if self.optim else None,
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "config": self.cfg.to_dict(), "elapsed": self.elapsed}
+
+    def _save(self, path: Path | None = None) -> None:
+        if self.rank != 0:
+            return
+        with atomic_path(path or self.ckpt) as tmp:
+            torch.save(self._state(), tmp)
+
+    def _load_blob(self, path: Path) -> dict:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise EvpError(f"{path}: corrupt checkpoint ({type(e).__name__}); delete it to start over") from None
+
+    def _resume(self) -> None:
+        blob = self._load_blob(self.ckpt)
+        if blob.get("config") != self.cfg.to_dict():
+            raise EvpError(f"{self.ckpt} was written with other training options; use them again or a new --run-dir")
+        self.net.load_state_dict(blob["net"])
+        self.stage, self.step, self.elapsed = blob["stage"], blob["step"], blob.get("elapsed", 0.0)
+        self.optim = self._make_optim()
+        if blob.get("optim"):
+            self.optim.load_state_dict(blob["optim"])
+        self.rng.bit_generator.state = blob["rng"]
+        torch.set_rng_state(blob["torch_rng"])
+
+    def _start_from_pretrained(self, path: Path) -> None:
+        """Skip stage 1: take Ec, Ee, Ce and the statistics from another run's stage-1 checkpoint."""
+        blob = self._load_blob(path)
+        if blob.get("stage", 0) < 1:
+            raise EvpError(f"{path} is not a finished pre-training checkpoint")
+        self.net.load_state_dict(blob["net"])
+        self.stage, self.step = 1, 0
+
+    # -- optimisation ---------------------------------------------------------------
+    def _stage_module(self) -> nn.Module:
+        if self.stage == 0:
+            return PretrainLoss(self.net)
+        if self.stage == 1:
+            return DisentangleLoss(self.net, self.cfg.lambda_cla, self.cfg.lambda_con, self.cfg.without,
+                                   self.cfg.lambda_anchor)
+        return LandmarkLoss(self.net)
+
+    def _params(self):
+        n = self.net
+        if self.stage == 0:
+            mods = [n.content, n.emotion, n.classifier, n.viseme_head]
+        elif self.stage == 1:
+            mods = [n.content, n.emotion, n.classifier, n.decoder, n.viseme_head]
+        else:
+            mods = [n.a2l]
+        return [p for m in mods for p in m.parameters()]
+
+    def _make_optim(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self._params(), lr=self.cfg.lr)
+
+    def _batch(self) -> tuple:
+        t = torch.from_numpy
+        c = self.cfg
+        if self.stage == 0:
+            b = self.sampler.clips(c.batch, c.crop)
+            return t(b["windows"]), t(b["visemes"]), t(b["emotion"])
+        if self.stage == 1:
+            b = self.sampler.quadruples(c.pair_batch, c.pair_crop)
+            return (t(b["im"]), t(b["in"]), t(b["jm"]), t(b["jn"]), t(b["m"]), t(b["n"]),
+                    t(b["vis_i"]), t(b["vis_j"]))
+        b = self.sampler.clips(c.batch, c.landmark_crop, with_landmarks=True)
+        codes = t(self._codes[b["idx"]])
+        return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"])
+
+    def run(self) -> EvpModel:
+        log_path = self.run_dir / "log.csv"
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        _barrier(self.world)
+        writer = None
+        while self.stage < 3:
+            total = self.cfg.steps[self.stage]
+            if self.optim is None:
+                self.optim = self._make_optim()
+            if self.stage == 2:
+                self._codes = clip_emotion_codes(self.net, self.feats, list(range(len(self.feats))))
+            module = _wrap(self._stage_module(), self.world)
+            module.train()
+            if self.stage == 2:  # encoders stay frozen (eval mode, no gradients)
+                self.net.content.eval()
+                self.net.emotion.eval()
+            t0 = time.perf_counter()
+            while self.step < total:
+                loss, logs = module(*self._batch())
+                self.optim.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optim.step()
+                self.step += 1
+                if self.rank == 0:
+                    if writer is None:
+                        new = not log_path.is_file()
+                        fh = open(log_path, "a", newline="")
+                        writer = (fh, csv.writer(fh))
+                        if new:
+                            writer[1].writerow(["stage", "step", "loss", "terms"])
+                    writer[1].writerow([STAGES[self.stage], self.step, f"{loss.item():.5f}", json.dumps(logs)])
+                    if self.progress:
+                        self.progress(STAGES[self.stage], self.step, total, logs)
+                if self.step % self.cfg.checkpoint_every == 0 and self.step < total:
+                    self.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    if writer:
+                        writer[0].flush()
+                    self._save()
+            self.elapsed += time.perf_counter() - t0
+            if self.stage == 0:
+                self._save(self.run_dir / "stage1.pt")  # reusable by ablation runs (--pretrained)
+            self.stage, self.step, self.optim = self.stage + 1, 0, None
+            self._save()
+        if writer:
+            writer[0].close()
+        return self._finish()
+
+    def _finish(self) -> EvpModel:
+        idx = self.train_idx
+        codes = clip_emotion_codes(self.net, self.feats, idx)
+        fit_label_codes(self.net, self.feats, idx, codes)
+        speakers = sorted({self.feats.rows[i].speaker for i in idx})
+        meta = {
+            "name": "evp", "evp_anim_version": __version__,
+            "trained_on": {"corpus": self.corpus_name, "train_clips": len(idx), "speakers": speakers,
+                           "sentences": sorted({self.feats.rows[i].sentence_id for i in idx})},
+            "train_config": self.cfg.to_dict(), "train_seconds": round(self.elapsed, 1),
+            "world_size": self.world,
+        }
+        return EvpModel(self.net, meta)

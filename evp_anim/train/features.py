@@ -1,0 +1,166 @@
+"""Per-clip training features of a corpus, computed once and cached beside it.
+
+For every clip with a track, :class:`CorpusFeatures` holds
+
+* ``windows[i]``   (T, 28, 12) float32 — EVP MFCC windows at 25 fps (from the clip's audio)
+* ``lm3d[i]``      (T, 68, 3) float32 — ground-truth pose-invariant 3D landmarks, mm
+* ``aligned(i)``   (T, 68, 2) float32 — the same, frontally projected into the 256×256 aligned crop, px
+* ``reference[i]`` (68, 3) float32 — the speaker's neutral face (identity, no expression), mm:
+  EVP's "aligned reference landmarks" l_a, the identity the audio-to-landmark net keeps
+* ``visemes[i]``   (T,) int64 — the viseme class per frame (content supervision for Ec)
+* ``rows[i]``      the manifest row (speaker, sentence, emotion, level, split, ...)
+
+The cache (``<corpus>/cache/evp_features_v1.npz``) stores all clips concatenated with offsets,
+windows as float16 (half the disk; MFCCs need no more precision). It is rebuilt when the
+manifest changes (its hash is stored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..data.manifest import ClipRow, read_manifest
+from ..emotions import EMOTIONS
+from ..errors import EvpError
+
+CACHE_NAME = "evp_features_v1.npz"
+ALIGNED_SIZE = 256
+
+
+@dataclasses.dataclass
+class CorpusFeatures:
+    """Features of every clip of a corpus (see module docstring for shapes and units)."""
+
+    rows: list[ClipRow]
+    windows: list[np.ndarray]
+    lm3d: list[np.ndarray]
+    reference: np.ndarray
+    visemes: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def emotion_index(self) -> np.ndarray:
+        """(N,) int64 emotion class per clip, in EMOTIONS order."""
+        return np.array([EMOTIONS.index(r.emotion) for r in self.rows], np.int64)
+
+    def aligned(self, i: int) -> np.ndarray:
+        """(T, 68, 2) ground-truth landmarks of clip ``i`` in the 256×256 aligned crop, px."""
+        from ..face.projection import aligned_landmarks
+        return aligned_landmarks(self.lm3d[i], ALIGNED_SIZE).astype(np.float32)
+
+    def reference_aligned(self, i: int) -> np.ndarray:
+        """(68, 2) the speaker's neutral face of clip ``i`` in the aligned crop, px."""
+        from ..face.projection import aligned_landmarks
+        return aligned_landmarks(self.reference[i][None], ALIGNED_SIZE)[0].astype(np.float32)
+
+    def split(self, *names: str) -> list[int]:
+        """Indices of the clips in the given splits."""
+        return [i for i, r in enumerate(self.rows) if r.split in names]
+
+    def speakers(self) -> list[str]:
+        return sorted({r.speaker for r in self.rows})
+
+    def sentences(self) -> list[str]:
+        return sorted({r.sentence_id for r in self.rows})
+
+
+def _viseme_frames(phonemes, n: int, fps: float = 25.0) -> np.ndarray:
+    from ..synth.visemes import VISEMES, viseme_sequence
+    out = np.zeros(n, np.int64)  # 0 = silence
+    t = (np.arange(n) + 0.5) / fps
+    for s, e, v in viseme_sequence(phonemes):
+        out[(t >= s) & (t < e)] = VISEMES.index(v)
+    return out
+
+
+def _manifest_hash(rows: Sequence[ClipRow]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(f"{r.clip_id}|{r.audio}|{r.track}|{r.n_frames}\n".encode())
+    return h.hexdigest()
+
+
+def build_features(corpus: Path, rows: Sequence[ClipRow], sfm_dir: Path,
+                   progress: Callable[[float], None] | None = None) -> CorpusFeatures:
+    """Compute features of ``rows`` (clips with audio and a track) from the corpus files."""
+    from ..audio.features import mfcc_windows
+    from ..audio.io import load_audio
+    from ..face.rig import FaceRig
+    from ..tracks import load_track
+
+    rig = FaceRig(sfm_dir)
+    windows, lm3d, refs, vis = [], [], [], []
+    ref_cache: dict[bytes, np.ndarray] = {}
+    for k, r in enumerate(rows):
+        if not r.track or not r.audio:
+            raise EvpError(f"clip {r.clip_id} has no track or audio: preprocess the corpus first")
+        tr = load_track(corpus / r.track)
+        if tr.landmarks_3d is None:
+            raise EvpError(f"{r.track}: track has no 3D landmarks, which training needs")
+        win = mfcc_windows(load_audio(corpus / r.audio), n_frames=tr.n_frames)
+        key = tr.identity.tobytes()
+        if key not in ref_cache:
+            ident = tr.identity if tr.identity.size == rig.num_identity else None
+            ref_cache[key] = rig.landmarks_3d(ident).astype(np.float32)
+        windows.append(win.astype(np.float16).astype(np.float32))  # as cached: same values either way
+        lm3d.append(tr.landmarks_3d.astype(np.float32))
+        refs.append(ref_cache[key])
+        vis.append(_viseme_frames(tr.phonemes, tr.n_frames, tr.fps))
+        if progress and (k % 50 == 0 or k == len(rows) - 1):
+            progress((k + 1) / len(rows))
+    return CorpusFeatures(list(rows), windows, lm3d, np.stack(refs), vis)
+
+
+def _save(path: Path, feats: CorpusFeatures, manifest_hash: str) -> None:
+    offsets = np.cumsum([0] + [w.shape[0] for w in feats.windows]).astype(np.int64)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, clip_ids=np.array([r.clip_id for r in feats.rows]), offsets=offsets,
+                     windows=np.concatenate(feats.windows).astype(np.float16),
+                     lm3d=np.concatenate(feats.lm3d), reference=feats.reference,
+                     visemes=np.concatenate(feats.visemes).astype(np.int8),
+                     manifest_hash=np.array(manifest_hash))
+
+
+def _load(path: Path, rows: Sequence[ClipRow], manifest_hash: str) -> CorpusFeatures | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["manifest_hash"]) != manifest_hash:
+                return None
+            off = z["offsets"]
+            win, lm, vis = z["windows"], z["lm3d"], z["visemes"]
+            ref = z["reference"]
+    except (OSError, KeyError, ValueError):
+        return None
+    cut = lambda a, dtype: [a[off[i]:off[i + 1]].astype(dtype) for i in range(len(rows))]  # noqa: E731
+    return CorpusFeatures(list(rows), cut(win, np.float32), cut(lm, np.float32), ref, cut(vis, np.int64))
+
+
+def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | None = None,
+                  progress: Callable[[float], None] | None = None) -> CorpusFeatures:
+    """Features of the corpus at ``corpus`` (all manifest rows by default), cached under ``cache/``."""
+    corpus = Path(corpus)
+    if rows is None:
+        rows = read_manifest(corpus / "manifest.csv")
+    rows = [r for r in rows if r.track]
+    if not rows:
+        raise EvpError(f"{corpus}: no clips with tracks in the manifest")
+    mh = _manifest_hash(rows)
+    path = corpus / "cache" / CACHE_NAME
+    if path.is_file():
+        feats = _load(path, rows, mh)
+        if feats is not None:
+            if progress:
+                progress(1.0)
+            return feats
+    feats = build_features(corpus, rows, sfm_dir, progress)
+    _save(path, feats, mh)
+    return feats

@@ -1,0 +1,149 @@
+"""EVP training: features, the three stages, resume after a kill, DDP under torchrun."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from evp_anim.data.pairs import load_pairs
+from evp_anim.errors import EvpError
+from evp_anim.models.evp import EvpModel
+from evp_anim.train.evp_trainer import Trainer, TrainConfig, pair_index
+from evp_anim.train.features import load_features
+
+
+@pytest.fixture(scope="module")
+def feats(tiny_corpus, sfm_dir):
+    return load_features(tiny_corpus, sfm_dir)
+
+
+def test_features_match_the_clips(feats, tiny_corpus):
+    from evp_anim.tracks import load_track
+    r = feats.rows[0]
+    tr = load_track(tiny_corpus / r.track)
+    assert feats.windows[0].shape == (tr.n_frames, 28, 12)
+    np.testing.assert_array_equal(feats.lm3d[0], tr.landmarks_3d)
+    assert feats.reference.shape == (len(feats), 68, 3)
+    assert feats.aligned(0).shape == (tr.n_frames, 68, 2)
+    # The speaker's neutral reference: one per speaker, shared by all their clips.
+    same = [i for i, q in enumerate(feats.rows) if q.speaker == r.speaker]
+    assert all(np.array_equal(feats.reference[i], feats.reference[0]) for i in same)
+
+
+def test_feature_cache_is_reused(tiny_corpus, sfm_dir, feats):
+    cache = tiny_corpus / "cache" / "evp_features_v1.npz"
+    assert cache.is_file()
+    again = load_features(tiny_corpus, sfm_dir)
+    np.testing.assert_array_equal(again.windows[3], feats.windows[3])
+
+
+def test_pairs_give_quadruples_of_one_speaker(feats, tiny_corpus):
+    pairs = pair_index(feats, load_pairs(tiny_corpus / "pairs.npz"), feats.split("train"))
+    assert pairs
+    (spk, sent, ka, kb), (a, b, path) = next(iter(pairs.items()))
+    assert feats.rows[a].speaker == feats.rows[b].speaker == spk
+    assert (feats.rows[a].emotion, feats.rows[a].level) == ka and ka != kb
+    assert path[:, 0].max() < feats.windows[a].shape[0] and path[:, 1].max() < feats.windows[b].shape[0]
+
+
+def test_landmark_stage_fits_a_fixed_batch(feats, tiny_corpus, tmp_path):
+    """Eq. 7's gradient path: on pre-trained encoders, 40 Adam steps on one batch cut the landmark
+    loss by more than half."""
+    from evp_anim.train.evp_trainer import LandmarkLoss
+    cfg = TrainConfig(steps=(80, 0, 0), batch=8)
+    trainer = Trainer(feats, load_pairs(tiny_corpus / "pairs.npz"), cfg, tmp_path / "run")
+    trainer.run()
+    trainer.stage = 2
+    trainer._codes = np.zeros((len(feats), trainer.net.cfg.emotion_dim), np.float32)
+    batch = trainer._batch()
+    loss_fn = LandmarkLoss(trainer.net)
+    optim = torch.optim.Adam(trainer.net.a2l.parameters(), lr=3e-3)
+    first = loss_fn(*batch)[0].item()
+    for _ in range(40):
+        loss, _ = loss_fn(*batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss_fn(*batch)[0].item() < 0.5 * first
+
+
+def test_killed_run_resumes_to_identical_weights(feats, tiny_corpus, tmp_path):
+    pairs = load_pairs(tiny_corpus / "pairs.npz")
+    cfg = TrainConfig(steps=(6, 6, 6), batch=4, pair_batch=2, checkpoint_every=3)
+    straight = Trainer(feats, pairs, cfg, tmp_path / "a").run().net.state_dict()
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_stage_two(stage, step, total, logs):
+        if stage == "disentangle" and step == 5:  # after the checkpoint at step 3
+            raise Killed
+
+    t = Trainer(feats, pairs, cfg, tmp_path / "b", progress=kill_in_stage_two)
+    with pytest.raises(Killed):
+        t.run()
+    resumed_trainer = Trainer(feats, pairs, cfg, tmp_path / "b")
+    assert (resumed_trainer.stage, resumed_trainer.step) == (1, 3)
+    resumed = resumed_trainer.run().net.state_dict()
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, msg=k)
+
+
+def test_resume_with_other_options_is_refused(feats, tiny_corpus, tmp_path):
+    pairs = load_pairs(tiny_corpus / "pairs.npz")
+    Trainer(feats, pairs, TrainConfig(steps=(2, 0, 0), batch=4), tmp_path / "r").run()
+    with pytest.raises(EvpError, match="other training options"):
+        Trainer(feats, pairs, TrainConfig(steps=(3, 0, 0), batch=4), tmp_path / "r")
+
+
+def test_ablation_term_names_are_checked():
+    with pytest.raises(EvpError, match="unknown loss term"):
+        TrainConfig(without=("kl",)).validate()
+
+
+def test_trained_model_round_trips_and_predicts(tiny_model, feats):
+    m = EvpModel.load(tiny_model)
+    pred = m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("happy", 0.5))
+    assert pred.shape == feats.lm3d[0].shape and np.isfinite(pred).all()
+    # Chunked prediction (LSTM state carried) equals one pass.
+    whole = m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("sad", 1.0), chunk=10_000)
+    chunked = m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("sad", 1.0), chunk=7)
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+
+
+def test_label_codes_interpolate_between_levels(tiny_model):
+    m = EvpModel.load(tiny_model)
+    table = m.net.label_codes.numpy()
+    np.testing.assert_allclose(m.label_code("happy", 2 / 3), table[5, 2], atol=1e-5)
+    np.testing.assert_allclose(m.label_code("happy", 0.5), 0.5 * (table[5, 1] + table[5, 2]), atol=1e-5)
+    np.testing.assert_allclose(m.label_code("happy", 0.0), m.label_code("neutral"), atol=1e-5)
+    with pytest.raises(EvpError, match="outside"):
+        m.label_code("happy", 1.5)
+
+
+def test_corrupt_and_missing_model_files_are_one_line_errors(tmp_path, tiny_model):
+    with pytest.raises(EvpError, match="not found"):
+        EvpModel.load(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(tiny_model.read_bytes()[:1000])
+    with pytest.raises(EvpError, match="not a readable model"):
+        EvpModel.load(bad)
+
+
+def test_training_runs_under_torchrun_with_two_processes(tiny_corpus, sfm_dir, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun comes with torch"
+    out = tmp_path / "ddp.pt"
+    env = dict(os.environ, EVP_ANIM_SFM_DIR=str(sfm_dir), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "0", "-m", "evp_anim.cli", "--quiet", "train",
+         str(tiny_corpus), "-o", str(out), "--steps", "4,4,4", "--batch", "4", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = EvpModel.load(out)
+    assert m.meta["world_size"] == 2
+    assert (tmp_path / "ddp.run" / "log.csv").is_file()
