@@ -20,6 +20,15 @@ class _EvpPanel:
     bl_category = "EVP"
 
 
+class _HeadPanel(_EvpPanel):
+    """Sub-panels shown only for an imported EVP head (or its landmark object)."""
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
+
+
 class EVP_PT_main(_EvpPanel, bpy.types.Panel):
     bl_label = "EVP Anim"
     bl_idname = "EVP_PT_main"
@@ -39,14 +48,9 @@ class EVP_PT_main(_EvpPanel, bpy.types.Panel):
         layout.label(text=f"{props.fps:g} fps, track frame 0 at scene frame {props.frame_start}")
 
 
-class EVP_PT_emotion(_EvpPanel, bpy.types.Panel):
+class EVP_PT_emotion(_HeadPanel, bpy.types.Panel):
     bl_label = "Emotion"
     bl_parent_id = "EVP_PT_main"
-
-    @classmethod
-    def poll(cls, context):
-        obj = context.active_object
-        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
 
     def draw(self, context):
         props = getattr(context.active_object, builder.EVP_PROP)
@@ -56,15 +60,10 @@ class EVP_PT_emotion(_EvpPanel, bpy.types.Panel):
         col.operator("evp.export_emotion_keys", icon="EXPORT")
 
 
-class EVP_PT_adjust(_EvpPanel, bpy.types.Panel):
+class EVP_PT_adjust(_HeadPanel, bpy.types.Panel):
     bl_label = "Strength & Multipliers"
     bl_parent_id = "EVP_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
-
-    @classmethod
-    def poll(cls, context):
-        obj = context.active_object
-        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
 
     def draw(self, context):
         props = getattr(context.active_object, builder.EVP_PROP)
@@ -77,14 +76,9 @@ class EVP_PT_adjust(_EvpPanel, bpy.types.Panel):
         row.operator("evp.reset_multipliers", text="", icon="LOOP_BACK")
 
 
-class EVP_PT_regenerate(_EvpPanel, bpy.types.Panel):
+class EVP_PT_regenerate(_HeadPanel, bpy.types.Panel):
     bl_label = "Regenerate & Export"
     bl_parent_id = "EVP_PT_main"
-
-    @classmethod
-    def poll(cls, context):
-        obj = context.active_object
-        return obj is not None and (getattr(obj, builder.EVP_PROP).is_head or "evp_frame_start" in obj)
 
     def draw(self, context):
         props = getattr(context.active_object, builder.EVP_PROP)

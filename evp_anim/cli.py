@@ -277,12 +277,15 @@ def corpus_import(
 @app.command()
 def demo(
     output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the demo's outputs."),
+    model: Optional[Path] = typer.Option(None, "--model", help="EVP model (default: assets/evp_default.pt)."),
+    blender: bool = typer.Option(True, "--blender/--no-blender", help="Also write a .blend file (needs bpy)."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
-    """The main job until trained models exist: a small corpus, then a preview video of one clip."""
+    """The main job: the bundled speech → tracks in five emotions and a sad→happy interpolation →
+    preview videos, a Blender file and ARKit / Live Link CSV."""
     from .demo import run_demo
     rep = _reporter()
-    result = run_demo(output, _sfm(sfm_dir), rep)
+    result = run_demo(output, _sfm(sfm_dir), rep, model_path=model, blender=blender)
     rep.info("\n".join(f"{k}: {v}" for k, v in result.items()))
 
 

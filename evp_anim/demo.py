@@ -1,9 +1,11 @@
-"""The main job (``evp-anim demo``).
+"""The main job (``evp-anim demo``): speech → emotional tracks → previews, a Blender file, exports.
 
-Until trained models ship (the EVP/EMOTE issues), the demo shows the foundation end to end:
-it makes a small synthetic corpus (2 speakers × 2 sentences × 8 emotions × 3 levels), checks
-every track, and writes a preview video (landmark sketch + shaded SFM head + speech) of one
-happy and one sad clip.
+With the shipped EVP weights (``assets/evp_default.pt``, trained on the synthetic corpus), the
+bundled sample speech (``assets/sample_speech.wav``, a synthetic speaker and sentence that are
+not in the training corpus) is animated in several emotions and in one emotion interpolation
+(sad → happy, EVP's latent interpolation as timecoded keys). Each gives a Track and a preview
+video (landmark sketch + shaded SFM head + the speech); the happy take is also written as a
+Blender file and as ARKit / Live Link CSV.
 """
 
 from __future__ import annotations
@@ -11,41 +13,61 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .data.manifest import ClipRow
+from .errors import EvpError
 from .progress import Reporter
-from .tracks import load_track
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SAMPLE = ASSETS / "sample_speech.wav"
+EMOTIONS_SHOWN = ("neutral", "happy", "sad", "angry", "surprised")
 
 
-def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None) -> dict[str, str]:
+def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, model_path: Path | None = None,
+             blender: bool = True) -> dict[str, str]:
     """Run the demo into ``output``; returns what was written (name → path or figure)."""
+    from .audio.io import audio_sha256, load_audio
+    from .face.rig import FaceRig
+    from .models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
+    from .models.emotion_control import EmotionKey
+    from .models.evp import EvpModel
     from .preview import write_preview
-    from .synth.corpus import CorpusConfig, plan_jobs, synthesize_corpus
+    from .tracks import save_track
 
     rep = reporter or Reporter(quiet=True)
     output = Path(output)
     t0 = time.perf_counter()
-    config = CorpusConfig(n_speakers=2, n_sentences=2, seed=0, test_speakers=1, test_sentences=1)
-    rep.start("demo-corpus", total=len(plan_jobs(config)), description="demo corpus clips")
-    rows = synthesize_corpus(output / "corpus", config, sfm_dir, progress=lambda d, t: rep.update(d))
-    rep.success(output=str(output / "corpus"))
-    for r in rows:  # every track must load and validate
-        load_track(output / "corpus" / r.track)
-
-    result: dict[str, str] = {"corpus": f"{output / 'corpus'} ({len(rows)} clips)"}
-    for emotion in ("happy", "sad"):
-        row = _pick(rows, emotion)
-        track_path = output / "corpus" / row.track
-        video = output / f"preview_{emotion}.mp4"
-        track = load_track(track_path)
-        rep.start(f"preview-{emotion}", total=track.n_frames, description=f"preview {emotion}")
-        write_preview(track, video, audio_path=output / "corpus" / row.audio, sfm_dir=sfm_dir,
-                      progress=rep.update)
+    model_path = model_path or default_model_path()
+    if not SAMPLE.is_file():
+        raise EvpError(f"sample speech missing: {SAMPLE} (reinstall evp-anim from a full checkout)")
+    model = EvpModel.load(model_path)
+    rig = FaceRig(sfm_dir)
+    audio = load_audio(SAMPLE)
+    reference = rig.landmarks_3d(None)
+    duration = len(audio) / 16000
+    takes = {e: EmotionSpec(e, 1.0) for e in EMOTIONS_SHOWN}
+    takes["sad_to_happy"] = EmotionSpec(None, keys=[EmotionKey(0.0, "sad", 1.0),
+                                                     EmotionKey(round(duration, 2), "happy", 1.0)])
+    result: dict[str, str] = {"model": str(model_path), "speech": str(SAMPLE)}
+    sha = audio_sha256(SAMPLE)
+    tracks = {}
+    for name, spec in takes.items():
+        track = lift_to_rig(animate(audio, model, spec, reference=reference), rig)
+        track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
+        track.info["audio"] = str(SAMPLE)
+        path = save_track(track, output / f"{name}.npz")
+        video = output / f"{name}.mp4"
+        rep.start(f"preview-{name}", total=track.n_frames, description=f"preview {name}")
+        write_preview(track, video, audio_path=SAMPLE, sfm_dir=sfm_dir, progress=rep.update)
         rep.success(output=str(video))
-        result[f"preview_{emotion}"] = f"{video} ({row.clip_id}: \"{row.text}\")"
+        tracks[name] = path
+        result[name] = f"{path} + {video}"
+    from .export.commands import export_track_file
+    for fmt, suffix in (("arkit-csv", ".arkit.csv"), ("livelink-csv", ".livelink.csv")):
+        out = output / f"happy{suffix}"
+        export_track_file(tracks["happy"], fmt, out, sfm_dir=sfm_dir)
+        result[fmt] = str(out)
+    if blender:
+        out = output / "happy.blend"
+        export_track_file(tracks["happy"], "blend", out, sfm_dir=sfm_dir, audio=SAMPLE)
+        result["blend"] = str(out)
     result["seconds"] = f"{time.perf_counter() - t0:.1f}"
     return result
-
-
-def _pick(rows: list[ClipRow], emotion: str) -> ClipRow:
-    level3 = [r for r in rows if r.emotion == emotion and r.level == 3]
-    return sorted(level3, key=lambda r: r.clip_id)[0]

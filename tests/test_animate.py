@@ -131,3 +131,23 @@ def test_silence_closes_the_mouth(tmp_path, tiny_model):
     rest = model.predict_lm3d(__import__("evp_anim.audio.features", fromlist=["x"]).mfcc_windows(
         np.zeros(9600, np.float32)), model.net.ref_mean.numpy().reshape(68, 3), model.label_code("neutral"))[-1]
     assert silent_gap == pytest.approx(abs(rest[66, 1] - rest[62, 1]), abs=0.05)
+
+
+@pytest.mark.slow
+def test_ten_minutes_of_audio_animate_with_bounded_memory(tmp_path, tiny_model, speech):
+    """10 minutes of speech (15,000 frames) animate in one call; peak memory stays under 1.5 GB."""
+    long_wav = tmp_path / "long.wav"
+    x, sr = sf.read(speech)
+    sf.write(long_wav, np.tile(x, int(np.ceil(600 * sr / len(x))))[: 600 * sr], sr)
+    script = (
+        "import resource, sys\n"
+        "from evp_anim.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    p = subprocess.run([sys.executable, "-c", script, "--quiet", "animate", str(long_wav), "-o",
+                        str(tmp_path / "long.npz"), "--model", str(tiny_model)],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    peak_kb = int(p.stdout.strip().splitlines()[-1])
+    assert peak_kb < 1.5 * 1024 * 1024
+    assert load_track(tmp_path / "long.npz").n_frames == 15000

@@ -142,3 +142,13 @@ def _unique_codes(codes: np.ndarray, decimals: int = 4) -> tuple[np.ndarray, np.
         inverse = np.minimum(np.round(np.arange(len(codes)) / step).astype(int), len(anchors) - 1)
         return codes[anchors], inverse
     return uniq.astype(np.float32), inverse.reshape(-1)
+
+
+def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
+    """Fill ``track``'s expression channels with the rig weights (T, K) in [0, 1] that best
+    reproduce its 3D landmarks (box-constrained least squares), so the EVP landmarks drive the
+    shape-key head, Blender and ARKit exports. Modifies and returns ``track``."""
+    from ..export.solve import weights_from_landmarks
+    track.expression = weights_from_landmarks(rig, track.landmarks_3d, identity).astype(np.float32)
+    track.expression_names = list(rig.channels)
+    return track.validate()

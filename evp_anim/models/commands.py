@@ -28,6 +28,8 @@ def train(
                                           "to drop in stage 2 (cross, self, cla, con)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Start from another run's "
                                               "stage1.pt (skips pre-training; for ablations)."),
+    lambda_con: float = typer.Option(1.0, "--lambda-con", help="Weight of the content loss L_con (Eq. 6)."),
+    lambda_cla: float = typer.Option(1.0, "--lambda-cla", help="Weight of the classification loss L_cla (Eq. 6)."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
@@ -49,7 +51,7 @@ def train(
         step_t = tuple(int(s) for s in steps.split(","))
     except ValueError:
         raise EvpError(f"--steps must be three integers like 800,800,1500, got {steps!r}") from None
-    cfg = TrainConfig(steps=step_t, batch=batch, seed=seed,
+    cfg = TrainConfig(steps=step_t, batch=batch, seed=seed, lambda_con=lambda_con, lambda_cla=lambda_cla,
                       without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
     cfg.validate()
     if threads:
@@ -117,7 +119,7 @@ def animate_cmd(
     from ..audio.io import audio_sha256, load_audio
     from ..emotions import canonical_emotion, check_intensity
     from ..tracks import load_track, save_track
-    from .animate import EmotionSpec, animate, default_model_path
+    from .animate import EmotionSpec, animate, default_model_path, lift_to_rig
     from .emotion_control import read_keys
     from .evp import EvpModel
 
@@ -130,20 +132,20 @@ def animate_cmd(
         spec = EmotionSpec(emotion=None, keys=read_keys(emotion_keys))
     elif emotion_audio is not None:
         spec = EmotionSpec(emotion=None, reference_audio=emotion_audio)
+    from ..face.rig import FaceRig
     model = EvpModel.load(model_path or default_model_path())
     x = load_audio(audio)
-    ref_lm, ident = None, None
+    rig = FaceRig(sfm(sfm_dir))
+    ident = None
     if reference is not None:
-        from ..face.rig import FaceRig
         tr = load_track(reference)
-        rig = FaceRig(sfm(sfm_dir))
         if tr.identity.size != rig.num_identity:
             raise EvpError(f"{reference}: track has no SFM identity to animate")
         ident = tr.identity
-        ref_lm = rig.landmarks_3d(ident)
     rep = reporter()
     rep.start("animate", description="animate")
-    track = animate(x, model, spec, reference=ref_lm, identity=ident)
+    track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
+    lift_to_rig(track, rig, ident)
     track.provenance["source_audio_sha256"] = audio_sha256(audio)
     track.info["audio"] = str(Path(audio).resolve())
     save_track(track, output)

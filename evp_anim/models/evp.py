@@ -218,6 +218,19 @@ class EvpModel:
             raise EvpError(f"{path}: model weights do not fit the network ({str(e).splitlines()[0][:120]})") from None
         return cls(net, dict(blob.get("meta", {})))
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "EvpModel":
+        """The networks of a training checkpoint (e.g. ``<run>/stage1.pt``: encoders after
+        pre-training only), for inspecting codes; label codes and later stages may be untrained."""
+        path = Path(path)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            net = EvpNet(EvpConfig())
+            net.load_state_dict(blob["net"])
+        except Exception as e:
+            raise EvpError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
+        return cls(net, {"name": f"checkpoint {path.name}", "stage": blob.get("stage"), "step": blob.get("step")})
+
     # -- encoders ------------------------------------------------------------------
     def _t(self, windows: np.ndarray) -> torch.Tensor:
         w = np.asarray(windows, np.float32)

@@ -58,7 +58,7 @@ class TrainConfig:
     landmark_crop: int = 96     # frames per crop in stage 3 (3.8 s)
     lr: float = 1e-3
     lambda_cla: float = 1.0
-    lambda_con: float = 0.1
+    lambda_con: float = 1.0
     lambda_anchor: float = 1.0      # Ec's viseme task kept during stage 2 (see DisentangleLoss)
     without: tuple[str, ...] = ()   # loss terms switched off in stage 2 (ablation)
     seed: int = 0
@@ -376,7 +376,8 @@ class Trainer:
     def _start_from_pretrained(self, path: Path) -> None:
         """Skip stage 1: take Ec, Ee, Ce and the statistics from another run's stage-1 checkpoint."""
         blob = self._load_blob(path)
-        if blob.get("stage", 0) < 1:
+        done = blob.get("stage", 0) >= 1 or blob.get("step", 0) >= blob.get("config", {}).get("steps", [1])[0]
+        if not done:
             raise EvpError(f"{path} is not a finished pre-training checkpoint")
         self.net.load_state_dict(blob["net"])
         self.stage, self.step = 1, 0
