@@ -140,7 +140,7 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_corpus, sfm_dir, t
     out = tmp_path / "ddp.pt"
     env = dict(os.environ, EVP_ANIM_SFM_DIR=str(sfm_dir), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "0", "-m", "evp_anim.cli", "--quiet", "train",
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "evp_anim.cli", "--quiet", "train",
          str(tiny_corpus), "-o", str(out), "--steps", "4,4,4", "--batch", "4", "--threads", "1"],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
