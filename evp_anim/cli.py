@@ -146,7 +146,7 @@ def speak(
 
     from .audio.io import audio_sha256, save_wav
     from .emotions import canonical_emotion, check_intensity
-    from .synth.corpus import ClipMaker, CorpusConfig
+    from .synth.corpus import ClipMaker, CorpusConfig, speech_and_face_seeds
     from .tracks import save_track
     emotion = canonical_emotion(emotion)
     intensity = check_intensity(intensity)
@@ -155,8 +155,7 @@ def speak(
     if output.suffix != ".npz":
         raise EvpError(f"track output must end in .npz, got {output.name!r}")
     maker = ClipMaker(CorpusConfig(n_speakers=max(speaker, 1), n_sentences=1, seed=seed), _sfm(sfm_dir))
-    ss = np.random.SeedSequence([seed, speaker, 12345])
-    speech_seed, face_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+    speech_seed, face_seed = speech_and_face_seeds(np.random.SeedSequence([seed, speaker, 12345]))
     utt, track = maker.clip(text, speaker - 1, emotion, intensity, speech_seed, face_seed)
     wav = output.with_suffix(".wav")
     save_wav(wav, utt.audio, utt.sample_rate)

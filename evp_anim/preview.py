@@ -8,13 +8,13 @@ Frames are rendered and encoded one at a time, so memory does not grow with clip
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
+from .audio.io import audio_sha256
 from .emotions import EMOTIONS
 from .errors import EvpError
 from .tracks import Track
@@ -29,7 +29,7 @@ def find_track_audio(track: Track, track_path: Path | None) -> Path | None:
         cand = parent / rel
         if cand.is_file():
             want = track.provenance.get("source_audio_sha256")
-            if want and hashlib.sha256(cand.read_bytes()).hexdigest() != want:
+            if want and audio_sha256(cand) != want:
                 continue
             return cand
     return None

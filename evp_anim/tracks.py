@@ -32,7 +32,6 @@ everything and raises :class:`~evp_anim.errors.EvpError` with a one-line message
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import zipfile
@@ -385,10 +384,3 @@ def load_track(path: str | os.PathLike) -> Track:
     if meta.get("n_frames", track.n_frames) != track.n_frames:
         raise EvpError(f"{src}: meta says {meta['n_frames']} frames but arrays hold {track.n_frames}")
     return track
-
-
-def track_bytes(track: Track) -> bytes:
-    """Serialise to bytes (what :func:`save_track` writes), for hashing or transport."""
-    buf = io.BytesIO()
-    _write_npz(track.validate(), buf)
-    return buf.getvalue()

@@ -100,6 +100,17 @@ def test_resume_with_other_options_is_refused(feats, tiny_corpus, tmp_path):
         Trainer(feats, pairs, TrainConfig(steps=(3, 0, 0), batch=4), tmp_path / "r")
 
 
+def test_pairs_without_a_second_sentence_are_an_error_not_a_hang(feats, tiny_corpus, tmp_path):
+    """Cross-reconstruction needs x_im, x_in and x_jm, x_jn: with pairs of one sentence only, refuse."""
+    pairs = load_pairs(tiny_corpus / "pairs.npz")
+    first = feats.rows[feats.split("train")[0]].sentence_id
+    by_id = {r.clip_id: r for r in feats.rows}
+    one_sentence = [p for p in pairs if by_id[p.clip_a].sentence_id == first]
+    assert one_sentence
+    with pytest.raises(EvpError, match="two training sentences"):
+        Trainer(feats, one_sentence, TrainConfig(steps=(0, 2, 0), batch=4, pair_batch=2), tmp_path / "r")
+
+
 def test_ablation_term_names_are_checked():
     with pytest.raises(EvpError, match="unknown loss term"):
         TrainConfig(without=("kl",)).validate()

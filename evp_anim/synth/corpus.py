@@ -136,6 +136,12 @@ def plan_jobs(config: CorpusConfig) -> list[ClipJob]:
     return jobs
 
 
+def speech_and_face_seeds(ss: np.random.SeedSequence) -> tuple[int, int]:
+    """Two independent integer seeds (speech synthesis, face dynamics) from a clip's SeedSequence."""
+    speech, face = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+    return speech, face
+
+
 def _clip_seed(config: CorpusConfig, job: ClipJob) -> np.random.SeedSequence:
     return np.random.SeedSequence([config.seed, job.speaker_index, job.sentence_index,
                                    EMOTIONS.index(job.emotion), job.level])
@@ -215,8 +221,7 @@ class ClipMaker:
         from ..audio.io import audio_sha256, save_wav
         from .sentences import SENTENCES
 
-        ss = _clip_seed(self.config, job)
-        speech_seed, face_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+        speech_seed, face_seed = speech_and_face_seeds(_clip_seed(self.config, job))
         intensity = 0.0 if job.emotion == "neutral" else level_to_intensity(job.level)
         utt, track = self.clip(SENTENCES[job.sentence_index], job.speaker_index, job.emotion, intensity,
                                speech_seed, face_seed)

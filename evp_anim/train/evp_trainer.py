@@ -114,13 +114,13 @@ class Sampler:
         self.rng = rng
         self.train = np.asarray(train_idx)
         self.pairs = pairs  # (speaker, sentence, (emo, lvl) a, (emo, lvl) b) -> (idx a, idx b, path)
-        by_spk: dict[str, list[tuple]] = {}
+        same_condition: dict[tuple, list[tuple]] = {}
         for key in pairs:
-            by_spk.setdefault(key[0], []).append(key)
-        self.pair_keys = [k for k in pairs]
-        self.by_spk_cond: dict[tuple, list[tuple]] = {}
-        for key in pairs:
-            self.by_spk_cond.setdefault((key[0], key[2], key[3]), []).append(key)
+            same_condition.setdefault((key[0], key[2], key[3]), []).append(key)
+        # For each pair (speaker, sentence i, m, n): the pairs of the same speaker and emotions on
+        # other sentences j, the partners a quadruple needs. Pairs without partners are never drawn.
+        self.partners = {k: [o for o in same_condition[(k[0], k[2], k[3])] if o[1] != k[1]] for k in pairs}
+        self.pair_keys = [k for k in pairs if self.partners[k]]
 
     def _crop(self, n: int, length: int) -> int:
         return int(self.rng.integers(0, n - length + 1))
@@ -147,11 +147,8 @@ class Sampler:
         xs = {k: [] for k in ("im", "in", "jm", "jn", "vis_i", "vis_j")}
         labels = {k: [] for k in ("m", "n")}
         for _ in range(batch):
-            while True:
-                key = self.pair_keys[int(self.rng.integers(len(self.pair_keys)))]
-                others = [k for k in self.by_spk_cond.get((key[0], key[2], key[3]), []) if k[1] != key[1]]
-                if others:
-                    break
+            key = self.pair_keys[int(self.rng.integers(len(self.pair_keys)))]
+            others = self.partners[key]
             key2 = others[int(self.rng.integers(len(others)))]
             ai, bi, p1 = self.pairs[key]
             aj, bj, p2 = self.pairs[key2]
@@ -333,6 +330,9 @@ class Trainer:
         if config.steps[1] > 0 and not self.pairs:
             raise EvpError("no DTW pairs among the training clips: run `evp-anim pairs CORPUS` first")
         self.sampler = Sampler(feats, self.pairs, self.train_idx, self.rng)
+        if config.steps[1] > 0 and not self.sampler.pair_keys:
+            raise EvpError("cross-reconstruction needs two training sentences per speaker in the same two "
+                           "emotions; this corpus's train split has none")
         self.stage, self.step = 0, 0
         self.optim: torch.optim.Optimizer | None = None
         self.elapsed = 0.0
@@ -370,7 +370,12 @@ class Trainer:
         self.optim = self._make_optim()
         if blob.get("optim"):
             self.optim.load_state_dict(blob["optim"])
-        self.rng.bit_generator.state = blob["rng"]
+        if self.rank == 0:
+            self.rng.bit_generator.state = blob["rng"]
+        else:
+            # Only rank 0's state is saved; the others restart from their own stream at this point
+            # rather than all copying rank 0's (which would give every rank the same batches).
+            self.rng = self.sampler.rng = np.random.default_rng([self.cfg.seed, self.rank, self.stage, self.step])
         torch.set_rng_state(blob["torch_rng"])
 
     def _start_from_pretrained(self, path: Path) -> None:
