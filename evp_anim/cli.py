@@ -302,6 +302,15 @@ def _register_stage_commands() -> None:
                 raise
             continue
         module.register(app)
+    # The renderer lives in the top-level ``render`` package (design.md's layout); its commands
+    # (``render train``/``render run``, ``dub``, ``eval-video``) register the same way.
+    try:
+        module = importlib.import_module("render.commands")
+    except ModuleNotFoundError as e:
+        if e.name != "render.commands":
+            raise
+    else:
+        module.register(app)
 
 
 _register_stage_commands()
