@@ -82,6 +82,40 @@ def test_truncated_file_is_a_user_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def _write_faststart(path, n=100, size=(128, 96)):
+    """4 s of noisy 25 fps H.264 with its index (moov) at the front of the file."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for _ in range(n):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def test_faststart_file_cut_in_half_is_reported_not_decoded_silently(tmp_path, capsys, sfm_dir):
+    p = tmp_path / "ok.mp4"
+    _write_faststart(p)
+    data = p.read_bytes()
+    assert data[4:8] == b"ftyp" and data.find(b"moov") < data.find(b"mdat")  # index in front
+    assert len(read_frames(p, fmt="gray")) == 100
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EvpError, match=r"truncated or corrupt video \(decoded [0-9.]+ s of 4\.0 s\)"):
+        read_frames(cut, fmt="gray")
+    out = tmp_path / "t.npz"
+    with pytest.raises(SystemExit) as ex:
+        main(["track", str(cut), "-o", str(out), "--sfm-dir", str(sfm_dir)])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "truncated or corrupt video" in err and "\n" not in err
+    assert not out.exists() and not list(tmp_path.glob(".t.npz*"))
+
+
 def test_audio_only_file_is_a_user_error(tmp_path):
     import soundfile as sf
     p = tmp_path / "speech.wav"

@@ -20,13 +20,23 @@ Conventions (see :mod:`evp_anim.face.projection`): rotation radians [pitch, yaw,
 translation px, scale px/mm, such that ``project(landmarks_3d, rotation, translation, scale)``
 reproduces the 2D landmarks.
 
-Jawline. The project's 3D landmarks use fixed jawline vertices (``SfmModel.landmark_vertices``,
-the rig's choice), so a track's ``landmarks_3d`` can be re-posed (EVP Eq. 8) without knowing the
-view. A detector's jawline in a turned head follows the silhouette instead, which is what eos's
-contour fitting models. So the identity fit uses eos's contour landmarks, and the per-frame fit
-down-weights the jawline points (``jaw_weight``): at large yaw the reprojected jawline of the
-fixed vertices lies a little inside the detected silhouette on the far side (a few px at 25-30
-degrees on a 170 px face), which is the documented price of one fixed landmark definition.
+Landmark convention. dlib does not put its 68 points exactly on the SFM landmark vertices (its
+jawline sits on or outside the silhouette, its inner-lip and brow points a few mm off). Left as
+is, the identity fit absorbs that bias into the face's shape and the pose tilts to match it. So
+the fit matches dlib's points to the landmark vertices plus a fixed per-point 3D offset in the
+model frame (:data:`DLIB_LANDMARK_OFFSETS`, learnt on synthetic clips disjoint from the ones the
+benchmark measures; ``FitOptions.landmark_offsets=None`` turns it off for landmarks that are the
+vertices themselves). The track's ``landmarks_3d`` stay the bare vertices (the rig's landmark
+definition, which EVP Eq. 8 re-poses), so ``project(landmarks_3d, pose)`` lies a few px from
+dlib's points (``FitResult.reprojection_fixed``), while ``FitResult.reprojection`` is the error
+of the points the fit matched.
+
+Jawline. A detector's jawline in a turned head follows the silhouette, which slides over the
+mesh. The fit down-weights the jawline points (``jaw_weight``); :class:`ContourCandidates`
+(``FitOptions.contour``) instead re-matches them per frame to the silhouette for the current
+pose, as eos's contour fitting does. On dlib-tracked synthetic footage (256 px faces) the
+silhouette matching did not lower the error (dlib's near-side jawline lies outside the mesh's
+silhouette), so it is off by default.
 """
 
 from __future__ import annotations
@@ -45,6 +55,33 @@ from ..face.projection import euler_to_matrix, matrix_to_euler, project
 # Bounding it also keeps the pose/expression alternation from trading scale against expression.
 MAX_WEIGHT = 1.5
 
+# dlib's 68-point convention against the SFM landmark vertices: (68, 3) mm, model frame (x to the
+# subject's left, y up, z towards the camera), mean removed. Learnt by
+# ``benchmarks/bench_fitting.py --calibrate``: dlib run on synthetic footage (seeds 21-24, 256 px
+# faces) and, with the true pose, identity and expression, the per-point 3D offset that best
+# explains dlib's points (least squares over all frames). The accuracy benchmark measures on
+# other clips (seeds 0, 3, 5, 11). Without it the identity fit absorbs dlib's bias into the face
+# shape and the pose and reprojection errors grow (2.3 deg yaw, 3.0 px on 256 px faces).
+DLIB_LANDMARK_OFFSETS = np.array([
+    [-4.8, 4.6, 3.6], [-5.6, 3.9, 6.3], [-5.5, 0.0, 13.2], [-7.2, 0.9, 14.4],
+    [-2.6, -0.4, 15.3], [1.0, -0.0, 13.2], [0.6, 1.5, 8.8], [1.7, 0.5, 6.6],
+    [-1.2, 0.2, -3.0], [-3.5, 0.3, 8.0], [-3.1, 0.8, 7.7], [-3.6, -1.2, 11.5],
+    [0.1, -2.1, 14.2], [4.1, -1.1, 14.6], [3.4, -2.5, 16.8], [3.3, 0.3, 8.9],
+    [1.8, -0.2, 4.9], [-1.4, 1.8, -2.3], [1.3, 2.8, -4.3], [2.9, 2.5, -7.8],
+    [4.9, 1.0, -6.2], [2.8, -0.3, -3.6], [-0.6, -0.1, -1.2], [-3.2, 1.1, -2.8],
+    [-1.8, 1.9, -4.7], [-0.1, 1.6, -6.1], [2.1, 0.0, -6.5], [0.8, -6.3, -1.5],
+    [0.6, -0.9, -2.7], [0.6, 1.8, -5.0], [0.9, 1.2, -3.2], [-0.5, 2.2, -1.1],
+    [0.6, 2.1, -0.5], [0.6, 1.9, -0.3], [0.6, 2.4, -0.7], [1.3, 2.3, -0.8],
+    [2.4, -0.5, -4.6], [0.3, 0.1, -6.6], [0.3, -0.8, -5.9], [0.0, 0.4, -5.4],
+    [2.0, 0.7, -4.5], [-0.9, -0.3, -5.3], [-0.9, 0.3, -5.1], [-0.8, -1.1, -5.9],
+    [-0.7, -0.1, -7.6], [-3.0, -1.6, -5.5], [0.4, -0.9, -6.6], [-2.7, 0.3, -5.9],
+    [1.0, -0.5, -4.4], [3.5, -1.2, -1.5], [-0.3, -0.1, -2.6], [0.8, -0.9, -3.1],
+    [2.4, -0.2, -3.2], [-1.8, -1.1, -2.8], [-0.8, -0.5, -4.5], [-1.6, -3.0, -2.2],
+    [-1.2, -0.8, -2.5], [0.2, -0.5, -3.0], [2.2, -0.9, -1.6], [2.6, -2.9, -0.6],
+    [5.2, -1.3, -2.9], [7.6, -1.2, 2.4], [0.4, 0.2, -1.5], [-5.7, -0.5, 0.5],
+    [-4.3, -1.3, -3.3], [-5.8, -1.7, 0.8], [0.5, -0.2, -1.5], [7.5, -2.0, 2.7]])
+
+
 # iBUG jawline points except the chin (point 9): unreliable under yaw (silhouette vs fixed vertex)
 _JAW_SIDES = np.r_[0:8, 9:17]
 
@@ -61,7 +98,13 @@ class FitOptions:
         ``"eos"`` keeps eos's average.
     iterations: joint Gauss-Newton steps of the per-frame fit (3-4 converge).
     lambda_expression: Tikhonov weight on expression coefficients (px^2 per unit weight^2).
-    jaw_weight: relative weight of the jawline points (not the chin) in the per-frame fit.
+    jaw_weight: relative weight of the jawline points (not the chin) in the identity fit, and in
+        the per-frame fit without ``contour``.
+    contour: match the jawline to the model's silhouette per frame (:class:`ContourCandidates`).
+    contour_jaw_weight: weight of the jawline points in the per-frame fit with ``contour``.
+    landmark_offsets: (68, 3) mm added to the model's landmark points in the fit: the detector's
+        landmark convention (default :data:`DLIB_LANDMARK_OFFSETS`, for the dlib tracker; None
+        for landmarks that are the SFM vertices themselves, e.g. synthetic ground truth).
     """
 
     channels: Sequence[str] = SFM_EMOTION_CHANNELS
@@ -74,6 +117,9 @@ class FitOptions:
     iterations: int = 4
     lambda_expression: float = 20.0
     jaw_weight: float = 0.1
+    contour: bool = False
+    contour_jaw_weight: float = 1.0
+    landmark_offsets: np.ndarray | None = field(default_factory=lambda: DLIB_LANDMARK_OFFSETS.copy())
 
 
 @dataclass
@@ -82,7 +128,13 @@ class FitResult:
 
     rotation (T, 3) rad, translation (T, 2) px, scale (T,) px/mm, expression (T, K) weights
     (``channels`` order), landmarks_3d (T, 68, 3) mm pose-invariant, identity (63,) std units,
-    reprojection (T, 68) px distances between projected and tracked landmarks.
+    reprojection (T, 68) px: distance between each tracked landmark and the model point the fit
+    matched to it, projected with the fitted pose (eos's reprojection error: the jawline points
+    are the silhouette points chosen for that frame when ``FitOptions.contour``, else the fixed
+    jawline vertices).
+    reprojection_fixed (T, 68) px: the same with the fixed landmark vertices throughout, i.e.
+    ``project(landmarks_3d, rotation, translation, scale)`` against the tracked landmarks (equal
+    to ``reprojection`` except on the jawline).
     """
 
     rotation: np.ndarray
@@ -94,6 +146,7 @@ class FitResult:
     identity: np.ndarray
     reprojection: np.ndarray
     info: dict = field(default_factory=dict)
+    reprojection_fixed: np.ndarray | None = None
 
 
 class LandmarkModel:
@@ -197,21 +250,32 @@ def _pose_gauss_newton(y, p, rmat, s, c, pw, steps: int = 2):
 
 def fit_pose_expression(landmarks_2d: np.ndarray, neutral_3d: np.ndarray, expression_basis: np.ndarray,
                         iterations: int = 4, lambda_expression: float = 20.0, jaw_weight: float = 0.1,
+                        contour: "ContourCandidates | None" = None,
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched scaled-orthographic pose + bounded expression fit, identity fixed.
 
     The pose starts from a linear affine camera (as eos's
     ``estimate_orthographic_projection_linear``); then joint Gauss-Newton steps on pose and
     expression minimise the true reprojection error plus ``lambda_expression * |w|^2``, the
-    weights projected to [0, 1.5] after each step.
+    weights projected to [0, 1.5] after each step. With ``contour`` the 17 jawline points are
+    matched, before every step, to the model's silhouette for the current pose (see
+    :class:`ContourCandidates`) instead of fixed vertices.
 
     Args:
         landmarks_2d: (T, 68, 2) px, y down.
         neutral_3d: (68, 3) mm, the identity's neutral landmarks.
         expression_basis: (K, 68, 3) mm per unit weight (K may be 0).
+        contour: jawline candidates for this identity (:meth:`ContourCandidates.for_identity`).
     Returns:
         rotation (T, 3) rad, translation (T, 2) px, scale (T,) px/mm, weights (T, K) in [0, 1.5].
     """
+    return _fit_pose_expression(landmarks_2d, neutral_3d, expression_basis, iterations, lambda_expression,
+                                jaw_weight, contour)[:4]
+
+
+def _fit_pose_expression(landmarks_2d, neutral_3d, expression_basis, iterations, lambda_expression, jaw_weight,
+                         contour=None):
+    """:func:`fit_pose_expression`, also returning the matched model points (T, 68, 3) mm."""
     y2 = np.asarray(landmarks_2d, np.float64)
     if y2.ndim != 3 or y2.shape[1:] != (68, 2):
         raise EvpError(f"landmarks must have shape (T, 68, 2), got {y2.shape}")
@@ -226,10 +290,25 @@ def fit_pose_expression(landmarks_2d: np.ndarray, neutral_3d: np.ndarray, expres
     w = np.zeros((n, k))
     rmat, s, c = _affine_pose(y, np.broadcast_to(neutral_3d, (n, 68, 3)), pw)
     lam = lambda_expression * np.eye(k)
+    nb = np.broadcast_to(neutral_3d, (n, 68, 3))
+    bb = np.broadcast_to(basis, (n, k, 68, 3))
+
+    def sub(spec: str, bt: np.ndarray) -> str:  # einsum spec for a per-frame or a shared basis
+        return spec if bt.ndim == 4 else spec.replace("tkpj", "kpj")
+
+    def matched(rmat, w):
+        """Per-frame model points (T, 68, 3) and their expression basis (T, K, 68, 3)."""
+        if contour is None:  # shared basis (K, 68, 3): cheaper products
+            return neutral_3d[None] + np.einsum("tk,kpj->tpj", w, basis), basis
+        cn, cb = contour.select(rmat, w)
+        nt, bt = nb.copy(), bb.copy()
+        nt[:, :17], bt[:, :, :17] = cn, cb
+        return nt + np.einsum("tk,tkpj->tpj", w, bt), bt
+
     for _ in range(max(1, iterations)):
         # joint Gauss-Newton step on [rotation (3), scale, translation (2), weights (K)], weights
         # then projected to their bounds; the pose/expression coupling makes alternating slow
-        p = neutral_3d[None] + np.einsum("tk,kpj->tpj", w, basis)                      # (T, 68, 3)
+        p, bt = matched(rmat, w)                                                        # (T, 68, 3)
         q = np.einsum("tij,tpj->tpi", rmat, p)
         res = y - (s[:, None, None] * q[..., :2] + c[:, None, :])                       # (T, 68, 2)
         jac = np.zeros((n, 68, 2, 6 + k))
@@ -240,7 +319,7 @@ def fit_pose_expression(landmarks_2d: np.ndarray, neutral_3d: np.ndarray, expres
         jac[..., 0, 4] = 1.0
         jac[..., 1, 5] = 1.0
         if k:
-            jac[..., 6:] = s[:, None, None, None] * np.einsum("tij,kpj->tpik", rmat[:, :2], basis)
+            jac[..., 6:] = s[:, None, None, None] * np.einsum(sub("tij,tkpj->tpik", bt), rmat[:, :2], bt)
         jw = jac * pw[None, :, None, None]
         lhs = np.einsum("tpai,tpaj->tij", jw, jac) + 1e-9 * np.eye(6 + k)
         rhs = np.einsum("tpai,tpa->ti", jw, res)
@@ -255,19 +334,111 @@ def fit_pose_expression(landmarks_2d: np.ndarray, neutral_3d: np.ndarray, expres
             w = np.clip(w + d[:, 6:], 0.0, MAX_WEIGHT)
     if k:  # polish: exact bounded weights for the final pose, then the pose for those weights
         r12 = rmat[:, :2]
-        base = s[:, None, None] * np.einsum("tij,pj->tpi", r12, neutral_3d) + c[:, None, :]
+        p, bt = matched(rmat, w)
+        p0 = p - np.einsum(sub("tk,tkpj->tpj", bt), w, bt)
+        base = s[:, None, None] * np.einsum("tij,tpj->tpi", r12, p0) + c[:, None, :]
         r = ((y - base) * sw).reshape(n, -1)
-        jac_w = (s[:, None, None, None] * np.einsum("tij,kpj->tkpi", r12, basis) * sw[None]).reshape(n, k, -1)
+        jac_w = (s[:, None, None, None] * np.einsum(sub("tij,tkpj->tkpi", bt), r12, bt) * sw[None]).reshape(n, k, -1)
         w = _box_qp(np.einsum("tka,tla->tkl", jac_w, jac_w) + lam, np.einsum("tka,ta->tk", jac_w, r), w)
-    rmat, s, c = _pose_gauss_newton(y, neutral_3d[None] + np.einsum("tk,kpj->tpj", w, basis), rmat, s, c, pw, 2)
+    p, _ = matched(rmat, w)
+    rmat, s, c = _pose_gauss_newton(y, p, rmat, s, c, pw, 2)
+    p, _ = matched(rmat, w)
     rotation = matrix_to_euler(rmat)
     translation = np.stack([c[:, 0], -c[:, 1]], 1)
-    return rotation, translation, s, w
+    return rotation, translation, s, w, p
+
+
+class ContourCandidates:
+    """Silhouette correspondence for the 17 iBUG jawline points (eos's contour fitting, batched).
+
+    A detector puts the jawline on the face's outline, which slides over the head as it turns:
+    on the far side of a yawed head it moves forward onto the cheek, under a raised chin it moves
+    below the chin vertex. For each jawline point this holds a candidate curve: the cut of the
+    mesh by the vertical plane through the point's vertex along its outward direction (the
+    frontal jawline's normal in the image plane), from the front of the face back to the mesh
+    edge, as points on mesh edges (two vertices and a blend, so identity and expression move
+    them exactly as vertices). For a pose, :meth:`select` takes on every curve the point that
+    projects furthest along the rotated outward direction: the curve's point on the silhouette.
+    At a frontal pose these are the jawline vertices themselves, up to a few mm (mesh edges).
+
+    Built from the whole mesh (``rig``); :meth:`for_identity` fixes the identity.
+    """
+
+    def __init__(self, rig, channels: Sequence[str], reach_mm: float = 60.0, inward_mm: float = 40.0):
+        mean = np.asarray(rig.mean, np.float64)
+        lv = rig.landmark_vertices
+        tri = np.asarray(rig.triangles)
+        edges = np.unique(np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), 1), axis=0)
+        jaw = mean[lv[:17], :2]
+        centre = np.array([0.0, jaw[:, 1].max()])  # between the jaw's top ends (frontal image plane)
+        ia, ib, tt, outward = [], [], [], []
+        for i in range(17):
+            tan = jaw[min(i + 1, 16)] - jaw[max(i - 1, 0)]
+            tan /= np.linalg.norm(tan)
+            out = np.array([tan[1], -tan[0]])
+            if out @ (jaw[i] - centre) < 0:
+                out = -out
+            pt = mean[lv[i]]
+            da = (mean[edges[:, 0], :2] - pt[:2]) @ tan
+            db = (mean[edges[:, 1], :2] - pt[:2]) @ tan
+            cross = np.flatnonzero(da * db < 0)
+            t = da[cross] / (da[cross] - db[cross])
+            x = (1 - t)[:, None] * mean[edges[cross, 0]] + t[:, None] * mean[edges[cross, 1]]
+            rel = x - pt
+            keep = (np.linalg.norm(rel, axis=1) < reach_mm) & (rel[:, :2] @ out > -inward_mm)
+            # the vertex itself is always a candidate
+            ia.append(np.r_[lv[i], edges[cross[keep], 0]])
+            ib.append(np.r_[lv[i], edges[cross[keep], 1]])
+            tt.append(np.r_[0.0, t[keep]])
+            outward.append(np.r_[out, 0.0])
+        m = max(len(a) for a in ia)
+        pad = lambda a: np.r_[a, np.repeat(a[:1], m - len(a))]  # noqa: E731 - repeats the vertex
+        self.ia = np.stack([pad(a) for a in ia])                 # (17, M)
+        self.ib = np.stack([pad(b) for b in ib])
+        self.t = np.stack([pad(t) for t in tt])[..., None]       # (17, M, 1)
+        self.outward = np.stack(outward)                         # (17, 3) model frame
+        self._rig = rig
+        self._rows = [rig.channel_index(ch) for ch in channels]
+        self.neutral = self.basis = None
+
+    def _blend(self, arr: np.ndarray) -> np.ndarray:
+        """(..., N, 3) per-vertex values -> (..., 17, M, 3) at the candidate points."""
+        return (1 - self.t) * arr[..., self.ia, :] + self.t * arr[..., self.ib, :]
+
+    def for_identity(self, identity: np.ndarray | None) -> "ContourCandidates":
+        """A copy with the candidate points of ``identity`` (63,) and the expression basis."""
+        out = object.__new__(ContourCandidates)
+        out.__dict__.update(self.__dict__)
+        rig = self._rig
+        verts = np.asarray(rig.mean, np.float64)
+        if identity is not None and len(identity):
+            ident = np.asarray(identity, np.float64)
+            sub = np.unique(np.r_[self.ia.ravel(), self.ib.ravel()])
+            full = verts.copy()
+            full[sub] += np.tensordot(ident, np.asarray(rig.identity_basis[:len(ident)][:, sub], np.float64), 1)
+            verts = full
+        out.neutral = self._blend(verts)                                                   # (17, M, 3)
+        out.basis = self._blend(np.asarray(rig.deltas[self._rows], np.float64))            # (K, 17, M, 3)
+        return out
+
+    def select(self, rmat: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Silhouette points for poses ``rmat`` (T, 3, 3) and weights ``w`` (T, K).
+
+        Returns neutral points (T, 17, 3) mm and their expression basis (T, K, 17, 3).
+        """
+        pts = self.neutral[None] + np.einsum("tk,kcmj->tcmj", w, self.basis)             # (T, 17, M, 3)
+        direction = np.einsum("tij,cj->tci", rmat[:, :2], self.outward)                  # (T, 17, 2)
+        score = np.einsum("tij,tcmj,tci->tcm", rmat[:, :2], pts, direction)
+        best = score.argmax(2)                                                            # (T, 17)
+        cidx = np.arange(17)[None, :]
+        neutral = self.neutral[cidx, best]                                                # (T, 17, 3)
+        basis = np.moveaxis(self.basis[:, cidx, best], 0, 1)                             # (T, K, 17, 3)
+        return neutral, basis
 
 
 def fit_identity_joint(landmarks_2d: np.ndarray, model: "LandmarkModel", init: np.ndarray | None = None,
                        rounds: int = 8, lambda_identity: float = 1.0, lambda_expression: float = 20.0,
-                       jaw_weight: float = 0.1) -> np.ndarray:
+                       jaw_weight: float = 0.1, offsets: np.ndarray | None = None) -> np.ndarray:
     """One identity for many frames jointly (the views disambiguate the face's depth).
 
     Alternates the per-frame pose/expression fit (identity fixed) with a linear least-squares
@@ -277,6 +448,8 @@ def fit_identity_joint(landmarks_2d: np.ndarray, model: "LandmarkModel", init: n
     Args:
         landmarks_2d: (T, 68, 2) px of the frames to use (a few dozen spread over the clip).
         init: (63,) starting identity (e.g. eos's), default the mean face.
+        offsets: (68, 3) mm added to the model's landmarks (the detector calibration,
+            :data:`DLIB_LANDMARK_OFFSETS`), default none.
     Returns:
         (63,) float32 identity, SFM std units.
     """
@@ -287,12 +460,13 @@ def fit_identity_joint(landmarks_2d: np.ndarray, model: "LandmarkModel", init: n
     ident = np.zeros(n_id) if init is None else np.asarray(init, np.float64).copy()
     y = y2 * np.array([1.0, -1.0])
     pw = _point_weights(jaw_weight)
+    off = np.zeros((68, 3)) if offsets is None else np.asarray(offsets, np.float64).reshape(68, 3)
     for _ in range(max(1, rounds)):
-        neutral = model.neutral(ident)
+        neutral = model.neutral(ident) + off
         rot, trans, s, w = fit_pose_expression(y2, neutral, model.expression_basis, 4, lambda_expression, jaw_weight)
         r12 = euler_to_matrix(rot)[:, :2]                                              # (T, 2, 3)
         c = np.stack([trans[:, 0], -trans[:, 1]], 1)
-        p_fixed = model.mean[None] + np.einsum("tk,kpj->tpj", w, model.expression_basis)
+        p_fixed = (model.mean + off)[None] + np.einsum("tk,kpj->tpj", w, model.expression_basis)
         res = y - (s[:, None, None] * np.einsum("tij,tpj->tpi", r12, p_fixed) + c[:, None, :])   # (T, 68, 2)
         jac = s[:, None, None, None] * np.einsum("tij,kpj->tkpi", r12, basis_id)                 # (T, S, 68, 2)
         jw = jac * pw[None, None, :, None]
@@ -373,6 +547,10 @@ def fit_landmarks(landmarks_2d: np.ndarray, image_size: tuple[int, int], sfm_dir
     rig = rig if rig is not None else FaceRig(sfm_dir)
     model = LandmarkModel(rig, opt.channels)
     given_identity = identity is not None
+    off = None
+    if opt.landmark_offsets is not None:
+        off = np.asarray(opt.landmark_offsets, np.float64).reshape(68, 3)
+        off = off - off.mean(0)  # a common shift is the translation's, not the landmarks'
     if identity is None:
         idx = np.flatnonzero(valid) if valid is not None else np.arange(len(lm))
         if len(idx) == 0:
@@ -383,20 +561,30 @@ def fit_landmarks(landmarks_2d: np.ndarray, image_size: tuple[int, int], sfm_dir
         if opt.identity_method == "joint":
             many = idx[np.unique(np.linspace(0, len(idx) - 1, min(opt.joint_frames, len(idx))).round().astype(int))]
             identity = fit_identity_joint(lm[many], model, identity, lambda_identity=opt.lambda_identity_joint,
-                                          lambda_expression=opt.lambda_expression, jaw_weight=opt.jaw_weight)
+                                          lambda_expression=opt.lambda_expression, jaw_weight=opt.jaw_weight,
+                                          offsets=off)
     identity = np.asarray(identity, np.float32)
     neutral = model.neutral(identity)
-    rot, trans, scale, w = fit_pose_expression(lm, neutral, model.expression_basis, opt.iterations,
-                                               opt.lambda_expression, opt.jaw_weight)
+    contour = ContourCandidates(rig, model.channels).for_identity(identity) if opt.contour else None
+    neutral_fit = neutral
+    if off is not None:
+        neutral_fit = neutral + off
+        if contour is not None:
+            contour.neutral = contour.neutral + off[:17, None]
+    rot, trans, scale, w, matched = _fit_pose_expression(
+        lm, neutral_fit, model.expression_basis, opt.iterations, opt.lambda_expression,
+        opt.contour_jaw_weight if opt.contour else opt.jaw_weight, contour)
     lm3d = neutral[None] + np.einsum("tk,kpj->tpj", w, model.expression_basis)
-    reproj = np.linalg.norm(project(lm3d, rot, trans, scale) - lm, axis=2)
+    reproj = np.linalg.norm(project(matched, rot, trans, scale) - lm, axis=2)
+    reproj_fixed = np.linalg.norm(project(lm3d, rot, trans, scale) - lm, axis=2)
     info = {"fit": f"identity: {'given' if given_identity else opt.identity_method}; "
                    "pose + expression: batched Gauss-Newton", "channels": list(model.channels),
             "reprojection_px_median": round(float(np.median(reproj)), 3),
-            "reprojection_px_median_no_jaw": round(float(np.median(reproj[:, 17:])), 3)}
+            "reprojection_px_median_no_jaw": round(float(np.median(reproj[:, 17:])), 3),
+            "reprojection_px_median_fixed_jaw": round(float(np.median(reproj_fixed)), 3)}
     return FitResult(rot.astype(np.float32), trans.astype(np.float32), scale.astype(np.float32),
                      w.astype(np.float32), list(model.channels), lm3d.astype(np.float32), identity,
-                     reproj.astype(np.float32), info)
+                     reproj.astype(np.float32), info, reproj_fixed.astype(np.float32))
 
 
 def footage_track(tracking, fit: FitResult, fps: float, source: str | None = None):

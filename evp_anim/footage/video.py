@@ -161,10 +161,19 @@ def iter_frames(path: str | Path, fps: float = DEFAULT_FPS, fmt: str = "bgr24",
             if prev_img is None:
                 raise EvpError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e}); "
                                "the file is corrupt") from None
-            # a file cut after its index (moov first): FFmpeg errors at the cut; keep what decoded.
-            # Cut before its index, the file does not open at all (handled above).
+            # a file cut after its index (moov first): FFmpeg errors at the cut
+            raise EvpError(_truncated_message(path, vs, tb, t0 + prev_t, src_rate, container)) from None
         if prev_img is None:
             raise EvpError(f"{path}: no video frame could be decoded; the file is truncated or corrupt")
+        # a file cut after its index may also just end early without an error: compare what
+        # decoded with what the index declares (duration and frame count)
+        declared = _declared_duration(vs, tb, container)
+        decoded = _decoded_duration(vs, tb, t0 + prev_t, src_rate)
+        period = 1.0 / src_rate if src_rate > 0 else 0.04
+        short_time = declared > 0 and decoded < declared - max(2.5 * period, 0.05 * declared)
+        short_count = bool(vs.frames) and n_src < 0.95 * vs.frames - 2
+        if short_time or short_count:
+            raise EvpError(_truncated_message(path, vs, tb, t0 + prev_t, src_rate, container))
         # the last source frame lasts one source-frame period
         end = prev_t + 1.0 / src_rate
         while n_out * step < end - 0.5 * step - 1e-9 or n_out == 0:
@@ -172,6 +181,28 @@ def iter_frames(path: str | Path, fps: float = DEFAULT_FPS, fmt: str = "bgr24",
             n_out += 1
             if max_frames is not None and n_out >= max_frames:
                 return
+
+
+def _declared_duration(vs, tb: float, container) -> float:
+    """Seconds of video the file's index declares (0 when it declares none)."""
+    if vs.duration is not None and tb:
+        return float(vs.duration) * tb
+    if container.duration is not None:
+        return container.duration / 1e6
+    return 0.0
+
+
+def _decoded_duration(vs, tb: float, last_t: float, src_rate: float) -> float:
+    """Seconds from the stream start to the end of the last decoded frame (source time)."""
+    start = float(vs.start_time) * tb if (vs.start_time is not None and tb) else 0.0
+    return last_t - start + (1.0 / src_rate if src_rate > 0 else 0.0)
+
+
+def _truncated_message(path: Path, vs, tb: float, last_t: float, src_rate: float, container) -> str:
+    decoded = _decoded_duration(vs, tb, last_t, src_rate)
+    declared = _declared_duration(vs, tb, container)
+    of = f" of {declared:.1f} s" if declared > 0 else ""
+    return f"{path}: truncated or corrupt video (decoded {decoded:.1f} s{of})"
 
 
 def read_frames(path: str | Path, fps: float = DEFAULT_FPS, fmt: str = "bgr24",
