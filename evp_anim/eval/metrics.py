@@ -81,3 +81,20 @@ def mean_metrics(per_clip: Iterable[Mapping[str, float]]) -> dict[str, float]:
 def dataset_metrics(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Mean per-clip metrics over ``(generated, ground_truth)`` pairs."""
     return mean_metrics(clip_metrics(g, t) for g, t in pairs)
+
+
+def lip_vertex_error(generated_vertices, ground_truth_vertices) -> float:
+    """LVE of one clip (MeshTalk / FaceFormer / EMOTE): per frame the maximum over the lip vertices
+    of the L2 distance between generated and ground-truth positions, averaged over frames.
+
+    Args: (T, L, 3) lip vertices each, mm (the SFM mesh). Returns mm.
+    """
+    g = np.asarray(generated_vertices, dtype=np.float64)
+    t = np.asarray(ground_truth_vertices, dtype=np.float64)
+    if g.ndim != 3 or g.shape[-1] != 3:
+        raise EvpError(f"lip vertices must have shape (T, L, 3), got {g.shape}")
+    if t.shape != g.shape:
+        raise EvpError(f"generated lip vertices {g.shape} and ground truth {t.shape} differ in shape")
+    if g.shape[0] == 0 or g.shape[1] == 0:
+        raise EvpError("cannot compare empty lip-vertex sequences")
+    return float(np.linalg.norm(g - t, axis=-1).max(axis=1).mean())

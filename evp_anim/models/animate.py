@@ -152,3 +152,75 @@ def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
     track.expression = weights_from_landmarks(rig, track.landmarks_3d, identity).astype(np.float32)
     track.expression_names = list(rig.channels)
     return track.validate()
+
+
+# ---------------------------------------------------------------------- the EMOTE path
+def default_emote_path() -> Path:
+    """The shipped EMOTE weights (assets/emote_default.pt in the source tree)."""
+    return Path(__file__).resolve().parents[2] / "assets" / "emote_default.pt"
+
+
+def load_animation_model(path: Path | str | None):
+    """The model for ``animate --model``: None → the shipped EVP model; ``emote`` → the shipped
+    EMOTE model; a file → EVP or EMOTE according to its format tag. One-line EvpError otherwise."""
+    from .emote import EmoteModel
+    if path is None:
+        return EvpModel.load(default_model_path())
+    if str(path) == "emote":
+        return EmoteModel.load(default_emote_path())
+    path = Path(path)
+    if not path.is_file():
+        raise EvpError(f"model file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        fmt = blob.get("format") if isinstance(blob, dict) else None
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise EvpError(f"{path}: not a readable model file ({type(e).__name__})") from None
+    if fmt == "evp-anim-emote-model":
+        return EmoteModel.load(path)
+    return EvpModel.load(path)
+
+
+def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
+                  style: str | None = None, sample_rate: int = 16000) -> Track:
+    """EMOTE: ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps whose ``expression``
+    holds the rig coefficients (T, 42) (RIG_CHANNELS names), with landmarks_3d (mm) from the rig for
+    ``identity`` (63,) (default: the SFM mean face) and their frontal projection in the 256×256
+    aligned crop. Emotion from a label + intensity or timecoded keys (cross-fading the emotion
+    weights and intensity the generator is conditioned on); ``style`` is a training speaker's name
+    for its style id (None / unseen = the "unknown" style)."""
+    from ..audio.features import mfcc_windows
+    from ..face.projection import aligned_crop_transform, aligned_landmarks
+    from .emote import label_condition
+
+    if spec.reference_audio is not None:
+        raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
+    if style is not None and style not in model.speakers:
+        known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
+        raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
+    windows = mfcc_windows(audio, sample_rate)
+    n = windows.shape[0]
+    if spec.keys is not None:
+        validate_keys(spec.keys, n / FPS)
+        _, weights, intensity = per_frame(spec.keys, n, FPS, lambda e, i: np.zeros(1, np.float32))
+    else:
+        onehot, inten = label_condition(spec.emotion or "neutral", spec.intensity)
+        weights = np.tile(onehot, (n, 1))
+        intensity = np.full(n, inten, np.float32)
+    coeffs = model.predict(windows, weights, intensity, model.speaker_id(style))
+    if list(model.channels) != list(rig.channels):
+        raise EvpError("the EMOTE model's channels differ from this rig's; retrain it")
+    ident = None if identity is None else np.asarray(identity, np.float32)
+    lm3d = rig.landmarks_3d(ident, coeffs).astype(np.float32)
+    scale, trans = aligned_crop_transform(CROP)
+    return Track.new(
+        aligned_landmarks(lm3d, CROP), fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
+        pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
+        pose_scale=np.full(n, scale, np.float32),
+        identity=np.zeros(0, np.float32) if ident is None else ident,
+        expression=coeffs, expression_names=list(rig.channels),
+        emotion=weights.astype(np.float32), intensity=intensity.astype(np.float32),
+        provenance={"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
+                    "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])},
+        info={"style": style or "unknown"},
+    )

@@ -13,6 +13,7 @@ from ..errors import EvpError
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("train-emote")(train_emote)
     app.command("animate")(animate_cmd)
 
 
@@ -99,6 +100,97 @@ def train(
         dist.destroy_process_group()
 
 
+def train_emote(
+    corpus: Path = typer.Argument(..., help="Corpus folder (manifest.csv and ground-truth tracks)."),
+    output: Path = typer.Option(..., "-o", "--output", help="EMOTE model file to write (.pt)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints and log.csv "
+                                           "(default: OUTPUT with .run). An existing checkpoint is resumed."),
+    steps: str = typer.Option("1500,600,300,2000", "--steps", help="Steps of the four stages: "
+                              "prior,lipreader,emotion,generator."),
+    batch: int = typer.Option(24, "--batch", help="Crops per batch per process."),
+    crop: int = typer.Option(64, "--crop", help="Frames per training crop (multiple of 4; 64 = 2.56 s)."),
+    without: Optional[str] = typer.Option(None, "--without", help="Ablation: comma-separated parts to drop "
+                                          "(lip, exchange, prior)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Take the motion prior, lip reader "
+                                              "and emotion classifier from another run's perceptual.pt "
+                                              "(skips stages 1-3; for ablations)."),
+    lambda_lip: float = typer.Option(0.3, "--lambda-lip", help="Weight of the per-frame lip-reading loss."),
+    lambda_emo: float = typer.Option(0.3, "--lambda-emo", help="Weight of the sequence emotion loss."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Train the EMOTE path: motion prior (temporal VAE), lip reader, emotion classifier, then the
+    speech+emotion generator with lip-reading, emotion and content-emotion exchange losses.
+
+    Runs unchanged under `torchrun --standalone --nproc_per_node N` (DDP, gloo). Resumes after a kill.
+    """
+    import torch
+
+    from ..data.manifest import read_manifest
+    from ..face.rig import FaceRig
+    from ..train.emote_trainer import EmoteTrainConfig, EmoteTrainer, load_rig_weights
+    from ..train.evp_trainer import dist_info
+    from ..train.features import load_features
+
+    if output.suffix != ".pt":
+        raise EvpError(f"model output must end in .pt, got {output.name!r}")
+    if not (corpus / "manifest.csv").is_file():
+        raise EvpError(f"{corpus}: no manifest.csv (not a corpus; make one with `evp-anim synth`)")
+    try:
+        step_t = tuple(int(s) for s in steps.split(","))
+    except ValueError:
+        raise EvpError(f"--steps must be four integers like 1500,600,300,2000, got {steps!r}") from None
+    cfg = EmoteTrainConfig(steps=step_t, batch=batch, crop=crop, seed=seed, lambda_lip=lambda_lip,
+                           lambda_emo=lambda_emo,
+                           without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
+    cfg.validate()
+    if pretrained is not None and not pretrained.is_file():
+        raise EvpError(f"--pretrained file not found: {pretrained}")
+    if threads:
+        torch.set_num_threads(threads)
+    rank, world = dist_info()
+    rep = reporter() if rank == 0 else None
+    rows = [r for r in read_manifest(corpus / "manifest.csv") if r.track]
+    if rep:
+        rep.start("features", description="features")
+    if rank != 0:
+        import torch.distributed as dist
+        dist.barrier()
+    feats = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
+    weights = load_rig_weights(corpus, feats.rows)
+    if rank == 0 and world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rep:
+        rep.success()
+    state = {"stage": None}
+
+    def progress(stage: str, step: int, total: int, logs: dict) -> None:
+        if rep is None:
+            return
+        if state["stage"] != stage:
+            if state["stage"] is not None:
+                rep.success()
+            state["stage"] = stage
+            rep.start(f"train-emote-{stage}", total=total, description=stage)
+        rep.update(step)
+
+    trainer = EmoteTrainer(feats, weights, FaceRig(sfm(sfm_dir)), cfg, run_dir or output.with_suffix(".run"),
+                           progress=progress, corpus_name=str(corpus), pretrained=pretrained)
+    model = trainer.run()
+    if rank == 0:
+        if state["stage"] is not None:
+            rep.success()
+        model.save(output)
+        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
+                 f"{model.meta['trained_on']['train_clips']} clips)")
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def animate_cmd(
     audio: Path = typer.Argument(..., help="Speech (wav, flac, mp3, m4a, ...)."),
     output: Path = typer.Option(..., "-o", "--output", help="Track to write (.npz)."),
@@ -108,20 +200,25 @@ def animate_cmd(
                                                  "this reference clip instead of a label."),
     emotion_keys: Optional[Path] = typer.Option(None, "--emotion-keys", help="Timecoded emotion keys "
                                                 "(TOML [[key]] time/emotion/intensity) blended per frame."),
-    model_path: Optional[Path] = typer.Option(None, "--model", help="EVP model (.pt); default: the "
-                                              "shipped assets/evp_default.pt."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="EVP or EMOTE model (.pt; the kind "
+                                              "is read from the file); 'emote' = the shipped "
+                                              "assets/emote_default.pt; default: the shipped "
+                                              "assets/evp_default.pt."),
+    style: Optional[str] = typer.Option(None, "--style", help="EMOTE only: a training speaker's name "
+                                        "(e.g. S003) whose speaking style to use; default: unknown style."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Track whose identity gives the "
                                              "face to animate (default: the SFM mean face)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview video (.mp4)."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
-    """Speech → emotional landmark Track (EVP), with emotion from a label, a reference clip or keys."""
+    """Speech → emotional Track: EVP (landmarks, lifted to the rig) or EMOTE (rig coefficients and the
+    landmarks they give), with emotion from a label, keys, or (EVP only) a reference clip."""
     from ..audio.io import audio_sha256, load_audio
     from ..emotions import canonical_emotion, check_intensity
     from ..tracks import load_track, save_track
-    from .animate import EmotionSpec, animate, default_model_path, lift_to_rig
+    from .animate import EmotionSpec, animate, animate_emote, lift_to_rig, load_animation_model
+    from .emote import EmoteModel
     from .emotion_control import read_keys
-    from .evp import EvpModel
 
     if output.suffix != ".npz":
         raise EvpError(f"track output must end in .npz, got {output.name!r}")
@@ -133,7 +230,12 @@ def animate_cmd(
     elif emotion_audio is not None:
         spec = EmotionSpec(emotion=None, reference_audio=emotion_audio)
     from ..face.rig import FaceRig
-    model = EvpModel.load(model_path or default_model_path())
+    model = load_animation_model(model_path)
+    is_emote = isinstance(model, EmoteModel)
+    if is_emote and emotion_audio is not None:
+        raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
+    if style is not None and not is_emote:
+        raise EvpError("--style applies to the EMOTE model only (--model emote)")
     x = load_audio(audio)
     rig = FaceRig(sfm(sfm_dir))
     ident = None
@@ -144,8 +246,11 @@ def animate_cmd(
         ident = tr.identity
     rep = reporter()
     rep.start("animate", description="animate")
-    track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
-    lift_to_rig(track, rig, ident)
+    if is_emote:
+        track = animate_emote(x, model, spec, rig, identity=ident, style=style)
+    else:
+        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
+        lift_to_rig(track, rig, ident)
     track.provenance["source_audio_sha256"] = audio_sha256(audio)
     track.info["audio"] = str(Path(audio).resolve())
     save_track(track, output)
