@@ -93,6 +93,17 @@ def crop_transforms(landmarks: np.ndarray, size: int = DEFAULT_SIZE, crop_margin
     return CropTransforms(centre, side, int(size))
 
 
+def footage_crops(target_landmarks: np.ndarray, indices: np.ndarray, size: int = DEFAULT_SIZE,
+                  crop_margin: float = 1.9, fps: float = 25.0) -> CropTransforms:
+    """Crops for output frames that show footage frames ``indices`` (T,): the footage's own smoothed
+    crops (:func:`crop_transforms` over its (M, 68, 2) landmarks in footage order), picked per
+    output frame. A looped or ping-ponged clip thus gets exactly the crops training saw, and the
+    crop jumps with the footage at a loop seam instead of lagging behind it."""
+    full = crop_transforms(target_landmarks, size, crop_margin, fps=fps)
+    idx = np.asarray(indices, np.int64)
+    return CropTransforms(full.centre[idx], full.side[idx], full.size)
+
+
 def face_mask(points: np.ndarray, size: int, dilate_px: int | None = None) -> np.ndarray:
     """(size, size) uint8 mask (255 inside) of the convex hull of (N, 2) crop-px points, dilated."""
     mask = np.zeros((size, size), np.uint8)
@@ -204,7 +215,7 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
         for each output frame i at the aligned track's fps; ``crops`` is the clip's
         :class:`CropTransforms` (indexed by output frame), for :func:`paste_back`.
     """
-    from evp_anim.footage.video import iter_frames
+    from .inference import FrameSource
 
     if tuple(aligned.image_size) != tuple(target.image_size):
         raise EvpError(f"aligned track is for {aligned.image_size} images but the target track for "
@@ -212,29 +223,19 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
     idx = np.asarray(aligned.info.get("target_frames", np.arange(aligned.n_frames)), np.int64)
     if idx.max() >= target.n_frames:
         raise EvpError(f"aligned track uses footage frame {int(idx.max())} but the target track has {target.n_frames}")
-    crops = crop_transforms(target.landmarks_2d[idx], size, crop_margin, fps=aligned.fps)
-    # one pass over the footage: keep each output frame's crop (PNG in memory, lossless and ~10x
-    # smaller than raw), since looped / ping-ponged clips revisit footage frames out of order
-    users: dict[int, list[int]] = {}
-    for i, j in enumerate(idx):
-        users.setdefault(int(j), []).append(i)
-    stored: dict[int, bytes] = {}
-    cover: dict[int, np.ndarray] = {}
-    n_seen = 0
-    for j, frame in enumerate(iter_frames(video, target.fps, "bgr24", max_frames=int(idx.max()) + 1)):
-        if j == 0 and frame.shape[1::-1] != tuple(target.image_size):
-            raise EvpError(f"{video} is not the footage of the target track (size {frame.shape[1::-1]} "
-                           f"vs {tuple(target.image_size)})")
-        for i in users.get(j, ()):
-            stored[i] = cv2.imencode(".png", crop_frame(frame, crops, i), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+    crops = footage_crops(target.landmarks_2d, idx, size, crop_margin, fps=target.fps)
+    # frames are streamed (looped / ping-ponged clips revisit footage frames: see FrameSource)
+    src = FrameSource(video, target.fps, idx)
+    try:
+        for i, j in enumerate(idx):
+            frame = src.get(int(j))
+            if i == 0 and frame.shape[1::-1] != tuple(target.image_size):
+                raise EvpError(f"{video} is not the footage of the target track (size {frame.shape[1::-1]} "
+                               f"vs {tuple(target.image_size)})")
+            crop = crop_frame(frame, crops, i)
             inside = frame_coverage(frame.shape, crops, i)
-            if not inside.all():
-                cover[i] = inside
-        n_seen = j + 1
-    if n_seen <= int(idx.max()):
-        raise EvpError(f"{video} has {n_seen} frames but the aligned track uses footage frame {int(idx.max())}")
-    for i, j in enumerate(idx):
-        crop = cv2.imdecode(np.frombuffer(stored.pop(i), np.uint8), cv2.IMREAD_COLOR)
-        g = guidance_from_crop(crop, crops.to_crop(aligned.landmarks_2d[i], i),
-                               crops.to_crop(target.landmarks_2d[j], i), inside=cover.pop(i, None))
-        yield i, g, crop, crops, int(j)
+            g = guidance_from_crop(crop, crops.to_crop(aligned.landmarks_2d[i], i),
+                                   crops.to_crop(target.landmarks_2d[j], i), inside=None if inside.all() else inside)
+            yield i, g, crop, crops, int(j)
+    finally:
+        src.close()

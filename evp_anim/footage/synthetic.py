@@ -32,6 +32,10 @@ class SyntheticFootageConfig:
     yaw_deg, pitch_deg, roll_deg: peak amplitude of the smooth head rotation.
     move_px: peak head translation; scale_var: peak relative scale change.
     expressions: animate emotion blendshapes and a speech-like jaw (False: neutral face).
+    expression_style: "simple" (one jaw rhythm, one smile that builds up and fades, one blink) or
+        "rich" (speech-like syllables of varying opening, rounded/stretched/pressed lips, six
+        emotions taking turns, brow raises and a blink every ~3 s: training footage for the
+        renderer, which must see many mouth shapes).
     seed: identity and motion phases.
     """
 
@@ -46,6 +50,7 @@ class SyntheticFootageConfig:
     move_px: float = 20.0
     scale_var: float = 0.08
     expressions: bool = True
+    expression_style: str = "simple"
     identity_scale: float = 0.7
     seed: int = 0
 
@@ -56,6 +61,8 @@ class SyntheticFootageConfig:
             raise EvpError(f"video size must be even and >= 64 px, got {self.width}x{self.height}")
         if not 20 <= self.face_px <= 0.9 * min(self.width, self.height):
             raise EvpError(f"face_px must be in [20, 0.9 * min(width, height)], got {self.face_px}")
+        if self.expression_style not in ("simple", "rich"):
+            raise EvpError(f"expression_style must be 'simple' or 'rich', got {self.expression_style!r}")
 
 
 def synthetic_motion(cfg: SyntheticFootageConfig, channels: tuple[str, ...], jaw_width_mm: float,
@@ -79,7 +86,9 @@ def synthetic_motion(cfg: SyntheticFootageConfig, channels: tuple[str, ...], jaw
     centre = np.array([cfg.width / 2.0, cfg.height * 0.46])
     trans = centre + np.stack([wave(cfg.move_px, 0.11, ph[5]), wave(0.6 * cfg.move_px, 0.19, ph[6])], 1)
     w = np.zeros((cfg.n_frames, len(channels)), np.float64)
-    if cfg.expressions:
+    if cfg.expressions and cfg.expression_style == "rich":
+        w = _rich_weights(t, channels, np.random.default_rng(cfg.seed + 7))
+    elif cfg.expressions:
         idx = {c: i for i, c in enumerate(channels)}
         # speech-like jaw at ~4 syllables/s, an emotion that builds up and fades, and a blink
         w[:, idx["jawOpen"]] = np.clip(0.35 * (np.sin(2 * np.pi * 4.0 * t + ph[7]) + 0.4), 0, 0.5)
@@ -90,6 +99,64 @@ def synthetic_motion(cfg: SyntheticFootageConfig, channels: tuple[str, ...], jaw
         w[:, idx["eyeBlinkLeft"]] = blink
         w[:, idx["eyeBlinkRight"]] = blink
     return {"rotation": rot, "translation": trans, "scale": scale, "weights": w}
+
+
+def _smooth_noise(rng: np.random.Generator, t: np.ndarray, hz: float) -> np.ndarray:
+    """(T,) smooth random signal in about [-1, 1]: a sum of sines around ``hz``."""
+    out = np.zeros_like(t)
+    for f in rng.uniform(0.5 * hz, 1.5 * hz, 3):
+        out += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return out / 3.0 * 1.7
+
+
+def _rich_weights(t: np.ndarray, channels: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+    """(T, K) rig weights for the "rich" style: many mouth shapes, emotions in turn, blinks."""
+    n = len(t)
+    idx = {c: i for i, c in enumerate(channels)}
+    w = np.zeros((n, len(channels)), np.float64)
+
+    def put(name, v):
+        w[:, idx[name]] = np.clip(v, 0.0, 1.0)
+
+    # syllables at 3-5 per second with an opening that varies syllable to syllable, and pauses
+    rate = 4.0 + 0.8 * _smooth_noise(rng, t, 0.2)
+    phase = 2 * np.pi * np.cumsum(rate) / 25.0 if n > 1 else np.zeros(1)
+    depth = 0.15 + 0.55 * np.clip(0.5 + 0.5 * _smooth_noise(rng, t, 0.6), 0, 1)
+    talking = np.clip(1.5 * (0.3 + _smooth_noise(rng, t, 0.08)), 0, 1)
+    put("jawOpen", depth * talking * np.maximum(0.0, np.sin(phase)) ** 0.8)
+    for ch, hz, amp in (("mouthFunnel", 0.35, 0.8), ("mouthPucker", 0.27, 0.8), ("mouthClose", 0.5, 0.3),
+                        ("mouthRollLower", 0.3, 0.4), ("mouthUpperUpLeft", 0.4, 0.4),
+                        ("mouthLowerDownLeft", 0.45, 0.5)):
+        put(ch, amp * np.clip(_smooth_noise(rng, t, hz) - 0.2, 0, 1) * talking)
+    w[:, idx["mouthUpperUpRight"]] = w[:, idx["mouthUpperUpLeft"]]
+    w[:, idx["mouthLowerDownRight"]] = w[:, idx["mouthLowerDownLeft"]]
+    for side in ("Left", "Right"):
+        s = np.clip(_smooth_noise(rng, t, 0.3) - 0.1, 0, 1)
+        put("mouthStretch" + side, 0.6 * s)
+        put("mouthPress" + side, 0.5 * np.clip(-_smooth_noise(rng, t, 0.3) - 0.3, 0, 1))
+    # six emotions take turns, each rising and falling over ~4 s, at random strengths
+    emos = ["sfm_happiness", "sfm_sadness", "sfm_surprise", "sfm_anger", "sfm_disgust", "sfm_fear"]
+    period = 4.0
+    k = np.floor(t / period).astype(int)
+    env = np.sin(np.pi * (t / period - k)) ** 2
+    order = rng.permutation(len(emos))
+    strength = rng.uniform(0.4, 1.0, k.max() + 1)
+    for j in range(k.max() + 1):
+        sel = k == j
+        w[sel, idx[emos[order[j % len(emos)]]]] = strength[j] * env[sel]
+    smile = w[:, idx["sfm_happiness"]] * 0.6 + 0.3 * np.clip(_smooth_noise(rng, t, 0.15) - 0.4, 0, 1)
+    put("mouthSmileLeft", smile)
+    put("mouthSmileRight", smile)
+    put("browInnerUp", 0.7 * np.clip(_smooth_noise(rng, t, 0.25) - 0.3, 0, 1))
+    # a 0.25 s blink every ~3 s
+    blink = np.zeros(n)
+    tb = rng.uniform(0.5, 2.0)
+    while tb < t[-1] + 1:
+        blink = np.maximum(blink, np.exp(-0.5 * ((t - tb) / 0.05) ** 2))
+        tb += rng.uniform(2.0, 4.0)
+    put("eyeBlinkLeft", blink)
+    put("eyeBlinkRight", blink)
+    return w
 
 
 def _background(cfg: SyntheticFootageConfig, rng: np.random.Generator) -> np.ndarray:
@@ -200,3 +267,41 @@ def make_synthetic_footage(video_path: str | Path, sfm_dir: str | Path,
     if track_path is not None:
         save_track(track, track_path)
     return track
+
+
+def photo_footage_warps(n_frames: int, size: int, fps: float = DEFAULT_FPS, zoom: float = 0.15,
+                        shift_px: float = 25.0) -> np.ndarray:
+    """(T, 2, 3) smooth similarity warps (zoom about the centre + shift) for :func:`make_photo_footage`.
+
+    The zoom breathes between 1 and 1 + ``zoom`` every 6 s and the shift wanders ±``shift_px``
+    (x every 9 s, y every 7 s): slow camera-like motion.
+    """
+    t = np.arange(n_frames) / fps
+    a = 1.0 + zoom * 0.5 * (1 - np.cos(2 * np.pi * t / 6.0))
+    b = np.stack([shift_px * np.sin(2 * np.pi * t / 9.0), 0.6 * shift_px * np.sin(2 * np.pi * t / 7.0 + 1.0)], 1)
+    c = size / 2.0
+    return np.stack([[[a[i], 0, (1 - a[i]) * c + b[i, 0]], [0, a[i], (1 - a[i]) * c + b[i, 1]]]
+                     for i in range(n_frames)])
+
+
+def make_photo_footage(image_bgr: np.ndarray, video_path: str | Path, n_frames: int = 250,
+                       fps: float = DEFAULT_FPS, progress=None) -> np.ndarray:
+    """Footage of a real photograph (e.g. ``skimage.data.astronaut()``) moved smoothly.
+
+    The (H, W, 3) uint8 BGR image (square, even side) is warped per frame by
+    :func:`photo_footage_warps` (reflecting its border) and written as 25 fps H.264 to
+    ``video_path``. Returns the (T, 2, 3) warps. The face does not talk: the renderer's real-photo
+    target (real skin and hair texture), not a test of mouth shapes.
+    """
+    from ..video_io import open_video_writer
+
+    h, w = image_bgr.shape[:2]
+    if h != w or w % 2:
+        raise EvpError(f"photo footage needs a square image with an even side, got {w}x{h}")
+    warps = photo_footage_warps(n_frames, w, fps)
+    with open_video_writer(video_path, fps, (w, h), crf=16) as writer:
+        for i, m in enumerate(warps):
+            writer.write(cv2.warpAffine(image_bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+            if progress is not None:
+                progress(i + 1)
+    return warps

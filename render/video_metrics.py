@@ -1,0 +1,158 @@
+"""Video metrics of a trained renderer (``evp-anim eval-video``), by self-reenactment.
+
+The held-out frames (the last ``holdout`` of the footage, never seen in training) are rendered
+from the footage's *own* landmarks, so the real frames are the ground truth:
+
+* SSIM and PSNR (skimage.metrics, 8-bit, colour) between the generated S x S crop (the face
+  painted and blended into the known surroundings, exactly what is pasted into the frame) and
+  the real crop; also SSIM and PSNR on the face region alone (the blanked region the network
+  paints; the rest of the crop is known footage passed through);
+* mouth landmark distance: dlib's tracker (the one ``evp-anim track`` uses) run on the rendered
+  full frames, its 20 mouth points against the driving landmarks, mean Euclidean distance in
+  crop px; the same tracker on the real frames gives the floor (tracker noise);
+* temporal flicker: mean |(g_t - g_{t-1}) - (r_t - r_{t-1})| over the face region in 8-bit
+  levels (0: the rendered face changes exactly as the real one does), next to mean |r_t - r_{t-1}|;
+* FID only with user-supplied Inception weights (a TorchScript feature extractor such as the
+  StyleGAN2-ADA ``inception-2015-12-05.pt``); none can be downloaded here. On a few hundred
+  frames FID is biased high and only comparable between runs on the same frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from evp_anim.errors import EvpError
+
+from .data import face_mask
+from .inference import RenderModel, iter_rendered
+
+MOUTH = slice(48, 68)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    if mask is not None:
+        d = d[mask]
+    mse = float(d.mean()) if d.size else 0.0
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def evaluate_holdout(model: RenderModel, target, video: str | Path, start: int | None = None,
+                     frames_out: Path | None = None, fid_weights: Path | None = None,
+                     progress: Callable[[int], None] | None = None) -> dict:
+    """Metrics on footage frames [start, end) (default: the model's held-out frames)."""
+    from skimage.metrics import structural_similarity
+
+    from evp_anim.footage.tracking import track_frames
+
+    start = int(model.meta["holdout_start"] if start is None else start)
+    if not 0 <= start < target.n_frames - 1:
+        raise EvpError(f"no held-out frames to evaluate (start {start}, footage {target.n_frames} frames)")
+    if int(model.meta.get("n_frames", target.n_frames)) != target.n_frames:
+        raise EvpError(f"the model was trained on {model.meta['n_frames']} frames of footage, the track has "
+                       f"{target.n_frames}: give the track of the model's own footage")
+    aligned = target.slice(start)
+    aligned.info["target_frames"] = list(range(start, target.n_frames))
+    ssim, psnr, psnr_face, ssim_face = [], [], [], []
+    flick, real_motion = [], []
+    gen_frames, real_frames, scales = [], [], []
+    prev = None
+    gen_crops, real_crops = [], []
+    from evp_anim.footage.video import iter_frames
+    real_iter = iter(iter_frames(video, target.fps, "bgr24"))
+    for _ in range(start):
+        next(real_iter)
+    for i, frame, gen, real, crops in iter_rendered(aligned, target, video, model):
+        s_mean, s_map = structural_similarity(gen, real, channel_axis=2, data_range=255, full=True)
+        ssim.append(s_mean)
+        psnr.append(_psnr(gen, real))
+        lm = crops.to_crop(aligned.landmarks_2d[i], i)
+        m = face_mask(lm, model.size) > 0
+        ssim_face.append(float(s_map.mean(axis=2)[m].mean()))
+        psnr_face.append(_psnr(gen, real, m))
+        g, r = gen.astype(np.float32), real.astype(np.float32)
+        if prev is not None:
+            pg, pr = prev
+            flick.append(float(np.abs((g - pg) - (r - pr))[m].mean()))
+            real_motion.append(float(np.abs(r - pr)[m].mean()))
+        prev = (g, r)
+        gen_frames.append(frame)
+        real_frames.append(next(real_iter))
+        scales.append(model.size / float(crops.side[i]))
+        if fid_weights is not None:
+            gen_crops.append(gen)
+            real_crops.append(real)
+        if frames_out is not None and i % 10 == 0:
+            import cv2
+            frames_out.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(frames_out / f"holdout_{start + i:05d}.png"), np.hstack([gen, real]))
+        if progress is not None:
+            progress(i + 1)
+    drive = aligned.landmarks_2d[:, MOUTH]
+    sc = np.asarray(scales)[:, None]
+
+    def mouth_ld(frames):
+        try:
+            res = track_frames(frames, target.fps)
+        except EvpError:   # no face found at all (an untrained model)
+            return float("nan"), len(frames)
+        d = np.linalg.norm(res.landmarks[:, MOUTH] - drive, axis=2) * sc
+        return float(d[res.valid].mean()), int((~res.valid).sum())
+
+    ld_gen, miss_gen = mouth_ld(gen_frames)
+    ld_real, miss_real = mouth_ld(real_frames)
+    out = {
+        "frames": len(ssim), "first_frame": start, "size": model.size,
+        "ssim": float(np.mean(ssim)), "psnr_db": float(np.mean(psnr)), "psnr_face_db": float(np.mean(psnr_face)),
+        "ssim_face": float(np.mean(ssim_face)),
+        "ssim_min": float(np.min(ssim)),
+        "mouth_ld_px": ld_gen, "mouth_ld_real_px": ld_real,
+        "frames_without_face": miss_gen, "frames_without_face_real": miss_real,
+        "flicker": float(np.mean(flick)) if flick else 0.0,
+        "real_motion": float(np.mean(real_motion)) if real_motion else 0.0,
+    }
+    out["fid"] = fid(gen_crops, real_crops, fid_weights) if fid_weights is not None else None
+    return out
+
+
+def fid(gen: list[np.ndarray], real: list[np.ndarray], weights: Path) -> float:
+    """Fréchet Inception Distance between two sets of (S, S, 3) uint8 BGR crops.
+
+    ``weights``: a TorchScript Inception feature extractor taking (N, 3, 299, 299) uint8 RGB
+    (StyleGAN2-ADA's ``inception-2015-12-05.pt`` convention, called with ``return_features=True``)
+    or float in [0, 1] when that call fails; it must return (N, 2048) features.
+    """
+    import cv2
+    import torch
+    from scipy import linalg
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise EvpError(f"--fid-weights: {weights} not found")
+    try:
+        net = torch.jit.load(str(weights), map_location="cpu").eval()
+    except Exception as e:  # noqa: BLE001
+        raise EvpError(f"{weights}: not a TorchScript Inception model ({type(e).__name__})") from None
+
+    def feats(images):
+        out = []
+        for k in range(0, len(images), 16):
+            x = np.stack([cv2.resize(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), (299, 299), interpolation=cv2.INTER_LINEAR)
+                          for im in images[k:k + 16]]).transpose(0, 3, 1, 2)
+            with torch.no_grad():
+                try:
+                    f = net(torch.from_numpy(x), return_features=True)
+                except Exception:  # noqa: BLE001 - a plain float-input extractor
+                    f = net(torch.from_numpy(x).float() / 255.0)
+            out.append(f.reshape(len(x), -1).double().numpy())
+        return np.concatenate(out)
+
+    a, b = feats(gen), feats(real)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
