@@ -5,7 +5,8 @@ bundled sample speech (``assets/sample_speech.wav``, a synthetic speaker and sen
 not in the training corpus) is animated in several emotions and in one emotion interpolation
 (sad → happy, EVP's latent interpolation as timecoded keys). Each gives a Track and a preview
 video (landmark sketch + shaded SFM head + the speech); the happy take is also written as a
-Blender file and as ARKit / Live Link CSV.
+Blender file and as ARKit / Live Link CSV. The shipped EMOTE weights (``assets/emote_default.pt``)
+animate the same speech once more (happy), as rig coefficients (``emote_happy``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
         rep.success(output=str(video))
         tracks[name] = path
         result[name] = f"{path} + {video}"
+    # The EMOTE path on the same speech: rig coefficients straight from the generator.
+    from .models.animate import animate_emote, default_emote_path
+    from .models.emote import EmoteModel
+    track = animate_emote(audio, EmoteModel.load(default_emote_path()), EmotionSpec("happy", 1.0), rig)
+    track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
+    track.info["audio"] = str(SAMPLE)
+    path = save_track(track, output / "emote_happy.npz")
+    video = output / "emote_happy.mp4"
+    rep.start("preview-emote_happy", total=track.n_frames, description="preview emote_happy")
+    write_preview(track, video, audio_path=SAMPLE, sfm_dir=sfm_dir, progress=rep.update)
+    rep.success(output=str(video))
+    result["emote_happy"] = f"{path} + {video}"
     from .export.commands import export_track_file
     for fmt, suffix in (("arkit-csv", ".arkit.csv"), ("livelink-csv", ".livelink.csv")):
         out = output / f"happy{suffix}"

@@ -151,3 +151,31 @@ def test_ten_minutes_of_audio_animate_with_bounded_memory(tmp_path, tiny_model, 
     peak_kb = int(p.stdout.strip().splitlines()[-1])
     assert peak_kb < 1.5 * 1024 * 1024
     assert load_track(tmp_path / "long.npz").n_frames == 15000
+
+
+def test_animate_without_reference_records_the_mean_face_so_align_works(tmp_path, tiny_model, speech, sfm_dir):
+    from evp_anim.face.rig import FaceRig
+    from evp_anim.face.projection import project
+    from evp_anim.tracks import Track, save_track
+
+    out = tmp_path / "s.npz"
+    p = run("--quiet", "animate", speech, "-o", out, "--emotion", "happy", "--model", tiny_model, sfm_dir=sfm_dir)
+    assert p.returncode == 0, p.stderr
+    sp = load_track(out)
+    rig = FaceRig(sfm_dir)
+    np.testing.assert_array_equal(sp.identity, np.zeros(rig.num_identity, np.float32))
+    # a footage track with a known pose: the aligned landmarks land on the footage's face
+    n = 30
+    ident = rig.sample_identity(np.random.default_rng(4), 0.8)
+    l3d = np.repeat(rig.landmarks_3d(ident)[None], n, 0)
+    rot, trans, scale = np.zeros((n, 3)), np.tile([320.0, 240.0], (n, 1)), np.full(n, 1.5)
+    tg = Track.new(project(l3d, rot, trans, scale).astype(np.float32), image_size=(640, 480), landmarks_3d=l3d,
+                   pose_rotation=rot, pose_translation=trans, pose_scale=scale, identity=ident)
+    save_track(tg, tmp_path / "t.npz")
+    p = run("--quiet", "align", out, tmp_path / "t.npz", "-o", tmp_path / "a.npz", "--sfm-dir", sfm_dir)
+    assert p.returncode == 0, p.stderr
+    al = load_track(tmp_path / "a.npz")
+    assert al.n_frames == sp.n_frames
+    # eye corners (iBUG 37, 46) do not move with speech: they sit where the footage's are
+    want = np.broadcast_to(tg.landmarks_2d[0, [36, 45]], (al.n_frames, 2, 2))
+    np.testing.assert_allclose(al.landmarks_2d[:, [36, 45]], want, atol=3.0)

@@ -29,3 +29,10 @@ def test_demo_writes_tracks_previews_and_exports(tmp_path, sfm_dir):
     inter = tracks["sad_to_happy"]
     assert inter.emotion[0, 6] > 0.95 and inter.emotion[-1, 5] > 0.95
     assert (out / "happy.arkit.csv").is_file() and (out / "happy.livelink.csv").is_file()
+    # The EMOTE take: rig coefficients with the happy emotion and a moving jaw, and its preview.
+    emote = load_track(out / "emote_happy.npz")
+    assert emote.n_frames == happy.n_frames
+    assert probe_video(out / "emote_happy.mp4")["frames"] == emote.n_frames
+    assert emote.emotion[:, 5].min() == 1.0
+    assert emote.channel("jawOpen").std() > 0.02
+    assert emote.channel("sfm_happiness").mean() > emote.channel("sfm_sadness").mean() + 0.2

@@ -132,13 +132,17 @@ def footage_synth(
     height: int = typer.Option(384, "--height", min=64, max=4096, help="Height in pixels (even)."),
     face_px: float = typer.Option(170.0, "--face-px", help="Face (jawline) width in pixels."),
     seed: int = typer.Option(0, "--seed", help="Identity and motion seed."),
+    rich: bool = typer.Option(False, "--rich", help="Many mouth shapes, six emotions in turn, brow raises "
+                              "and blinks (training footage for the renderer); default: one jaw rhythm, "
+                              "one smile, one blink."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Render synthetic target footage of the SFM head with known pose and expression (+ its track)."""
     from .synthetic import SyntheticFootageConfig, make_synthetic_footage
 
     _mp4_out(output, "synthetic footage")
-    cfg = SyntheticFootageConfig(n_frames=frames, width=width, height=height, face_px=face_px, seed=seed)
+    cfg = SyntheticFootageConfig(n_frames=frames, width=width, height=height, face_px=face_px, seed=seed,
+                                 expression_style="rich" if rich else "simple")
     cfg.validate()
     rep = reporter()
     rep.start("footage-synth", total=frames, description="frames")

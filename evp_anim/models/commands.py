@@ -213,6 +213,8 @@ def animate_cmd(
 ) -> None:
     """Speech → emotional Track: EVP (landmarks, lifted to the rig) or EMOTE (rig coefficients and the
     landmarks they give), with emotion from a label, keys, or (EVP only) a reference clip."""
+    import numpy as np
+
     from ..audio.io import audio_sha256, load_audio
     from ..emotions import canonical_emotion, check_intensity
     from ..tracks import load_track, save_track
@@ -238,7 +240,9 @@ def animate_cmd(
         raise EvpError("--style applies to the EMOTE model only (--model emote)")
     x = load_audio(audio)
     rig = FaceRig(sfm(sfm_dir))
-    ident = None
+    # Without a reference the face is the SFM mean face, recorded as zero identity coefficients so
+    # that `align` (which re-expresses the speech on the target's face) can use the track as it is.
+    ident = np.zeros(rig.num_identity, np.float32)
     if reference is not None:
         tr = load_track(reference)
         if tr.identity.size != rig.num_identity:
