@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from evp_anim import __version__
 from evp_anim.atomic import atomic_path
 from evp_anim.errors import EvpError
+from evp_anim.train.evp_trainer import dist_info
 
 from .data import TargetFrames, to_uint8_image
 from .guidance import guidance_preview
@@ -155,16 +156,7 @@ def _feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tens
 
 
 # ---------------------------------------------------------------------- distributed helpers
-def dist_info() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed (gloo on CPU) when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
+# (dist_info is the EVP trainer's: torchrun's environment, gloo on CPU, nccl on GPU)
 
 def _average_gradients(params, world: int) -> None:
     if world <= 1:

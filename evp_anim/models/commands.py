@@ -11,6 +11,29 @@ from ..cli_common import SfmDirOpt, reporter, sfm
 from ..errors import EvpError
 
 
+
+def _stage_progress(rep, prefix: str):
+    """A trainer progress callback: one progress bar per training stage (none on ranks > 0);
+    ``progress.finish()`` closes the last stage's bar."""
+    state = {"stage": None}
+
+    def progress(stage: str, step: int, total: int, logs: dict) -> None:
+        if rep is None:
+            return
+        if state["stage"] != stage:
+            if state["stage"] is not None:
+                rep.success()
+            state["stage"] = stage
+            rep.start(f"{prefix}-{stage}", total=total, description=stage)
+        rep.update(step)
+
+    def finish() -> None:
+        if rep is not None and state["stage"] is not None:
+            rep.success()
+
+    progress.finish = finish
+    return progress
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("train-emote")(train_emote)
@@ -73,24 +96,13 @@ def train(
     if rep:
         rep.success()
     pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
-    state = {"stage": None}
-
-    def progress(stage: str, step: int, total: int, logs: dict) -> None:
-        if rep is None:
-            return
-        if state["stage"] != stage:
-            if state["stage"] is not None:
-                rep.success()
-            state["stage"] = stage
-            rep.start(f"train-{stage}", total=total, description=stage)
-        rep.update(step)
+    progress = _stage_progress(rep, "train")
 
     trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
                       progress=progress, corpus_name=str(corpus))
     model = trainer.run()
     if rank == 0:
-        if state["stage"] is not None:
-            rep.success()
+        progress.finish()
         model.save(output)
         rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
                  f"{model.meta['trained_on']['train_clips']} clips)")
@@ -164,24 +176,13 @@ def train_emote(
         dist.barrier()
     if rep:
         rep.success()
-    state = {"stage": None}
-
-    def progress(stage: str, step: int, total: int, logs: dict) -> None:
-        if rep is None:
-            return
-        if state["stage"] != stage:
-            if state["stage"] is not None:
-                rep.success()
-            state["stage"] = stage
-            rep.start(f"train-emote-{stage}", total=total, description=stage)
-        rep.update(step)
+    progress = _stage_progress(rep, "train-emote")
 
     trainer = EmoteTrainer(feats, weights, FaceRig(sfm(sfm_dir)), cfg, run_dir or output.with_suffix(".run"),
                            progress=progress, corpus_name=str(corpus), pretrained=pretrained)
     model = trainer.run()
     if rank == 0:
-        if state["stage"] is not None:
-            rep.success()
+        progress.finish()
         model.save(output)
         rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
                  f"{model.meta['trained_on']['train_clips']} clips)")
