@@ -34,6 +34,37 @@ def _stage_progress(rep, prefix: str):
     progress.finish = finish
     return progress
 
+def _corpus_caches(rank: int, world: int, rep, build):
+    """Run ``build()`` (which reads, and on first use writes, the corpus's feature caches) so that
+    rank 0 builds the caches while the other DDP ranks wait, then read them. Returns its result."""
+    if rep:
+        rep.start("features", description="features")
+    if rank != 0:
+        import torch.distributed as dist
+        dist.barrier()
+    out = build()
+    if rank == 0 and world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rep:
+        rep.success()
+    return out
+
+
+def _finish_training(trainer, output: Path, rank: int, world: int, rep, progress) -> None:
+    """Run ``trainer``; rank 0 saves the model to ``output``; all ranks leave the process group."""
+    model = trainer.run()
+    if rank == 0:
+        progress.finish()
+        model.save(output)
+        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
+                 f"{model.meta['trained_on']['train_clips']} clips)")
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("train-emote")(train_emote)
@@ -83,33 +114,14 @@ def train(
     rank, world = dist_info()
     rep = reporter() if rank == 0 else None
     rows = read_manifest(corpus / "manifest.csv")
-    if rep:
-        rep.start("features", description="features")
-    # Rank 0 builds the feature cache; the others wait, then read it.
-    if rank != 0:
-        import torch.distributed as dist
-        dist.barrier()
-    feats = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
-    if rank == 0 and world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-    if rep:
-        rep.success()
+    feats = _corpus_caches(rank, world, rep, lambda: load_features(corpus, sfm(sfm_dir), rows,
+                                                                    progress=rep.fraction if rep else None))
     pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
     progress = _stage_progress(rep, "train")
 
     trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
                       progress=progress, corpus_name=str(corpus))
-    model = trainer.run()
-    if rank == 0:
-        progress.finish()
-        model.save(output)
-        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
-                 f"{model.meta['trained_on']['train_clips']} clips)")
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
+    _finish_training(trainer, output, rank, world, rep, progress)
 
 
 def train_emote(
@@ -164,32 +176,17 @@ def train_emote(
     rank, world = dist_info()
     rep = reporter() if rank == 0 else None
     rows = [r for r in read_manifest(corpus / "manifest.csv") if r.track]
-    if rep:
-        rep.start("features", description="features")
-    if rank != 0:
-        import torch.distributed as dist
-        dist.barrier()
-    feats = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
-    weights = load_rig_weights(corpus, feats.rows)
-    if rank == 0 and world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-    if rep:
-        rep.success()
+
+    def build():
+        f = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
+        return f, load_rig_weights(corpus, f.rows)
+
+    feats, weights = _corpus_caches(rank, world, rep, build)
     progress = _stage_progress(rep, "train-emote")
 
     trainer = EmoteTrainer(feats, weights, FaceRig(sfm(sfm_dir)), cfg, run_dir or output.with_suffix(".run"),
                            progress=progress, corpus_name=str(corpus), pretrained=pretrained)
-    model = trainer.run()
-    if rank == 0:
-        progress.finish()
-        model.save(output)
-        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
-                 f"{model.meta['trained_on']['train_clips']} clips)")
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
+    _finish_training(trainer, output, rank, world, rep, progress)
 
 
 def animate_cmd(

@@ -28,10 +28,8 @@ writes the files. Crops are short (``crop`` frames, 2.6 s by default) so a step 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,7 +44,7 @@ from ..data.manifest import ClipRow
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
 from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
-from .evp_trainer import _barrier, _wrap, dist_info
+from .evp_trainer import StepLog, _barrier, _wrap, dist_info, train_stage_steps
 from .features import CorpusFeatures, _manifest_hash
 
 STAGES = ("prior", "lipreader", "emotion", "generator")
@@ -455,52 +453,30 @@ class EmoteTrainer:
         mod.train()
 
     def run(self) -> EmoteModel:
-        log_path = self.run_dir / "log.csv"
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         _barrier(self.world)
-        writer = None
+        log = StepLog(self.run_dir / "log.csv")
         while self.stage < len(STAGES):
             total = self._steps(self.stage)
             if self.optim is None:
                 self.optim = self._make_optim()
             self._freeze_for_stage()
             module = _wrap(self._module(), self.world)
-            t0 = time.perf_counter()
-            while self.step < total:
+
+            def set_lr(total=total):
                 for g in self.optim.param_groups:
                     g["lr"] = self._lr(total)
-                loss, logs = module(*self._batch())
-                self.optim.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optim.step()
-                self.step += 1
-                if self.rank == 0:
-                    if writer is None:
-                        new = not log_path.is_file()
-                        fh = open(log_path, "a", newline="")
-                        writer = (fh, csv.writer(fh))
-                        if new:
-                            writer[1].writerow(["stage", "step", "loss", "terms"])
-                    writer[1].writerow([STAGES[self.stage], self.step, f"{loss.item():.5f}",
-                                        json.dumps({k: round(v, 5) for k, v in logs.items()})])
-                    if self.progress:
-                        self.progress(STAGES[self.stage], self.step, total, logs)
-                if self.step % self.cfg.checkpoint_every == 0 and self.step < total:
-                    self.elapsed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    if writer:
-                        writer[0].flush()
-                    self._save()
-            self.elapsed += time.perf_counter() - t0
+
+            train_stage_steps(self, module, STAGES[self.stage], total, log, before_step=set_lr,
+                              terms=lambda logs: {k: round(v, 5) for k, v in logs.items()})
             self.stage, self.step, self.optim = self.stage + 1, 0, None
             self._save()
             if self.stage == 3 and self.rank == 0:   # reusable by the ablation runs (--pretrained)
                 import shutil
                 with atomic_path(self.run_dir / "perceptual.pt") as tmp:
                     shutil.copyfile(self.ckpt, tmp)
-        if writer:
-            writer[0].close()
+        log.close()
         self.net.eval()
         return self._finish()
 

@@ -79,6 +79,63 @@ class TrainConfig:
         return d
 
 
+# ---------------------------------------------------------------------- the step loop (EVP and EMOTE)
+class StepLog:
+    """``log.csv`` of a training run, opened for appending on the first row (so a resumed run adds
+    to it): one row per step with the stage, step, loss and the loss terms as JSON."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+        self._writer = None
+
+    def write(self, stage: str, step: int, loss: float, terms: dict) -> None:
+        if self._writer is None:
+            new = not self.path.is_file()
+            self._fh = open(self.path, "a", newline="")
+            self._writer = csv.writer(self._fh)
+            if new:
+                self._writer.writerow(["stage", "step", "loss", "terms"])
+        self._writer.writerow([stage, step, f"{loss:.5f}", json.dumps(terms)])
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = self._writer = None
+
+
+def train_stage_steps(trainer, module: nn.Module, stage: str, total: int, log: StepLog,
+                      before_step: Callable[[], None] | None = None,
+                      terms: Callable[[dict], dict] = lambda logs: logs) -> None:
+    """Run ``trainer`` (step, rank, optim, progress, cfg.checkpoint_every, elapsed, _batch, _save)
+    from its current step to ``total`` in one stage: forward ``module`` on a batch, step the
+    optimiser, log (rank 0), checkpoint every ``checkpoint_every`` steps, and add the time spent to
+    ``trainer.elapsed``. ``before_step`` runs first in every step (e.g. a learning-rate schedule)."""
+    t0 = time.perf_counter()
+    while trainer.step < total:
+        if before_step is not None:
+            before_step()
+        loss, logs = module(*trainer._batch())
+        trainer.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optim.step()
+        trainer.step += 1
+        if trainer.rank == 0:
+            log.write(stage, trainer.step, loss.item(), terms(logs))
+            if trainer.progress:
+                trainer.progress(stage, trainer.step, total, logs)
+        if trainer.step % trainer.cfg.checkpoint_every == 0 and trainer.step < total:
+            trainer.elapsed += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            log.flush()
+            trainer._save()
+    trainer.elapsed += time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------------- distributed helpers
 def dist_info() -> tuple[int, int]:
     """(rank, world size), initialising torch.distributed when launched by torchrun."""
@@ -424,11 +481,10 @@ class Trainer:
         return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"])
 
     def run(self) -> EvpModel:
-        log_path = self.run_dir / "log.csv"
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         _barrier(self.world)
-        writer = None
+        log = StepLog(self.run_dir / "log.csv")
         while self.stage < 3:
             total = self.cfg.steps[self.stage]
             if self.optim is None:
@@ -440,36 +496,12 @@ class Trainer:
             if self.stage == 2:  # encoders stay frozen (eval mode, no gradients)
                 self.net.content.eval()
                 self.net.emotion.eval()
-            t0 = time.perf_counter()
-            while self.step < total:
-                loss, logs = module(*self._batch())
-                self.optim.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optim.step()
-                self.step += 1
-                if self.rank == 0:
-                    if writer is None:
-                        new = not log_path.is_file()
-                        fh = open(log_path, "a", newline="")
-                        writer = (fh, csv.writer(fh))
-                        if new:
-                            writer[1].writerow(["stage", "step", "loss", "terms"])
-                    writer[1].writerow([STAGES[self.stage], self.step, f"{loss.item():.5f}", json.dumps(logs)])
-                    if self.progress:
-                        self.progress(STAGES[self.stage], self.step, total, logs)
-                if self.step % self.cfg.checkpoint_every == 0 and self.step < total:
-                    self.elapsed += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    if writer:
-                        writer[0].flush()
-                    self._save()
-            self.elapsed += time.perf_counter() - t0
+            train_stage_steps(self, module, STAGES[self.stage], total, log)
             if self.stage == 0:
                 self._save(self.run_dir / "stage1.pt")  # reusable by ablation runs (--pretrained)
             self.stage, self.step, self.optim = self.stage + 1, 0, None
             self._save()
-        if writer:
-            writer[0].close()
+        log.close()
         return self._finish()
 
     def _finish(self) -> EvpModel:
