@@ -99,7 +99,8 @@ def find_sfm_dir(sfm_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -120,7 +121,7 @@ def verify_sfm_dir(path: str | os.PathLike) -> list[str]:
     for name, (digest, _size) in SFM_FILES.items():
         f = path / name
         if f.is_file():
-            got = _sha256_file(f)
+            got = sha256_file(f)
             if got != digest:
                 problems.append(f"{name}: sha256 {got} differs from the pinned {digest}")
     return problems
@@ -195,7 +196,7 @@ def download_sfm(dest: str | os.PathLike | None = None, base_url: str | None = N
     for name, (digest, size) in SFM_FILES.items():
         target = dest / name
         if target.is_file():
-            if _sha256_file(target) == digest:
+            if sha256_file(target) == digest:
                 report(size)
                 continue
             try:

@@ -12,13 +12,13 @@ held out of training (for ``evp-anim eval-video``).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from evp_anim.assets import sha256_file
 from evp_anim.errors import EvpError
 
 from .guidance import crop_frame, crop_transforms, face_mask, frame_coverage, guidance_from_crop
@@ -31,11 +31,7 @@ def video_fingerprint(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise EvpError(f"video not found: {path}")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def blend_alpha(mask: np.ndarray) -> np.ndarray:

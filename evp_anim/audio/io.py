@@ -7,7 +7,6 @@ the sample rate is converted with soxr, so every stage sees the same signal what
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -137,8 +136,5 @@ def audio_sha256(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise EvpError(f"audio file not found: {path}; check the path")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..assets import sha256_file
+    return sha256_file(path)
