@@ -16,8 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from evp_anim.errors import EvpError
 
 
@@ -36,13 +34,12 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
               cache_dir: Path | None = None, evp_model: Path | None = None, sfm_dir: Path | None = None,
               rep=None, command: str = "") -> dict:
     """Run the whole pipeline; returns the paths used (track, model, aligned track in a temp dir)."""
-    from evp_anim.audio.io import audio_sha256, load_audio
     from evp_anim.emotions import canonical_emotion, check_intensity
     from evp_anim.face.rig import FaceRig
     from evp_anim.footage.alignment import LENGTH_POLICIES, align_tracks
     from evp_anim.footage.fitting import track_footage
     from evp_anim.footage.video import probe
-    from evp_anim.models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, default_model_path
     from evp_anim.models.evp import EvpModel
     from evp_anim.tracks import load_track, save_track
 
@@ -60,13 +57,8 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     # 1. animate
     rep.start("animate", description="animate")
     model = EvpModel.load(evp_model or default_model_path())
-    rig = FaceRig(sfm_dir)
-    x = load_audio(speech)
-    ident = np.zeros(rig.num_identity, np.float32)   # the SFM mean face; align puts the target's on
-    sp = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
-    lift_to_rig(sp, rig, ident)
-    sp.provenance["source_audio_sha256"] = audio_sha256(speech)
-    sp.info["audio"] = str(Path(speech).resolve())
+    # the SFM mean face; align puts the speech's expression on the target's face
+    sp = animate_speech_file(speech, model, spec, FaceRig(sfm_dir))
     rep.success(frames=sp.n_frames)
     rep.info(f"animate: {sp.n_frames} frames ({sp.duration:.2f} s, {spec.emotion} {spec.intensity:g})")
 

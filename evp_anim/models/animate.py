@@ -224,3 +224,24 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
                     "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])},
         info={"style": style or "unknown"},
     )
+
+
+def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
+                        style: str | None = None) -> Track:
+    """Animate the speech file at ``path`` with an EVP model (landmarks, lifted to the rig) or an
+    EMOTE model (rig coefficients) on the face of ``identity`` (63,) (default: the SFM mean face,
+    recorded as zero coefficients so that ``align`` can re-express it on a target's face). The
+    track records the audio's sha256 and absolute path. 25 fps."""
+    from ..audio.io import audio_sha256, load_audio
+    from .emote import EmoteModel
+
+    x = load_audio(path)
+    ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
+    if isinstance(model, EmoteModel):
+        track = animate_emote(x, model, spec, rig, identity=ident, style=style)
+    else:
+        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
+        lift_to_rig(track, rig, ident)
+    track.provenance["source_audio_sha256"] = audio_sha256(path)
+    track.info["audio"] = str(Path(path).resolve())
+    return track

@@ -211,12 +211,9 @@ def animate_cmd(
 ) -> None:
     """Speech → emotional Track: EVP (landmarks, lifted to the rig) or EMOTE (rig coefficients and the
     landmarks they give), with emotion from a label, keys, or (EVP only) a reference clip."""
-    import numpy as np
-
-    from ..audio.io import audio_sha256, load_audio
     from ..emotions import canonical_emotion, check_intensity
     from ..tracks import load_track, save_track
-    from .animate import EmotionSpec, animate, animate_emote, lift_to_rig, load_animation_model
+    from .animate import EmotionSpec, animate_speech_file, load_animation_model
     from .emote import EmoteModel
     from .emotion_control import read_keys
 
@@ -236,11 +233,8 @@ def animate_cmd(
         raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
     if style is not None and not is_emote:
         raise EvpError("--style applies to the EMOTE model only (--model emote)")
-    x = load_audio(audio)
     rig = FaceRig(sfm(sfm_dir))
-    # Without a reference the face is the SFM mean face, recorded as zero identity coefficients so
-    # that `align` (which re-expresses the speech on the target's face) can use the track as it is.
-    ident = np.zeros(rig.num_identity, np.float32)
+    ident = None   # the SFM mean face (see animate_speech_file)
     if reference is not None:
         tr = load_track(reference)
         if tr.identity.size != rig.num_identity:
@@ -248,13 +242,7 @@ def animate_cmd(
         ident = tr.identity
     rep = reporter()
     rep.start("animate", description="animate")
-    if is_emote:
-        track = animate_emote(x, model, spec, rig, identity=ident, style=style)
-    else:
-        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
-        lift_to_rig(track, rig, ident)
-    track.provenance["source_audio_sha256"] = audio_sha256(audio)
-    track.info["audio"] = str(Path(audio).resolve())
+    track = animate_speech_file(audio, model, spec, rig, identity=ident, style=style)
     save_track(track, output)
     rep.success(output=str(output), frames=track.n_frames)
     rep.info(f"wrote {output} ({track.n_frames} frames, {track.duration:.2f} s)")
