@@ -45,12 +45,12 @@ def data(tiny_corpus, sfm_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data, rig, tiny_corpus):
-    """A real (short) four-stage training run on the tiny corpus, saved like the CLI does."""
+    """A real (short) five-stage training run on the tiny corpus, saved like the CLI does."""
     from evp_anim.train.emote_trainer import EmoteTrainConfig, EmoteTrainer
     feats, weights = data
     out = tmp_path_factory.mktemp("emote")
     torch.set_num_threads(1)
-    cfg = EmoteTrainConfig(steps=(40, 30, 20, 40), batch=6, crop=32, checkpoint_every=15)
+    cfg = EmoteTrainConfig(steps=(40, 30, 20, 30, 40), batch=6, crop=32, checkpoint_every=15)
     model = EmoteTrainer(feats, weights, rig, cfg, out / "run", corpus_name=str(tiny_corpus)).run()
     return model.save(out / "emote.pt"), out / "run", cfg
 
@@ -70,7 +70,7 @@ def test_rig_weights_cache_matches_the_tracks(data, tiny_corpus):
     assert all(len(w) == len(x) for w, x in zip(weights, feats.windows))
 
 
-def test_network_shapes_for_lengths_not_a_multiple_of_four(rig):
+def test_network_shapes_for_lengths_not_a_multiple_of_the_latent_rate(rig):
     from evp_anim.models.emote import EmoteConfig, EmoteNet, lip_vertices
     lips = lip_vertices(rig)
     assert 100 < len(lips) < 400
@@ -82,13 +82,21 @@ def test_network_shapes_for_lengths_not_a_multiple_of_four(rig):
     win = torch.randn(b, t, 28, 12)
     emo = torch.zeros(b, t, 8)
     emo[..., 5] = 1
-    z = net.generator(win, emo, torch.full((b, t), 0.5), torch.tensor([0, 3]))
-    assert z.shape == (b, 10, 32)
+    probs = net.viseme_probs(win)
+    assert probs.shape == (b, t, 15)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(b, t))
+    z = net.generator(probs, emo, torch.full((b, t), 0.5), torch.tensor([0, 3]))
+    assert z.shape == (b, 19, 32)            # 12.5 Hz latents: ceil(37 / 2)
     assert net.prior.decode(z, t).shape == (b, t, 42)
     w = net.generate(win, emo, torch.full((b, t), 0.5), torch.tensor([1, 2]))
     assert w.shape == (b, t, 42)
     mu, logvar = net.prior.encode(w)
-    assert mu.shape == logvar.shape == (b, 10, 32)
+    assert mu.shape == logvar.shape == (b, 19, 32)
+    slow = EmoteNet(EmoteConfig(n_speakers=3, lip_vertices=len(lips), rate=4))
+    assert slow.prior.encode(w)[0].shape == (b, 10, 32)
+    assert slow.generate(win, emo, torch.zeros(b, t), torch.tensor([0, 0])).shape == (b, t, 42)
+    with pytest.raises(EvpError, match="latent rate"):
+        EmoteNet(EmoteConfig(rate=3))
     assert net.lip_reader(w).shape == (b, t, 15) and net.emotion_classifier(w).shape == (b, 8)
     direct = EmoteNet(EmoteConfig(n_speakers=3, lip_vertices=len(lips), direct=True))
     assert direct.generate(win, emo, torch.zeros(b, t), torch.tensor([0, 0])).shape == (b, t, 42)
@@ -137,7 +145,7 @@ def _stage_loss(trainer, stage, batch):
     return module, loss
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3, 4])
 def test_one_training_step_lowers_each_stage_loss(stage, data, rig, tmp_path):
     from evp_anim.train.emote_trainer import EmoteTrainConfig, EmoteTrainer
     feats, weights = data
@@ -147,6 +155,8 @@ def test_one_training_step_lowers_each_stage_loss(stage, data, rig, tmp_path):
     batch = trainer._batch()
     trainer.optim = trainer._make_optim()
     _, before = _stage_loss(trainer, stage, batch)
+    mods = trainer._stage_modules()
+    start = [[p.detach().clone() for p in m.parameters()] for m in mods]
     for _ in range(2):
         _, loss = _stage_loss(trainer, stage, batch)
         trainer.optim.zero_grad()
@@ -154,20 +164,23 @@ def test_one_training_step_lowers_each_stage_loss(stage, data, rig, tmp_path):
         trainer.optim.step()
     _, after = _stage_loss(trainer, stage, batch)
     assert after.item() < before.item()
+    # only this stage's module moved: the others (e.g. the content encoder in stage 5) stay frozen
+    moved = [any(not torch.equal(p, q) for p, q in zip(m.parameters(), s0)) for m, s0 in zip(mods, start)]
+    assert moved == [k == stage for k in range(len(mods))]
 
 
 def test_exchange_conditions_the_second_pass_on_the_swapped_emotions(data, rig, tmp_path):
     from evp_anim.train.emote_trainer import EmoteTrainConfig, EmoteTrainer, GeneratorLoss
     feats, weights = data
     trainer = EmoteTrainer(feats, weights, rig, EmoteTrainConfig(batch=6, crop=32), tmp_path / "r")
-    trainer.stage = 3
+    trainer.stage = 4
     batch = trainer._batch()
     seen = []
     real = trainer.net.generate
 
-    def spy(windows, emotion, intensity, speaker, audio_features=None):
-        seen.append((emotion[:, 0].clone(), intensity[:, 0].clone()))
-        return real(windows, emotion, intensity, speaker, audio_features)
+    def spy(windows, emotion, intensity, speaker, visemes=None):
+        seen.append((emotion[:, 0].clone(), intensity[:, 0].clone(), visemes))
+        return real(windows, emotion, intensity, speaker, visemes)
 
     trainer.net.generate = spy
     loss, logs = GeneratorLoss(trainer.net, trainer.rig_loss, trainer.cfg)(*batch)
@@ -176,6 +189,7 @@ def test_exchange_conditions_the_second_pass_on_the_swapped_emotions(data, rig, 
     torch.testing.assert_close(seen[0][0], emotion)
     torch.testing.assert_close(seen[1][0], emotion[perm])
     torch.testing.assert_close(seen[1][1], intensity[perm])
+    assert seen[0][2] is seen[1][2]            # one content pass: the same visemes for both
     seen.clear()
     no_x = EmoteTrainConfig(batch=6, crop=32, without=("exchange", "lip"))
     _, logs = GeneratorLoss(trainer.net, trainer.rig_loss, no_x)(*batch)
@@ -199,8 +213,11 @@ def test_checkpoint_round_trip_resume_and_corrupt_files(trained, data, tmp_path,
     assert (run_dir / "perceptual.pt").is_file()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(path.read_bytes()[:5000])
+    old = tmp_path / "old.pt"                  # a format-1 file (end-to-end audio encoder, 6.25 Hz prior)
+    blob = torch.load(path, weights_only=True)
+    torch.save(dict(blob, version=1), old)
     for p, text in ((bad, "not a readable model file"), (tiny_model, "an EVP model"),
-                    (tmp_path / "none.pt", "not found")):
+                    (tmp_path / "none.pt", "not found"), (old, "older evp-anim")):
         with pytest.raises(EvpError, match=text) as e:
             EmoteModel.load(p)
         assert "\n" not in str(e.value)
@@ -209,7 +226,7 @@ def test_checkpoint_round_trip_resume_and_corrupt_files(trained, data, tmp_path,
 def test_train_emote_cli_and_animate_with_the_emote_model(tmp_path, tiny_corpus, speech, sfm_dir, trained):
     path = trained[0]
     out = tmp_path / "cli.pt"
-    p = run("--quiet", "train-emote", tiny_corpus, "-o", out, "--steps", "6,4,4,6", "--batch", "4", "--crop", "32",
+    p = run("--quiet", "train-emote", tiny_corpus, "-o", out, "--steps", "6,4,4,4,6", "--batch", "4", "--crop", "32",
             "--threads", "1", sfm_dir=sfm_dir)
     assert p.returncode == 0, p.stderr
     assert out.is_file() and (tmp_path / "cli.run" / "checkpoint.pt").is_file()
@@ -246,7 +263,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_corpus, speech, sfm_dir, 
     one_line_error(run("train-emote", tiny_corpus, "-o", tmp_path / "m.pt", "--without", "cross",
                        sfm_dir=sfm_dir), "unknown term")
     one_line_error(run("train-emote", tiny_corpus, "-o", tmp_path / "m.pt", "--steps", "1,2", sfm_dir=sfm_dir),
-                   "four non-negative")
+                   "5 non-negative")
     one_line_error(run("train-emote", tiny_corpus, "-o", tmp_path / "m.npz", sfm_dir=sfm_dir), "must end in .pt")
     one_line_error(run("train-emote", tmp_path, "-o", tmp_path / "m.pt", sfm_dir=sfm_dir), "no manifest.csv")
     assert not x.exists() and not (tmp_path / "m.pt").exists()

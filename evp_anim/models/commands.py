@@ -129,23 +129,23 @@ def train_emote(
     output: Path = typer.Option(..., "-o", "--output", help="EMOTE model file to write (.pt)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints and log.csv "
                                            "(default: OUTPUT with .run). An existing checkpoint is resumed."),
-    steps: str = typer.Option("1500,600,300,2000", "--steps", help="Steps of the four stages: "
-                              "prior,lipreader,emotion,generator."),
+    steps: str = typer.Option("4000,600,300,2000,2000", "--steps", help="Steps of the five stages: "
+                              "prior,lipreader,emotion,content,generator."),
     batch: int = typer.Option(24, "--batch", help="Crops per batch per process."),
     crop: int = typer.Option(64, "--crop", help="Frames per training crop (multiple of 4; 64 = 2.56 s)."),
     without: Optional[str] = typer.Option(None, "--without", help="Ablation: comma-separated parts to drop "
                                           "(lip, exchange, prior)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Take the motion prior, lip reader "
-                                              "and emotion classifier from another run's perceptual.pt "
-                                              "(skips stages 1-3; for ablations)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Take the motion prior, lip reader, "
+                                              "emotion classifier and content encoder from another run's "
+                                              "perceptual.pt (skips stages 1-4; for ablations)."),
     lambda_lip: float = typer.Option(0.3, "--lambda-lip", help="Weight of the per-frame lip-reading loss."),
     lambda_emo: float = typer.Option(0.3, "--lambda-emo", help="Weight of the sequence emotion loss."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
-    """Train the EMOTE path: motion prior (temporal VAE), lip reader, emotion classifier, then the
-    speech+emotion generator with lip-reading, emotion and content-emotion exchange losses.
+    """Train the EMOTE path: motion prior (temporal VAE), lip reader, emotion classifier, content
+    encoder (audio → visemes), then the speech+emotion generator with lip-reading, emotion and content-emotion exchange losses.
 
     Runs unchanged under `torchrun --standalone --nproc_per_node N` (DDP, gloo). Resumes after a kill.
     """
@@ -164,7 +164,7 @@ def train_emote(
     try:
         step_t = tuple(int(s) for s in steps.split(","))
     except ValueError:
-        raise EvpError(f"--steps must be four integers like 1500,600,300,2000, got {steps!r}") from None
+        raise EvpError(f"--steps must be five integers like 4000,600,300,2000,2000, got {steps!r}") from None
     cfg = EmoteTrainConfig(steps=step_t, batch=batch, crop=crop, seed=seed, lambda_lip=lambda_lip,
                            lambda_emo=lambda_emo,
                            without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())

@@ -1,4 +1,4 @@
-"""Training of the EMOTE path (models/emote.py) in four stages.
+"""Training of the EMOTE path (models/emote.py) in five stages.
 
 1. **prior** — the temporal VAE over ground-truth rig-coefficient crops: reconstruction
    (per-channel normalised MSE + vertex error over the face and, weighted up, over the lips,
@@ -6,7 +6,9 @@
 2. **lipreader** — the lip reader on ground-truth coefficients → per-frame viseme classes (the
    corpus's exact phoneme timing); a little coefficient noise for robustness. Frozen afterwards.
 3. **emotion** — the sequence emotion classifier on ground-truth crops. Frozen afterwards.
-4. **generator** — audio encoder + condition → prior latents → frozen decoder, with
+4. **content** — the content encoder: MFCC windows (with Gaussian noise of ``audio_noise``
+   training-set standard deviations) → per-frame viseme classes. Frozen afterwards.
+5. **generator** — viseme probabilities + condition → prior latents → frozen decoder, with
    L = L_rec (lip-weighted vertex error + coefficient MSE)
      + lambda_lip * CE(lip reader(output), visemes)       (per frame)
      + lambda_emo * CE(emotion classifier(output), emotion) (per sequence)
@@ -15,7 +17,8 @@
        its emotion loss to the new emotion (no reconstruction: there is no ground truth for it).
 
 ``without`` (the ablation) drops ``lip`` (both lip terms), ``exchange`` or ``prior`` (stage 1 is
-skipped and the generator regresses coefficients per frame with a head of its own).
+skipped and the generator regresses coefficients per frame with a head of its own). The content
+bottleneck is kept in every ablation model.
 
 Speaker style ids: training speakers get ids 1..S in name order; with probability
 ``speaker_dropout`` a sample's id is replaced by 0 ("unknown"), the id used for unseen speakers.
@@ -47,7 +50,8 @@ from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
 from .evp_trainer import StepLog, _barrier, _wrap, dist_info, train_stage_steps
 from .features import CorpusFeatures, _manifest_hash
 
-STAGES = ("prior", "lipreader", "emotion", "generator")
+STAGES = ("prior", "lipreader", "emotion", "content", "generator")
+GENERATOR = STAGES.index("generator")
 ABLATION_TERMS = ("lip", "exchange", "prior")
 RIG_CACHE = "emote_rig_v1.npz"
 
@@ -104,7 +108,7 @@ def load_rig_weights(corpus: str | Path, rows: Sequence[ClipRow],
 class EmoteTrainConfig:
     """Knobs of a training run (stored in the checkpoint; a resume must use the same ones)."""
 
-    steps: tuple[int, int, int, int] = (1500, 600, 300, 2000)
+    steps: tuple[int, int, int, int, int] = (4000, 600, 300, 2000, 2000)
     batch: int = 24
     crop: int = 64                # frames per crop (2.56 s at 25 fps); a multiple of 4
     lr: float = 2e-3
@@ -114,13 +118,14 @@ class EmoteTrainConfig:
     lambda_emo: float = 0.3
     lambda_exchange: float = 1.0
     speaker_dropout: float = 0.3
+    audio_noise: float = 0.2      # content stage: MFCC noise, in training-set standard deviations
     without: tuple[str, ...] = ()
     seed: int = 0
     checkpoint_every: int = 250
 
     def validate(self) -> None:
-        if len(self.steps) != 4 or any(int(s) != s or s < 0 for s in self.steps):
-            raise EvpError(f"steps must be four non-negative integers (prior, lipreader, emotion, generator), "
+        if len(self.steps) != len(STAGES) or any(int(s) != s or s < 0 for s in self.steps):
+            raise EvpError(f"steps must be {len(STAGES)} non-negative integers ({', '.join(STAGES)}), "
                            f"got {self.steps}")
         bad = set(self.without) - set(ABLATION_TERMS)
         if bad:
@@ -131,6 +136,8 @@ class EmoteTrainConfig:
             raise EvpError(f"crop must be a multiple of {RATE} frames, at least 16, got {self.crop}")
         if not 0.0 <= self.speaker_dropout <= 1.0:
             raise EvpError(f"speaker_dropout must be in [0, 1], got {self.speaker_dropout}")
+        if self.audio_noise < 0:
+            raise EvpError(f"audio_noise must be >= 0, got {self.audio_noise}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -236,6 +243,22 @@ class EmotionLoss(nn.Module):
         return loss, {"ce": loss.item(), "acc": (logits.argmax(1) == emotion_index).float().mean().item()}
 
 
+class ContentLoss(nn.Module):
+    """Stage 4: per-frame viseme classes from noisy MFCC windows (the content encoder)."""
+
+    def __init__(self, net: EmoteNet, noise: float):
+        super().__init__()
+        self.net, self.noise = net, noise
+
+    def forward(self, windows, visemes):
+        c = self.net.content
+        if self.noise > 0:
+            windows = windows + self.noise * c.mfcc_std * torch.randn_like(windows)
+        logits = c(windows)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), visemes.reshape(-1))
+        return loss, {"ce": loss.item(), "acc": (logits.argmax(-1) == visemes).float().mean().item()}
+
+
 class GeneratorLoss(nn.Module):
     """Stage 4 (module docstring); ``without`` drops lip / exchange terms."""
 
@@ -252,10 +275,11 @@ class GeneratorLoss(nn.Module):
     def forward(self, windows, weights, visemes, emotion, intensity, emotion_index, speaker, perm):
         net, cfg = self.net, self.cfg
         t = windows.shape[1]
-        audio = net.generator.encode_audio(windows)
+        with torch.no_grad():           # the content encoder is frozen
+            probs = net.viseme_probs(windows)
         cond_e = emotion[:, None, :].expand(-1, t, -1)
         cond_i = intensity[:, None].expand(-1, t)
-        pred = net.generate(windows, cond_e, cond_i, speaker, audio_features=audio)
+        pred = net.generate(windows, cond_e, cond_i, speaker, visemes=probs)
         total, logs = self.rig_loss(pred, weights)
         l_emo = F.cross_entropy(net.emotion_classifier(pred), emotion_index)
         total = total + cfg.lambda_emo * l_emo
@@ -269,7 +293,7 @@ class GeneratorLoss(nn.Module):
             # Content-emotion exchange: the same audio with another sample's emotion condition.
             xe, xi = emotion[perm], intensity[perm]
             swapped = net.generate(windows, xe[:, None, :].expand(-1, t, -1), xi[:, None].expand(-1, t),
-                                   speaker, audio_features=audio)
+                                   speaker, visemes=probs)
             l_xemo = F.cross_entropy(net.emotion_classifier(swapped), emotion_index[perm])
             l_x = cfg.lambda_emo * l_xemo
             logs["x_emo"] = l_xemo.item()
@@ -307,8 +331,8 @@ def fit_statistics(net: EmoteNet, feats: CorpusFeatures, weights: list[np.ndarra
         mod.w_mean.copy_(torch.from_numpy(mean))
         mod.w_std.copy_(torch.from_numpy(std.astype(np.float32)))
     win = np.concatenate([feats.windows[i][:, 14] for i in train_idx[::max(1, len(train_idx) // 2000)]])
-    net.generator.mfcc_mean.copy_(torch.from_numpy(win.mean(0)))
-    net.generator.mfcc_std.copy_(torch.from_numpy(win.std(0) + 1e-3))
+    net.content.mfcc_mean.copy_(torch.from_numpy(win.mean(0)))
+    net.content.mfcc_std.copy_(torch.from_numpy(win.std(0) + 1e-3))
     net.lip_reader.basis.copy_(torch.from_numpy(bases["lip_deltas"]))
     disp = w[:: max(1, len(w) // 20000)] @ bases["lip_deltas"]
     net.lip_reader.scale.copy_(torch.tensor(float(disp.std()) + 1e-3))
@@ -316,7 +340,7 @@ def fit_statistics(net: EmoteNet, feats: CorpusFeatures, weights: list[np.ndarra
 
 # ---------------------------------------------------------------------- the run
 class EmoteTrainer:
-    """Runs (or resumes) the four stages and returns the trained :class:`EmoteModel`."""
+    """Runs (or resumes) the five stages and returns the trained :class:`EmoteModel`."""
 
     def __init__(self, feats: CorpusFeatures, weights: list[np.ndarray], rig, config: EmoteTrainConfig,
                  run_dir: Path, progress: Callable[[str, int, int, dict], None] | None = None,
@@ -395,33 +419,32 @@ class EmoteTrainer:
         torch.set_rng_state(blob["torch_rng"])
 
     def _start_from_pretrained(self, path: Path) -> None:
-        """Skip stages 1–3: take the prior, lip reader and emotion classifier from another run's
+        """Skip stages 1–4: take the prior, lip reader, emotion classifier and content encoder from another run's
         ``perceptual.pt`` (same recipe, so the ablation models share them with the full model)."""
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001
             raise EvpError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-        if not isinstance(blob, dict) or blob.get("kind") != "emote-checkpoint" or blob.get("stage", 0) < 3:
+        if not isinstance(blob, dict) or blob.get("kind") != "emote-checkpoint" or blob.get("stage", 0) < GENERATOR:
             raise EvpError(f"{path} is not a finished EMOTE prior/perceptual checkpoint (<run>/perceptual.pt)")
         state = blob["net"]
-        for name in ("prior", "lip_reader", "emotion_classifier"):
+        for name in ("prior", "lip_reader", "emotion_classifier", "content"):
             sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
             try:
                 getattr(self.net, name).load_state_dict(sub)
             except RuntimeError as e:
                 raise EvpError(f"{path}: {name} does not fit ({str(e).splitlines()[0][:100]})") from None
-        self.stage, self.step = 3, 0
+        self.stage, self.step = GENERATOR, 0
         self.pretrained_from = str(path)
 
     # -- optimisation ------------------------------------------------------------------
     def _module(self) -> nn.Module:
         n = self.net
         return [PriorLoss(n, self.rig_loss, self.cfg.beta_kl), LipReaderLoss(n), EmotionLoss(n),
-                GeneratorLoss(n, self.rig_loss, self.cfg)][self.stage]
+                ContentLoss(n, self.cfg.audio_noise), GeneratorLoss(n, self.rig_loss, self.cfg)][self.stage]
 
     def _make_optim(self) -> torch.optim.Optimizer:
-        n = self.net
-        params = [n.prior, n.lip_reader, n.emotion_classifier, n.generator][self.stage].parameters()
+        params = self._stage_modules()[self.stage].parameters()
         return torch.optim.Adam(list(params), lr=self.cfg.lr)
 
     def _lr(self, total: int) -> float:
@@ -432,23 +455,29 @@ class EmoteTrainer:
     def _batch(self) -> tuple:
         t = torch.from_numpy
         c = self.cfg
-        b = self.sampler.batch(c.batch, c.crop, audio=self.stage == 3)
+        b = self.sampler.batch(c.batch, c.crop, audio=self.stage >= 3)
         if self.stage == 0:
             return (t(b["weights"]),)
         if self.stage == 1:
             return t(b["weights"]), t(b["visemes"])
         if self.stage == 2:
             return t(b["weights"]), t(b["emotion_index"])
+        if self.stage == 3:
+            return t(b["windows"]), t(b["visemes"])
         perm = exchange_permutation(b["emotion_index"], self.rng)
         return (t(b["windows"]), t(b["weights"]), t(b["visemes"]), t(b["emotion"]), t(b["intensity"]),
                 t(b["emotion_index"]), t(b["speaker"]), t(perm))
 
-    def _freeze_for_stage(self) -> None:
+    def _stage_modules(self) -> list[nn.Module]:
+        """The module each stage trains, in STAGES order."""
         n = self.net
-        for mod in (n.prior, n.lip_reader, n.emotion_classifier, n.generator):
+        return [n.prior, n.lip_reader, n.emotion_classifier, n.content, n.generator]
+
+    def _freeze_for_stage(self) -> None:
+        for mod in self._stage_modules():
             mod.requires_grad_(False)
             mod.eval()
-        mod = [n.prior, n.lip_reader, n.emotion_classifier, n.generator][self.stage]
+        mod = self._stage_modules()[self.stage]
         mod.requires_grad_(True)
         mod.train()
 
@@ -472,7 +501,7 @@ class EmoteTrainer:
                               terms=lambda logs: {k: round(v, 5) for k, v in logs.items()})
             self.stage, self.step, self.optim = self.stage + 1, 0, None
             self._save()
-            if self.stage == 3 and self.rank == 0:   # reusable by the ablation runs (--pretrained)
+            if self.stage == GENERATOR and self.rank == 0:   # reusable by the ablation runs (--pretrained)
                 import shutil
                 with atomic_path(self.run_dir / "perceptual.pt") as tmp:
                     shutil.copyfile(self.ckpt, tmp)
