@@ -1,6 +1,5 @@
 """Inference: emotion keys, silence gating, and `evp-anim animate` end to end with a trained model."""
 
-import json
 import os
 import subprocess
 import sys
@@ -118,7 +117,6 @@ def test_keys_outside_the_clip_fail_on_the_cli(tmp_path, tiny_model, speech):
 
 def test_silence_closes_the_mouth(tmp_path, tiny_model):
     """Speech, then 1.5 s of quiet noise: the inner lips close in the quiet part."""
-    from evp_anim.audio.io import load_audio
     from evp_anim.models.animate import EmotionSpec, animate
     from evp_anim.models.evp import EvpModel
     rng = np.random.default_rng(0)

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 
 from evp_anim.tracks import load_track
 from evp_anim.video_io import probe_video

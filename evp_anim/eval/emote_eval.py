@@ -31,7 +31,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..emotions import EMOTIONS
 from ..errors import EvpError
 from .metrics import clip_metrics, lip_vertex_error
 

@@ -23,7 +23,7 @@ from .. import __version__
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
 from ..tracks import Track
-from .emotion_control import EmotionKey, per_frame, read_keys, validate_keys
+from .emotion_control import EmotionKey, per_frame, validate_keys
 from .evp import EvpModel
 
 FPS = 25.0

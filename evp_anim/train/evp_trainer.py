@@ -185,7 +185,7 @@ class Sampler:
     def clips(self, batch: int, crop: int, with_landmarks: bool = False) -> dict[str, np.ndarray]:
         idx = self.rng.choice(self.train, size=batch, replace=True)
         length = min(crop, min(self.f.windows[i].shape[0] for i in idx))
-        win, vis, lm, ref = [], [], [], []
+        win, vis, lm = [], [], []
         for i in idx:
             s = self._crop(self.f.windows[i].shape[0], length)
             win.append(self.f.windows[i][s:s + length])
