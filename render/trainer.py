@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from evp_anim import __version__
 from evp_anim.atomic import atomic_path
 from evp_anim.errors import EvpError
-from evp_anim.train.evp_trainer import dist_info
+from evp_anim.train.evp_trainer import dist_info, read_checkpoint
 
 from .data import TargetFrames, to_uint8_image
 from .guidance import guidance_preview
@@ -189,10 +189,7 @@ def _agree(value: float, world: int) -> float:
 # ---------------------------------------------------------------------- model files
 def load_blob(path: Path, what: str) -> dict:
     """torch.load a checkpoint/model, turning any failure into a one-line EvpError."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - truncated zip, pickle garbage, ...
-        raise EvpError(f"{path}: corrupt {what} ({type(e).__name__}); delete it and train again") from None
+    blob = read_checkpoint(path, f"corrupt {what}", hint="; delete it and train again")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise EvpError(f"{path}: not an evp-anim renderer {what}")
     return blob

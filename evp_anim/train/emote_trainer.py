@@ -47,7 +47,8 @@ from ..data.manifest import ClipRow
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
 from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
-from .evp_trainer import StepLog, _barrier, _wrap, dist_info, train_stage_steps
+from .evp_trainer import (StepLog, _barrier, _wrap, dist_info, read_checkpoint, restore_run_state,
+                          train_stage_steps)
 from .features import CorpusFeatures, _manifest_hash
 
 STAGES = ("prior", "lipreader", "emotion", "content", "generator")
@@ -398,33 +399,15 @@ class EmoteTrainer:
             torch.save(self._state(), tmp)
 
     def _resume(self) -> None:
-        try:
-            blob = torch.load(self.ckpt, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise EvpError(f"{self.ckpt}: corrupt checkpoint ({type(e).__name__}); delete it to start over") from None
+        blob = read_checkpoint(self.ckpt)
         if not isinstance(blob, dict) or blob.get("kind") != "emote-checkpoint":
             raise EvpError(f"{self.ckpt}: not an EMOTE training checkpoint; use a new --run-dir")
-        if blob.get("config") != self.cfg.to_dict():
-            raise EvpError(f"{self.ckpt} was written with other training options; use them again or a new --run-dir")
-        self.net.load_state_dict(blob["net"])
-        self.stage, self.step, self.elapsed = blob["stage"], blob["step"], blob.get("elapsed", 0.0)
-        if self.stage < len(STAGES):
-            self.optim = self._make_optim()
-            if blob.get("optim"):
-                self.optim.load_state_dict(blob["optim"])
-        if self.rank == 0:
-            self.rng.bit_generator.state = blob["rng"]
-        else:
-            self.rng = self.sampler.rng = np.random.default_rng([self.cfg.seed, self.rank, self.stage, self.step])
-        torch.set_rng_state(blob["torch_rng"])
+        restore_run_state(self, blob, len(STAGES))
 
     def _start_from_pretrained(self, path: Path) -> None:
         """Skip stages 1–4: take the prior, lip reader, emotion classifier and content encoder from another run's
         ``perceptual.pt`` (same recipe, so the ablation models share them with the full model)."""
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise EvpError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        blob = read_checkpoint(path, "not a readable checkpoint", hint="")
         if not isinstance(blob, dict) or blob.get("kind") != "emote-checkpoint" or blob.get("stage", 0) < GENERATOR:
             raise EvpError(f"{path} is not a finished EMOTE prior/perceptual checkpoint (<run>/perceptual.pt)")
         state = blob["net"]

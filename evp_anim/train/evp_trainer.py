@@ -108,6 +108,38 @@ class StepLog:
             self._fh = self._writer = None
 
 
+def read_checkpoint(path: Path, problem: str = "corrupt checkpoint",
+                    hint: str = "; delete it to start over") -> Any:
+    """``torch.load`` a training checkpoint or model on the CPU; any failure (truncated zip, pickle
+    garbage, ...) becomes the one-line error ``"<path>: <problem> (<exception type>)<hint>"``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
+        raise EvpError(f"{path}: {problem} ({type(e).__name__}){hint}") from None
+
+
+def restore_run_state(trainer, blob: dict, n_stages: int) -> None:
+    """Put an EVP or EMOTE trainer back where its checkpoint ``blob`` stopped: the same training
+    options (else a one-line error), the networks, stage/step/elapsed, the optimiser of an unfinished
+    stage (``stage < n_stages``) and the random states."""
+    if blob.get("config") != trainer.cfg.to_dict():
+        raise EvpError(f"{trainer.ckpt} was written with other training options; use them again or a new --run-dir")
+    trainer.net.load_state_dict(blob["net"])
+    trainer.stage, trainer.step, trainer.elapsed = blob["stage"], blob["step"], blob.get("elapsed", 0.0)
+    if trainer.stage < n_stages:
+        trainer.optim = trainer._make_optim()
+        if blob.get("optim"):
+            trainer.optim.load_state_dict(blob["optim"])
+    if trainer.rank == 0:
+        trainer.rng.bit_generator.state = blob["rng"]
+    else:
+        # Only rank 0's state is saved; the others restart from their own stream at this point
+        # rather than all copying rank 0's (which would give every rank the same batches).
+        trainer.rng = trainer.sampler.rng = np.random.default_rng(
+            [trainer.cfg.seed, trainer.rank, trainer.stage, trainer.step])
+    torch.set_rng_state(blob["torch_rng"])
+
+
 def train_stage_steps(trainer, module: nn.Module, stage: str, total: int, log: StepLog,
                       before_step: Callable[[], None] | None = None,
                       terms: Callable[[dict], dict] = lambda logs: logs) -> None:
@@ -412,32 +444,12 @@ class Trainer:
         with atomic_path(path or self.ckpt) as tmp:
             torch.save(self._state(), tmp)
 
-    def _load_blob(self, path: Path) -> dict:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise EvpError(f"{path}: corrupt checkpoint ({type(e).__name__}); delete it to start over") from None
-
     def _resume(self) -> None:
-        blob = self._load_blob(self.ckpt)
-        if blob.get("config") != self.cfg.to_dict():
-            raise EvpError(f"{self.ckpt} was written with other training options; use them again or a new --run-dir")
-        self.net.load_state_dict(blob["net"])
-        self.stage, self.step, self.elapsed = blob["stage"], blob["step"], blob.get("elapsed", 0.0)
-        self.optim = self._make_optim()
-        if blob.get("optim"):
-            self.optim.load_state_dict(blob["optim"])
-        if self.rank == 0:
-            self.rng.bit_generator.state = blob["rng"]
-        else:
-            # Only rank 0's state is saved; the others restart from their own stream at this point
-            # rather than all copying rank 0's (which would give every rank the same batches).
-            self.rng = self.sampler.rng = np.random.default_rng([self.cfg.seed, self.rank, self.stage, self.step])
-        torch.set_rng_state(blob["torch_rng"])
+        restore_run_state(self, read_checkpoint(self.ckpt), len(STAGES))
 
     def _start_from_pretrained(self, path: Path) -> None:
         """Skip stage 1: take Ec, Ee, Ce and the statistics from another run's stage-1 checkpoint."""
-        blob = self._load_blob(path)
+        blob = read_checkpoint(path)
         done = blob.get("stage", 0) >= 1 or blob.get("step", 0) >= blob.get("config", {}).get("steps", [1])[0]
         if not done:
             raise EvpError(f"{path} is not a finished pre-training checkpoint")
