@@ -130,10 +130,10 @@ class MotionPrior(nn.Module):
     def __init__(self, cfg: EmoteConfig):
         super().__init__()
         h, c, z = cfg.prior_hidden, cfg.channels, cfg.latent_dim
-        if cfg.rate not in (1, 2, 4):
+        halvings = {1: 0, 2: 1, 4: 2}.get(cfg.rate)     # stride-2 layers per side
+        if halvings is None:
             raise EvpError(f"latent rate must be 1, 2 or 4 frames, got {cfg.rate}")
         self.rate = cfg.rate
-        halvings = {1: 0, 2: 1, 4: 2}[cfg.rate]
         self.register_buffer("w_mean", torch.zeros(c))
         self.register_buffer("w_std", torch.ones(c))
         down = [m for _ in range(halvings) for m in (nn.Conv1d(h, h, 4, stride=2, padding=1), nn.GELU())]

@@ -220,6 +220,12 @@ class PriorLoss(nn.Module):
         return l_rec + self.beta * kl, logs
 
 
+def frame_ce(logits: torch.Tensor, visemes: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per-frame cross-entropy of viseme logits (B, T, 15) against classes (B, T), and the accuracy."""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), visemes.reshape(-1))
+    return loss, (logits.argmax(-1) == visemes).float().mean().item()
+
+
 class LipReaderLoss(nn.Module):
     def __init__(self, net: EmoteNet, noise: float = 0.02):
         super().__init__()
@@ -227,10 +233,8 @@ class LipReaderLoss(nn.Module):
 
     def forward(self, weights, visemes):
         w = weights + self.noise * torch.randn_like(weights)
-        logits = self.net.lip_reader(w)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), visemes.reshape(-1))
-        acc = (logits.argmax(-1) == visemes).float().mean()
-        return loss, {"ce": loss.item(), "acc": acc.item()}
+        loss, acc = frame_ce(self.net.lip_reader(w), visemes)
+        return loss, {"ce": loss.item(), "acc": acc}
 
 
 class EmotionLoss(nn.Module):
@@ -255,23 +259,18 @@ class ContentLoss(nn.Module):
         c = self.net.content
         if self.noise > 0:
             windows = windows + self.noise * c.mfcc_std * torch.randn_like(windows)
-        logits = c(windows)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), visemes.reshape(-1))
-        return loss, {"ce": loss.item(), "acc": (logits.argmax(-1) == visemes).float().mean().item()}
+        loss, acc = frame_ce(c(windows), visemes)
+        return loss, {"ce": loss.item(), "acc": acc}
 
 
 class GeneratorLoss(nn.Module):
-    """Stage 4 (module docstring); ``without`` drops lip / exchange terms."""
+    """Stage 5 (module docstring); ``without`` drops lip / exchange terms."""
 
     def __init__(self, net: EmoteNet, rig_loss: RigLoss, cfg: EmoteTrainConfig):
         super().__init__()
         self.net, self.rig_loss, self.cfg = net, rig_loss, cfg
         self.use_lip = "lip" not in cfg.without
         self.use_exchange = "exchange" not in cfg.without
-
-    def _lip(self, w, visemes):
-        logits = self.net.lip_reader(w)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), visemes.reshape(-1)), logits
 
     def forward(self, windows, weights, visemes, emotion, intensity, emotion_index, speaker, perm):
         net, cfg = self.net, self.cfg
@@ -286,10 +285,9 @@ class GeneratorLoss(nn.Module):
         total = total + cfg.lambda_emo * l_emo
         logs["emo"] = l_emo.item()
         if self.use_lip:
-            l_lip, logits = self._lip(pred, visemes)
+            l_lip, logs["lip_acc"] = frame_ce(net.lip_reader(pred), visemes)
             total = total + cfg.lambda_lip * l_lip
             logs["lip"] = l_lip.item()
-            logs["lip_acc"] = (logits.argmax(-1) == visemes).float().mean().item()
         if self.use_exchange:
             # Content-emotion exchange: the same audio with another sample's emotion condition.
             xe, xi = emotion[perm], intensity[perm]
@@ -299,7 +297,7 @@ class GeneratorLoss(nn.Module):
             l_x = cfg.lambda_emo * l_xemo
             logs["x_emo"] = l_xemo.item()
             if self.use_lip:
-                l_xlip, _ = self._lip(swapped, visemes)
+                l_xlip, _ = frame_ce(net.lip_reader(swapped), visemes)
                 l_x = l_x + cfg.lambda_lip * l_xlip
                 logs["x_lip"] = l_xlip.item()
             total = total + cfg.lambda_exchange * l_x
