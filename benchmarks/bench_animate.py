@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from evp_anim.assets import find_sfm_dir
+from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.audio.io import load_audio
 from evp_anim.face.rig import FaceRig
 from evp_anim.models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
@@ -39,7 +40,7 @@ def main() -> None:
     animate(speech, model, spec)  # warm-up
     print(f"peak memory after loading: {peak_mb():.0f} MB")
     for seconds in (60, 600):
-        audio = np.tile(speech, int(np.ceil(seconds * 16000 / len(speech))))[: seconds * 16000]
+        audio = np.tile(speech, int(np.ceil(seconds * SAMPLE_RATE / len(speech))))[: seconds * SAMPLE_RATE]
         t = time.perf_counter()
         track = animate(audio, model, spec)
         t_anim = time.perf_counter() - t

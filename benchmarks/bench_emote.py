@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from evp_anim.assets import find_sfm_dir
+from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.audio.io import load_audio
 from evp_anim.face.rig import FaceRig
 from evp_anim.models.animate import EmotionSpec, animate_emote, default_emote_path
@@ -43,7 +44,7 @@ def main() -> None:
     animate_emote(speech, model, spec, rig)  # warm-up
     print(f"torch threads {torch.get_num_threads()}; peak memory after loading: {peak_mb():.0f} MB")
     for seconds in (60, 600):
-        audio = np.tile(speech, int(np.ceil(seconds * 16000 / len(speech))))[: seconds * 16000]
+        audio = np.tile(speech, int(np.ceil(seconds * SAMPLE_RATE / len(speech))))[: seconds * SAMPLE_RATE]
         best = float("inf")
         for _ in range(3 if seconds == 60 else 1):
             t = time.perf_counter()

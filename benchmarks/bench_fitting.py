@@ -38,6 +38,7 @@ from evp_anim.assets import find_sfm_dir
 from evp_anim.face.projection import project
 from evp_anim.face.rig import FaceRig
 from evp_anim.footage.fitting import LandmarkModel, _eos_setup, fit_landmarks, fit_pose_expression
+from evp_anim.tracks import DEFAULT_FPS
 
 
 def clip(rig, n, seed=0):
@@ -77,7 +78,7 @@ def speed(sfm_dir) -> None:
     fit_landmarks(lm[:250], (400, 400), sfm_dir, rig=rig)
     whole = time.perf_counter() - t
     print(f"whole fit of a 250-frame clip:       {whole:8.2f} s = {250 / whole:.0f} frames/s "
-          f"= {250 / whole / 25:.1f}x real time")
+          f"= {250 / whole / DEFAULT_FPS:.1f}x real time")
 
 
 def _clips(sfm_dir, seeds, face_px, cache):

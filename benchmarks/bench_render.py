@@ -38,8 +38,8 @@ def main() -> None:
     from evp_anim.tracks import load_track
     from render.data import video_fingerprint
     from render.inference import RenderModel, render_video
+    from render.model_file import write_model
     from render.networks import Generator
-    from render.trainer import write_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", type=Path, required=True)

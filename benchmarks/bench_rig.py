@@ -11,8 +11,7 @@ import numpy as np
 from evp_anim.assets import find_sfm_dir
 from evp_anim.face.raster import FaceRenderer
 from evp_anim.face.rig import FaceRig
-
-FPS = 25.0
+from evp_anim.tracks import DEFAULT_FPS
 
 
 def best_of(fn, repeats=5):
@@ -36,7 +35,7 @@ def main() -> None:
         r = FaceRenderer(rig, supersample=ss)
         t = best_of(lambda: r.render(ident, w[0], (0.0, 0.2, 0.0), 256), repeats=10)
         print(f"shaded 256 px render (supersample {ss}): {t * 1e3:.1f} ms/frame -> "
-              f"{1.0 / t:.1f} fps = {1.0 / t / FPS:.2f}x real time")
+              f"{1.0 / t:.1f} fps = {1.0 / t / DEFAULT_FPS:.2f}x real time")
 
 
 if __name__ == "__main__":

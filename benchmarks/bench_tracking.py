@@ -20,14 +20,13 @@ from evp_anim.assets import find_sfm_dir
 from evp_anim.footage.synthetic import SyntheticFootageConfig, render_synthetic_frames
 from evp_anim.footage.tracking import FaceTracker, track_frames
 from evp_anim.footage.video import iter_frames
+from evp_anim.tracks import DEFAULT_FPS
 from evp_anim.video_io import open_video_writer
-
-FPS = 25.0
 
 
 def make_720p(path: Path, n: int, sfm_dir) -> None:
     gen = render_synthetic_frames(SyntheticFootageConfig(n_frames=n, seed=0), sfm_dir)
-    with open_video_writer(path, FPS, (1280, 720)) as w:
+    with open_video_writer(path, DEFAULT_FPS, (1280, 720)) as w:
         for frame, _ in gen:
             big = cv2.resize(frame, (720, 720), interpolation=cv2.INTER_LINEAR)
             canvas = np.full((720, 1280, 3), 128, np.uint8)
@@ -46,25 +45,25 @@ def main() -> None:
         print(f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}; clip: {args.frames} frames 1280x720")
 
         t = time.perf_counter()
-        n = sum(1 for _ in iter_frames(video, FPS, "gray"))
+        n = sum(1 for _ in iter_frames(video, DEFAULT_FPS, "gray"))
         dec = time.perf_counter() - t
-        print(f"decode only:             {n / dec:7.1f} fps = {n / dec / FPS:5.2f}x real time")
+        print(f"decode only:             {n / dec:7.1f} fps = {n / dec / DEFAULT_FPS:5.2f}x real time")
 
         FaceTracker()  # load the dlib models (~100 MB) outside the timings
         t = time.perf_counter()
-        res = track_frames(iter_frames(video, FPS, "gray"), FPS)
+        res = track_frames(iter_frames(video, DEFAULT_FPS, "gray"), DEFAULT_FPS)
         trk = time.perf_counter() - t
-        print(f"decode + track (follow): {n / trk:7.1f} fps = {n / trk / FPS:5.2f}x real time "
+        print(f"decode + track (follow): {n / trk:7.1f} fps = {n / trk / DEFAULT_FPS:5.2f}x real time "
               f"(detector runs {res.info['detector_runs']}, re-detections {res.info['redetections']})")
 
         tracker = FaceTracker()
         t = time.perf_counter()
-        for gray in iter_frames(video, FPS, "gray"):
+        for gray in iter_frames(video, DEFAULT_FPS, "gray"):
             box = tracker._detect(gray)
             if box is not None:
                 tracker._predict(gray, box)
         det = time.perf_counter() - t
-        print(f"decode + detect each:    {n / det:7.1f} fps = {n / det / FPS:5.2f}x real time "
+        print(f"decode + detect each:    {n / det:7.1f} fps = {n / det / DEFAULT_FPS:5.2f}x real time "
               f"(following is {det / trk:.1f}x faster)")
 
 

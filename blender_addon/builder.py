@@ -2,14 +2,10 @@
 
 Conventions
 -----------
-* **Axes and units.** The SFM's model space (mm; x to the viewer's right, y up, z toward the
-  viewer) maps to Blender (metres; Z up, the face looking down -Y, toward a front-view camera) by
-  ``(X, Y, Z) = 0.001 * (x, -z, y)``: a proper rotation of +90° about X, so the face keeps its
-  handedness and ARKit "Left" stays the subject's left (Blender +X).
-* **Head pose.** The track's ``R = Rz(roll) Ry(yaw) Rx(pitch)`` about the SFM axes becomes, in
-  Blender's axes, ``R_Y(-roll) R_Z(yaw) R_X(pitch)``; that is exactly Blender's Euler mode
-  ``'XZY'`` (X applied first, then Z, then Y) with ``rotation_euler = (pitch, -roll, yaw)``.
-  So pose keys are exact (no re-fitting) and read back as ``pitch = X, yaw = Z, roll = -Y``.
+* **Axes, units and head pose.** SFM millimetres map to Blender metres by
+  ``(X, Y, Z) = 0.001 * (x, -z, y)`` and the head pose is keyed exactly as Euler mode ``'XZY'``
+  with ``rotation_euler = (pitch, -roll, yaw)``; that math (and the landmark points, sketch
+  edges, emotion keys and scene fps) is bpy-free in :mod:`evp_anim.export.blender_math`.
 * **Time.** Track frame ``i`` sits on scene frame ``frame_start + i`` (``frame_start`` = 1 by
   default); scene fps is set from the track (25 → ``render.fps = 25``, ``fps_base = 1``;
   29.97 → ``30 / 1.001``).
@@ -39,48 +35,16 @@ import bpy
 import numpy as np
 from bpy_extras import anim_utils
 
+from evp_anim.emotion_keys import EmotionKey, EmotionKeys
 from evp_anim.emotions import EMOTIONS
 from evp_anim.errors import EvpError
+from evp_anim.export.blender_math import (emotion_keys_at, emotion_keys_from_track, emotion_of_curve_value,
+                                          euler_xzy_to_pose, ibug_edges, landmark_points, pose_to_euler_xzy,
+                                          scene_fps_settings, sfm_to_blender)
 from evp_anim.tracks import Track, load_track
 
-MM = 0.001  # Blender metres per SFM millimetre
 EVP_PROP = "evp"  # name of the PointerProperty the add-on attaches to objects
 LANDMARK_ATTR = "evp_frame"
-# 68-point sketch edges: the iBUG parts (evp_anim.face.sketch.IBUG_PARTS lives in a cv2 module,
-# which Blender lacks, so the same parts are restated here; a test checks they agree).
-IBUG_PARTS_LOCAL: tuple[tuple[int, int, bool], ...] = (
-    (0, 17, False), (17, 22, False), (22, 27, False), (27, 31, False), (30, 36, False),
-    (36, 42, True), (42, 48, True), (48, 60, True), (60, 68, True),
-)
-
-
-def ibug_edges() -> np.ndarray:
-    """(E, 2) int vertex pairs of the 68-point sketch (0-based iBUG indices)."""
-    edges = []
-    for a, b, closed in IBUG_PARTS_LOCAL:
-        idx = list(range(a, b))
-        edges += list(zip(idx[:-1], idx[1:]))
-        if closed:
-            edges.append((idx[-1], idx[0]))
-    return np.array(edges, np.int32)
-
-
-def sfm_to_blender(points_mm: np.ndarray) -> np.ndarray:
-    """(..., 3) SFM mm (x right, y up, z to viewer) → (..., 3) Blender metres (X, -z, y)."""
-    p = np.asarray(points_mm, np.float32)
-    return np.stack([p[..., 0], -p[..., 2], p[..., 1]], axis=-1) * MM
-
-
-def pose_to_euler_xzy(rotation: np.ndarray) -> np.ndarray:
-    """(T, 3) [pitch, yaw, roll] → (T, 3) Blender ``rotation_euler`` for mode 'XZY'."""
-    r = np.asarray(rotation, np.float32)
-    return np.stack([r[:, 0], -r[:, 2], r[:, 1]], axis=1)
-
-
-def euler_xzy_to_pose(euler: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pose_to_euler_xzy`."""
-    e = np.asarray(euler, np.float32)
-    return np.stack([e[:, 0], e[:, 2], -e[:, 1]], axis=1)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -243,22 +207,10 @@ def _assign(id_data, action, slot, nla: bool, frame_start: int):
         ad.action_slot = slot
 
 
-def emotion_keys_from_track(track: Track) -> list[tuple[int, int, float]]:
-    """(frame index, emotion index, intensity) keys at frame 0 and where the dominant emotion
-    changes: a sparse, editable version of the per-frame emotion weights."""
-    dom = track.emotion.argmax(1)
-    frames = [0] + [i for i in range(1, track.n_frames) if dom[i] != dom[i - 1]]
-    return [(i, int(dom[i]), float(track.intensity[i])) for i in frames]
-
-
 # ---------------------------------------------------------------------- scene settings
 def set_scene_timing(scene, fps: float, frame_start: int, n_frames: int) -> None:
     """Scene fps and frame range from a track (integer fps exact; NTSC-style rates via fps_base)."""
-    if abs(fps - round(fps)) < 1e-6:
-        scene.render.fps, scene.render.fps_base = int(round(fps)), 1.0
-    else:
-        whole = int(np.ceil(fps))
-        scene.render.fps, scene.render.fps_base = whole, whole / fps
+    scene.render.fps, scene.render.fps_base = scene_fps_settings(fps)
     scene.frame_start = int(frame_start)
     scene.frame_end = int(frame_start + n_frames - 1)
 
@@ -349,20 +301,6 @@ def _landmark_group():
     link(cmp_.outputs["Result"], delete.inputs["Selection"])
     link(delete.outputs["Geometry"], gout.inputs["Geometry"])
     return ng
-
-
-def landmark_points(track: Track) -> tuple[np.ndarray, bool]:
-    """((T, 68, 3) Blender metres, parented): pose-invariant 3D landmarks when present, else the
-    2D landmarks as a flat sketch (x right, y down → X, -Z; per-frame ``pose_scale`` to mm)."""
-    if track.landmarks_3d is not None:
-        return sfm_to_blender(track.landmarks_3d), True
-    lm = track.landmarks_2d
-    w, h = track.image_size
-    s = track.pose_scale[:, None]
-    x = (lm[..., 0] - w / 2) / s
-    z = -(lm[..., 1] - h / 2) / s
-    pts = np.stack([x + 200.0, np.zeros_like(x), z], axis=-1) * MM  # 20 cm to the head's right
-    return pts.astype(np.float32), False
 
 
 def _landmark_mesh(track: Track, name: str):
@@ -458,11 +396,11 @@ def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, 
 
 def with_solved_weights(track: Track, rig) -> tuple[Track, str]:
     """A landmark-only track (no expression channels, e.g. from ``evp-anim animate``) with the
-    rig's channel weights solved from its 3D landmarks (:mod:`evp_anim.export.solve`), and a
+    rig's channel weights solved from its 3D landmarks (:mod:`evp_anim.face.solve`), and a
     note saying so; unchanged (with a note) when it has no 3D landmarks either."""
     if track.landmarks_3d is None:
         return track, "track has neither expression channels nor 3D landmarks: the head stays neutral"
-    from evp_anim.export.solve import weights_from_landmarks
+    from evp_anim.face.solve import weights_from_landmarks
     out = track.copy()
     ident = out.identity if out.identity.size == rig.num_identity else None
     out.expression = weights_from_landmarks(rig, out.landmarks_3d, ident)
@@ -643,21 +581,20 @@ def emotion_keys_from_head(head):
     """The head's keyed ``evp.emotion`` / ``evp.intensity`` as :class:`EmotionKeys` (times in
     seconds from track frame 0), with the panel's strength, smoothing and multipliers (only
     those != 1). Without keys: one key at 0 s with the panel's current values."""
-    from evp_anim.export.keys import EmotionKey, EmotionKeys
     frame_start, fps, _ = head_settings(head)
     props = getattr(head, EVP_PROP)
     obag, _ = animating_channelbag(head)
     emo = obag.fcurves.find(f"{EVP_PROP}.emotion") if obag else None
     inten = obag.fcurves.find(f"{EVP_PROP}.intensity") if obag else None
-    frames = sorted({kp.co[0] for fc in (emo, inten) if fc is not None for kp in fc.keyframe_points})
-    if frames and frames[0] < frame_start:
-        # keys before the clip collapse into one key at 0 s holding the value there
-        frames = [float(frame_start)] + [f for f in frames if f > frame_start]
-    keys = []
-    for f in frames:
-        e = EMOTIONS[int(np.clip(round(emo.evaluate(f)), 0, 7))] if emo else props.emotion
-        v = float(np.clip(inten.evaluate(f), 0, 1)) if inten else float(props.intensity)
-        keys.append(EmotionKey((f - frame_start) / fps, e, v))
+    frames = [kp.co[0] for fc in (emo, inten) if fc is not None for kp in fc.keyframe_points]
+
+    def emotion_at(f: float) -> str:
+        return emotion_of_curve_value(emo.evaluate(f)) if emo else props.emotion
+
+    def intensity_at(f: float) -> float:
+        return float(np.clip(inten.evaluate(f), 0, 1)) if inten else float(props.intensity)
+
+    keys = emotion_keys_at(frames, frame_start, fps, emotion_at, intensity_at)
     if not keys:
         keys = [EmotionKey(0.0, props.emotion, float(props.intensity))]
     mult = {m.name: float(m.multiplier) for m in props.multipliers if abs(m.multiplier - 1.0) > 1e-6}

@@ -110,7 +110,7 @@ class EVP_OT_export_emotion_keys(_HeadOperator, bpy.types.Operator, ExportHelper
     filter_glob: StringProperty(default="*.toml", options={"HIDDEN"})
 
     def execute(self, context):
-        from evp_anim.export.keys import write_emotion_keys
+        from evp_anim.emotion_keys import write_emotion_keys
         try:
             keys = builder.emotion_keys_from_head(_head(context))
             write_emotion_keys(keys, self.filepath)
@@ -156,7 +156,7 @@ class EVP_OT_regenerate(_HeadOperator, bpy.types.Operator):
     _timer = None
 
     def _start(self, context) -> bool:
-        from evp_anim.export.keys import write_emotion_keys
+        from evp_anim.emotion_keys import write_emotion_keys
         head = _head(context)
         props = getattr(head, builder.EVP_PROP)
         audio = Path(bpy.path.abspath(props.audio_path)) if props.audio_path else None

@@ -7,6 +7,7 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
                        StringProperty)
 
 from evp_anim.emotions import EMOTIONS
+from evp_anim.tracks import DEFAULT_FPS
 
 EMOTION_ITEMS = [(e, e.capitalize(), f"MEAD emotion '{e}'", i) for i, e in enumerate(EMOTIONS)]
 
@@ -26,7 +27,7 @@ class EVP_PG_head(bpy.types.PropertyGroup):
     track_path: StringProperty(name="Track", subtype="FILE_PATH", description="Track this head was imported from")
     audio_path: StringProperty(name="Audio", subtype="FILE_PATH", description="Speech the track was made from")
     frame_start: IntProperty(name="First frame", default=1, description="Scene frame of track frame 0")
-    fps: FloatProperty(name="fps", default=25.0, min=1.0)
+    fps: FloatProperty(name="fps", default=DEFAULT_FPS, min=1.0)
     emotion: EnumProperty(name="Emotion", items=EMOTION_ITEMS, default="neutral",
                           description="Emotion at this frame (keyframe it: I over the field)")
     intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0,

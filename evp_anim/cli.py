@@ -3,6 +3,9 @@
 Every user error is an :class:`~evp_anim.errors.EvpError`; :func:`main` prints it as one line
 (``error: …``) on stderr and exits with status 2, or as a JSON ``failure`` line with
 ``--machine-readable``. Heavy modules are imported inside commands so ``--help`` stays fast.
+
+The commands of the main stages (tracks, corpora, previews, the demo) are defined here; the other
+stages' commands are defined in their ``commands`` modules and added in :data:`STAGE_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from typing import Optional
 
 import typer
 
+from render import commands as render_commands
+
 from .cli_common import SfmDirOpt, reporter as _reporter, set_reporter, sfm as _sfm
 from .errors import EvpError
+from .eval import commands as eval_commands
+from .export import commands as export_commands
+from .footage import commands as footage_commands
+from .models import commands as models_commands
 from .progress import Reporter
+from .train import commands as train_commands
 
 app = typer.Typer(
     name="evp-anim",
@@ -142,27 +152,9 @@ def speak(
 
     The same generator as `evp-anim synth`, for one utterance of your own text.
     """
-    import numpy as np
-
-    from .audio.io import audio_sha256, save_wav
-    from .emotions import canonical_emotion, check_intensity
-    from .synth.corpus import ClipMaker, CorpusConfig, speech_and_face_seeds
-    from .tracks import save_track
-    emotion = canonical_emotion(emotion)
-    intensity = check_intensity(intensity)
-    if not text.strip():
-        raise EvpError("TEXT is empty: give the words to say")
-    if output.suffix != ".npz":
-        raise EvpError(f"track output must end in .npz, got {output.name!r}")
-    maker = ClipMaker(CorpusConfig(n_speakers=max(speaker, 1), n_sentences=1, seed=seed), _sfm(sfm_dir))
-    speech_seed, face_seed = speech_and_face_seeds(np.random.SeedSequence([seed, speaker, 12345]))
-    utt, track = maker.clip(text, speaker - 1, emotion, intensity, speech_seed, face_seed)
-    wav = output.with_suffix(".wav")
-    save_wav(wav, utt.audio, utt.sample_rate)
-    track.provenance = {"source_audio_sha256": audio_sha256(wav), "model": "synthetic-speaker",
-                        "command": " ".join(["evp-anim", "speak"] + sys.argv[2:])}
-    track.info["audio"] = wav.name
-    save_track(track, output)
+    from .synth.speak import speak as say
+    wav, track = say(text, output, emotion=emotion, intensity=intensity, speaker=speaker, seed=seed,
+                     sfm_dir=sfm_dir, command=" ".join(["evp-anim", "speak"] + sys.argv[2:]))
     rep = _reporter()
     rep.info(f"wrote {wav} and {output} ({track.n_frames} frames, {track.duration:.2f} s)")
     if video is not None:
@@ -235,20 +227,8 @@ def features(
     output: Path = typer.Option(..., "-o", "--output", help="Features file (.npz)."),
 ) -> None:
     """EVP audio features: MFCC windows (T×28×12 at 25 fps), energy (dBFS) and voice activity."""
-    import numpy as np
-
-    from .atomic import atomic_path
-    from .audio.features import energy, mfcc_windows, voice_activity
-    from .audio.io import load_audio
-    if output.suffix != ".npz":
-        raise EvpError(f"features output must end in .npz, got {output.name!r}")
-    x = load_audio(audio)
-    win = mfcc_windows(x)
-    n = win.shape[0]
-    with atomic_path(output) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, mfcc_windows=win, energy_db=energy(x, n_frames=n),
-                                voice_activity=voice_activity(x, n_frames=n), fps=np.float32(25.0))
+    from .audio.io import write_features
+    n = write_features(audio, output)
     _reporter().info(f"{n} frames → {output}")
 
 
@@ -288,32 +268,18 @@ def demo(
     rep.info("\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
-def _register_stage_commands() -> None:
-    """Add the subcommands that stage packages own (``evp_anim/<stage>/commands.py``)."""
-    import importlib
-    import pkgutil
-
-    import evp_anim
-    for mod in sorted(m.name for m in pkgutil.iter_modules(evp_anim.__path__) if m.ispkg):
-        try:
-            module = importlib.import_module(f"evp_anim.{mod}.commands")
-        except ModuleNotFoundError as e:
-            if e.name != f"evp_anim.{mod}.commands":
-                raise
-            continue
-        module.register(app)
-    # The renderer lives in the top-level ``render`` package (design.md's layout); its commands
-    # (``render train``/``render run``, ``dub``, ``eval-video``) register the same way.
-    try:
-        module = importlib.import_module("render.commands")
-    except ModuleNotFoundError as e:
-        if e.name != "render.commands":
-            raise
-    else:
-        module.register(app)
-
-
-_register_stage_commands()
+# ---------------------------------------------------------------------- stage commands
+# Each stage module adds its own commands with ``register(app)``; they appear in `--help` in this order.
+STAGE_COMMANDS = (
+    eval_commands,      # eval, eval-lipsync
+    export_commands,    # export, export-rig, retarget
+    footage_commands,   # track, align, overlay, footage-synth
+    train_commands,     # train, train-emote
+    models_commands,    # animate
+    render_commands,    # render (train, run), eval-video, dub
+)
+for _module in STAGE_COMMANDS:
+    _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """Pieces every CLI command shares: the progress reporter and how the SFM folder is found.
 
 Stage packages that own subcommands put them in ``evp_anim/<stage>/commands.py`` with a
-``register(app: typer.Typer) -> None`` function; :mod:`evp_anim.cli` discovers and calls it.
+``register(app: typer.Typer) -> None`` function; :mod:`evp_anim.cli` lists the module in its
+``STAGE_COMMANDS`` and calls it.
 Commands raise :class:`~evp_anim.errors.EvpError` for user errors and import heavy modules
 inside their bodies so ``evp-anim --help`` stays fast.
 """

@@ -25,10 +25,11 @@ EMOTIONS_SHOWN = ("neutral", "happy", "sad", "angry", "surprised")
 def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, model_path: Path | None = None,
              blender: bool = True) -> dict[str, str]:
     """Run the demo into ``output``; returns what was written (name → path or figure)."""
+    from .audio.features import SAMPLE_RATE
     from .audio.io import audio_sha256, load_audio
+    from .emotion_keys import EmotionKey
     from .face.rig import FaceRig
     from .models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
-    from .models.emotion_control import EmotionKey
     from .models.evp import EvpModel
     from .preview import write_preview
     from .tracks import save_track
@@ -43,7 +44,7 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     rig = FaceRig(sfm_dir)
     audio = load_audio(SAMPLE)
     reference = rig.landmarks_3d(None)
-    duration = len(audio) / 16000
+    duration = len(audio) / SAMPLE_RATE
     takes = {e: EmotionSpec(e, 1.0) for e in EMOTIONS_SHOWN}
     takes["sad_to_happy"] = EmotionSpec(None, keys=[EmotionKey(0.0, "sad", 1.0),
                                                      EmotionKey(round(duration, 2), "happy", 1.0)])

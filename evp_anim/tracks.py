@@ -46,8 +46,9 @@ from .errors import EvpError
 
 FORMAT = "evp-anim-track"
 SCHEMA_VERSION = 1
-DEFAULT_FPS = 25.0
-NUM_LANDMARKS = 68
+DEFAULT_FPS = 25.0               # frames per second of every track the project makes
+NUM_LANDMARKS = 68               # iBUG 68-point convention
+MOUTH = slice(48, 68)            # iBUG points 49..68 (0-based 48..67): outer and inner lips
 
 # Per-frame arrays and their trailing shapes (None = K, the number of expression channels).
 _FRAME_FIELDS: dict[str, tuple] = {

@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from .atomic import atomic_path
+from .audio.features import SAMPLE_RATE
 from .errors import EvpError
 
 
@@ -90,7 +91,7 @@ class VideoWriter:
 
 @contextlib.contextmanager
 def open_video_writer(path: str | Path, fps: float, size: tuple[int, int], audio: np.ndarray | None = None,
-                      sample_rate: int = 16000, crf: int = 20) -> Iterator[VideoWriter]:
+                      sample_rate: int = SAMPLE_RATE, crf: int = 20) -> Iterator[VideoWriter]:
     """Context manager yielding a :class:`VideoWriter` for ``path`` (.mp4), written atomically."""
     path = Path(path)
     if path.suffix.lower() not in (".mp4", ".mov", ".mkv"):

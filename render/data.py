@@ -20,10 +20,9 @@ import numpy as np
 
 from evp_anim.assets import sha256_file
 from evp_anim.errors import EvpError
+from evp_anim.tracks import MOUTH
 
 from .guidance import crop_frame, crop_transforms, face_mask, frame_coverage, guidance_from_crop
-
-MOUTH = slice(48, 68)
 
 
 def video_fingerprint(path: str | Path) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from evp_anim.errors import EvpError
 from evp_anim.face.sketch import IBUG_PARTS, draw_sketch
+from evp_anim.tracks import DEFAULT_FPS
 
 DEFAULT_SIZE = 256
 NUM_CHANNELS = 1 + len(IBUG_PARTS)
@@ -68,7 +69,7 @@ class CropTransforms:
 
 
 def crop_transforms(landmarks: np.ndarray, size: int = DEFAULT_SIZE, crop_margin: float = 1.9,
-                    fps: float = 25.0, smooth_hz: float = 0.8) -> CropTransforms:
+                    fps: float = DEFAULT_FPS, smooth_hz: float = 0.8) -> CropTransforms:
     """Stable face crops from (T, 68, 2) px landmarks (the target footage's own track).
 
     The face size is the larger side of the landmark bounding box; the crop side is
@@ -94,7 +95,7 @@ def crop_transforms(landmarks: np.ndarray, size: int = DEFAULT_SIZE, crop_margin
 
 
 def footage_crops(target_landmarks: np.ndarray, indices: np.ndarray, size: int = DEFAULT_SIZE,
-                  crop_margin: float = 1.9, fps: float = 25.0) -> CropTransforms:
+                  crop_margin: float = 1.9, fps: float = DEFAULT_FPS) -> CropTransforms:
     """Crops for output frames that show footage frames ``indices`` (T,): the footage's own smoothed
     crops (:func:`crop_transforms` over its (M, 68, 2) landmarks in footage order), picked per
     output frame. A looped or ping-ponged clip thus gets exactly the crops training saw, and the
@@ -215,7 +216,7 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
         for each output frame i at the aligned track's fps; ``crops`` is the clip's
         :class:`CropTransforms` (indexed by output frame), for :func:`paste_back`.
     """
-    from .inference import FrameSource
+    from evp_anim.footage.video import FrameSource
 
     if tuple(aligned.image_size) != tuple(target.image_size):
         raise EvpError(f"aligned track is for {aligned.image_size} images but the target track for "

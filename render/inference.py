@@ -7,12 +7,12 @@ the generator paints the face (conditioned on its previous output), and the pain
 pasted back into the full frame with the generator's soft blending mask, warped to the frame.
 Frames are encoded as they come (H.264 + AAC); nothing holds more than a few frames, so memory
 stays flat for any length. When the footage must be revisited out of order (ping-pong), decoded
-frames are spooled to a temporary file on disk instead of memory.
+frames are spooled to a temporary file on disk instead of memory
+(:class:`evp_anim.footage.video.FrameSource`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,12 +20,14 @@ import cv2
 import numpy as np
 import torch
 
+from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.errors import EvpError
+from evp_anim.footage.video import FrameSource
 
 from .data import frame_inputs, to_uint8_image, video_fingerprint
 from .guidance import CropTransforms, crop_frame, footage_crops, frame_coverage
+from .model_file import MODEL_FILE, load_blob
 from .networks import Generator, GeneratorConfig
-from .trainer import MODEL_FILE, load_blob
 
 
 class RenderModel:
@@ -100,70 +102,6 @@ def paste_crop(frame: np.ndarray, crop: np.ndarray, alpha: np.ndarray, crops: Cr
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-class FrameSource:
-    """Footage frames by index for a known index sequence, streaming.
-
-    Sequences that only move forward (or restart at 0, as a loop does) are served by decoding
-    (re-opening the video at each restart); any other order spools frames ``0..max`` to a raw
-    temporary file on disk first (memory stays flat either way).
-    """
-
-    def __init__(self, video: str | Path, fps: float, indices: np.ndarray):
-        self.video, self.fps = Path(video), fps
-        self.idx = np.asarray(indices, np.int64)
-        d = np.diff(self.idx)
-        self.sequential = bool(np.all((d >= 0) | (self.idx[1:] == 0)))
-        self._it: Iterator[np.ndarray] | None = None
-        self._pos = -1
-        self._cur: np.ndarray | None = None
-        self._spool = None
-
-    def _open(self) -> None:
-        from evp_anim.footage.video import iter_frames
-        self._it = iter(iter_frames(self.video, self.fps, "bgr24"))
-        self._pos = -1
-
-    def _next(self) -> np.ndarray:
-        try:
-            self._cur = next(self._it)
-        except StopIteration:
-            raise EvpError(f"{self.video} ends at frame {self._pos + 1}, but the aligned track uses "
-                           f"footage frame {int(self.idx.max())}: align against this footage's track") from None
-        self._pos += 1
-        return self._cur
-
-    def get(self, j: int) -> np.ndarray:
-        if not self.sequential:
-            if self._spool is None:
-                self._make_spool()
-            return np.array(self._spool[j])
-        if self._it is None or j < self._pos:
-            self._open()
-        while self._pos < j:
-            self._next()
-        return self._cur
-
-    def _make_spool(self) -> None:
-        self._open()
-        first = self._next()
-        n = int(self.idx.max()) + 1
-        self._tmp = tempfile.TemporaryFile(suffix=".raw")
-        self._tmp.truncate(n * first.nbytes)
-        self._spool = np.memmap(self._tmp, np.uint8, "w+", shape=(n,) + first.shape)
-        self._spool[0] = first
-        for j in range(1, n):
-            self._spool[j] = self._next()
-        self._spool.flush()
-        self._it = None
-
-    def close(self) -> None:
-        self._it = None
-        if self._spool is not None:
-            del self._spool
-            self._spool = None
-            self._tmp.close()
-
-
 def check_pair(aligned, target, model: RenderModel | None = None) -> np.ndarray:
     """Validate an aligned track against the footage's track; returns footage frame indices (T,)."""
     if tuple(aligned.image_size) != tuple(target.image_size):
@@ -210,7 +148,7 @@ def iter_rendered(aligned, target, video: str | Path, model: RenderModel,
 
 
 def render_video(aligned, target, video: str | Path, model: RenderModel, output: str | Path,
-                 audio: np.ndarray | None = None, sample_rate: int = 16000,
+                 audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE,
                  progress: Callable[[int], None] | None = None) -> int:
     """Render the dubbed video to ``output`` (written atomically); returns the number of frames.
 

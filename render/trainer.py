@@ -6,7 +6,7 @@ footage (the rest is held out for ``evp-anim eval-video``). Each step draws ``ba
 generated crop (vid2vid; the first frame of a clip gets the real previous crop, blurred and
 noisy, or nothing), so the network learns from its own outputs what inference will feed it.
 
-Losses (no pretrained VGG can be had here, so no perceptual loss):
+Losses (:mod:`render.losses`; no pretrained VGG can be had here, so no perceptual loss):
 
 * L1, weighted 1 + ``w_face`` on the face region + ``w_mouth`` on the mouth region;
 * 1 - SSIM on the face region (structure and local contrast, what a perceptual loss buys);
@@ -17,9 +17,10 @@ Losses (no pretrained VGG can be had here, so no perceptual loss):
 The learning rate decays linearly to 10% over the budget (steps or minutes, whichever ends first).
 
 Files in the model folder: ``checkpoint.pt`` (everything to resume; written atomically every
-``checkpoint_every`` steps), ``model.pt`` (the generator + facts about the target; rewritten with
-each checkpoint, ``finished`` once the budget is spent), ``model_l1.pt`` (the generator when the
-adversarial phase began: ``render run --model model_dir/model_l1.pt`` renders with it), ``log.csv``, ``previews/step_NNNNNN.png``
+``checkpoint_every`` steps), ``model.pt`` (the generator + facts about the target, as
+:mod:`render.model_file` writes it; rewritten with each checkpoint, ``finished`` once the budget
+is spent), ``model_l1.pt`` (the generator when the adversarial phase began: ``render run --model
+model_dir/model_l1.pt`` renders with it), ``log.csv``, ``previews/step_NNNNNN.png``
 (guidance | generated | real, for a training and a held-out frame).
 
 Under ``torchrun --standalone --nproc_per_node N`` each rank draws its own clips, gradients are
@@ -38,21 +39,20 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from evp_anim import __version__
 from evp_anim.atomic import atomic_path
 from evp_anim.errors import EvpError
-from evp_anim.train.evp_trainer import dist_info, read_checkpoint
+from evp_anim.train.loop import dist_info
 
 from .data import TargetFrames, to_uint8_image
 from .guidance import guidance_preview
+from .losses import feature_matching_loss, lsgan_loss, reconstruction_loss
+from .model_file import FORMAT, MODEL_FILE, load_blob, write_model
 from .networks import CLIP, Discriminators, Generator, GeneratorConfig, mouth_boxes
 
-MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 L1_MODEL_FILE = "model_l1.pt"   # snapshot at the end of the L1 + SSIM phase
-FORMAT = "evp-anim-renderer-1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,62 +100,8 @@ class RenderTrainConfig:
         return d
 
 
-# ---------------------------------------------------------------------- losses
-def _gauss_1d(sigma: float = 1.5, size: int = 11) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - size // 2
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    return g / g.sum()
-
-
-_G1 = _gauss_1d()
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) images in [-1, 1] -> (B, 1, H, W) SSIM (Gaussian 11x11, sigma 1.5, on [0, 1]).
-
-    The Gaussian is applied separably (11x1 then 1x11), the same window as the 2D one."""
-    a, b = (a.float() + 1) * 0.5, (b.float() + 1) * 0.5
-    c = a.shape[1]
-    # the five blurred maps of both images in one grouped convolution pass
-    x = torch.cat([a, b, a * a, b * b, a * b], 1)
-    n = x.shape[1]
-    g = _G1.to(x)
-    x = F.conv2d(x, g.view(1, 1, -1, 1).expand(n, 1, -1, 1), padding=(5, 0), groups=n)
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(n, 1, 1, -1), padding=(0, 5), groups=n)
-    mu_a, mu_b, aa, bb, ab = torch.split(x, c, 1)
-    saa = aa - mu_a ** 2
-    sbb = bb - mu_b ** 2
-    sab = ab - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
-    return s.mean(1, keepdim=True)
-
-
-def reconstruction_loss(fake, real, face, mouth, cfg: RenderTrainConfig) -> tuple[torch.Tensor, dict]:
-    """Weighted L1 + face SSIM. face, mouth: (B, 1, S, S) masks."""
-    weight = 1.0 + cfg.w_face * face + cfg.w_mouth * mouth
-    l1 = (weight * (fake - real).abs()).mean() / weight.mean()
-    s = ssim_map(fake, real)
-    ssim_face = (s * face).sum() / face.sum().clamp_min(1.0)
-    loss = l1 + cfg.w_ssim * (1 - ssim_face)
-    return loss, {"l1": l1.item(), "ssim_face": ssim_face.item()}
-
-
-def _lsgan(scores: list[list[torch.Tensor]], target: float) -> torch.Tensor:
-    return sum(((feats[-1] - target) ** 2).mean() for feats in scores) / len(scores)
-
-
-def _feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
-    total, n = 0.0, 0
-    for ff, rf in zip(fake, real):
-        for a, b in zip(ff[:-1], rf[:-1]):
-            total = total + (a - b.detach()).abs().mean()
-            n += 1
-    return total / max(n, 1)
-
-
 # ---------------------------------------------------------------------- distributed helpers
-# (dist_info is the EVP trainer's: torchrun's environment, gloo on CPU, nccl on GPU)
+# (dist_info is the shared training loop's, evp_anim/train/loop.py: torchrun's environment, gloo on CPU, nccl on GPU)
 
 def _average_gradients(params, world: int) -> None:
     if world <= 1:
@@ -184,22 +130,6 @@ def _agree(value: float, world: int) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.broadcast(t, 0)
     return float(t.item())
-
-
-# ---------------------------------------------------------------------- model files
-def load_blob(path: Path, what: str) -> dict:
-    """torch.load a checkpoint/model, turning any failure into a one-line EvpError."""
-    blob = read_checkpoint(path, f"corrupt {what}", hint="; delete it and train again")
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise EvpError(f"{path}: not an evp-anim renderer {what}")
-    return blob
-
-
-def write_model(path: Path, gen: Generator, meta: dict) -> None:
-    """Write the generator weights and ``meta`` atomically to ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "generator": gen.state_dict(), "generator_config": gen.cfg.to_dict(),
-                    "meta": meta}, tmp)
 
 
 # ---------------------------------------------------------------------- the run
@@ -348,7 +278,7 @@ class RenderTrainer:
                           + self.disc.mouth_scores(gd, ff.detach(), boxes))
             d_real = [[t.float() for t in x] for x in d_real]
             d_fake = [[t.float() for t in x] for x in d_fake]
-            loss_d = 0.5 * (_lsgan(d_real, 1.0) + _lsgan(d_fake, 0.0))
+            loss_d = 0.5 * (lsgan_loss(d_real, 1.0) + lsgan_loss(d_fake, 0.0))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             _average_gradients(list(self.disc.parameters()), self.world)
@@ -362,8 +292,8 @@ class RenderTrainer:
                           + self.disc.mouth_scores(gd, ff, boxes))
             g_fake = [[t.float() for t in x] for x in g_fake]
             n_sp = len(self.disc.spatial)
-            fm = _feature_matching(g_fake[:n_sp], [[t.detach() for t in x] for x in d_real[:n_sp]])
-            adv_g = _lsgan(g_fake, 1.0)
+            fm = feature_matching_loss(g_fake[:n_sp], [[t.detach() for t in x] for x in d_real[:n_sp]])
+            adv_g = lsgan_loss(g_fake, 1.0)
             loss_g = loss_g + cfg.w_adv * adv_g + cfg.w_fm * cfg.w_adv * fm
             logs.update(d=loss_d.item(), adv=adv_g.item(), fm=fm.item())
         self.opt_g.zero_grad(set_to_none=True)

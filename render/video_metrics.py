@@ -25,11 +25,10 @@ from typing import Callable
 import numpy as np
 
 from evp_anim.errors import EvpError
+from evp_anim.tracks import MOUTH
 
 from .data import face_mask
 from .inference import RenderModel, iter_rendered
-
-MOUTH = slice(48, 68)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -7,7 +7,9 @@ Blender binary (bpy from PyPI has none).
 Produces ``dist/evp_anim-<version>.zip`` holding, at the zip's root, ``blender_manifest.toml``
 and the add-on's Python files from ``blender_addon/``, plus ``wheels/evp_anim-<version>-py3-none-any.whl``:
 the project's own wheel built with ``pip wheel --no-deps`` (no torch, opencv, ...), which Blender
-installs for the extension so ``import evp_anim.tracks`` works inside Blender with Blender's numpy.
+installs for the extension so the add-on's bpy-free imports (``evp_anim.tracks``, the scene math
+in ``evp_anim.export.blender_math``, the keys file in ``evp_anim.emotion_keys``, ...) work inside
+Blender with Blender's numpy.
 The manifest's ``wheels`` entry must name that file; the script checks it, the required manifest
 keys, and that the zip's paths are exactly the add-on's files.
 

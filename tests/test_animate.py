@@ -10,7 +10,8 @@ import soundfile as sf
 
 from evp_anim.errors import EvpError
 from evp_anim.models.animate import _silence_gate
-from evp_anim.models.emotion_control import EmotionKey, per_frame, read_keys, validate_keys
+from evp_anim.emotion_keys import EmotionKey, EmotionKeys, read_emotion_keys, validate_keys, write_emotion_keys
+from evp_anim.models.emotion_control import per_frame
 from evp_anim.tracks import load_track
 
 
@@ -20,7 +21,7 @@ def write_keys(path, keys):
 
 
 def test_keys_cross_fade_codes_weights_and_intensity(tmp_path):
-    keys = read_keys(write_keys(tmp_path / "k.toml", [(0.0, "happy", 1.0), (2.0, "sad", 0.5)]))
+    keys = read_emotion_keys(write_keys(tmp_path / "k.toml", [(0.0, "happy", 1.0), (2.0, "sad", 0.5)])).keys
     code = {"happy": np.array([1.0, 0.0]), "sad": np.array([0.0, 1.0])}
     codes, weights, inten = per_frame(keys, 75, 25.0, lambda e, i: code[e] * i)
     t = (np.arange(75) + 0.5) / 25
@@ -34,12 +35,14 @@ def test_keys_cross_fade_codes_weights_and_intensity(tmp_path):
 
 @pytest.mark.parametrize("keys,message", [
     ([(1.0, "happy", 1.0), (0.5, "sad", 1.0)], "out of order"),
+    ([(0.0, "happy", 1.0), (0.0, "sad", 1.0)], "out of order"),
+    ([(-1.0, "happy", 1.0)], "outside the clip"),
     ([(0.0, "joyful", 1.0)], "unknown emotion"),
     ([(0.0, "happy", 2.0)], r"outside \[0, 1\]"),
 ])
 def test_bad_keys_are_rejected(tmp_path, keys, message):
     with pytest.raises(EvpError, match=message):
-        read_keys(write_keys(tmp_path / "k.toml", keys))
+        read_emotion_keys(write_keys(tmp_path / "k.toml", keys))
 
 
 def test_keys_outside_the_clip_are_rejected():
@@ -89,7 +92,9 @@ def test_animate_writes_a_track_with_the_label_emotion(tmp_path, tiny_model, spe
 
 
 def test_animate_with_keys_and_with_a_reference_clip(tmp_path, tiny_model, speech, tiny_corpus):
-    keys = write_keys(tmp_path / "k.toml", [(0.0, "happy", 1.0), (1.5, "sad", 1.0)])
+    # the file as the Blender add-on writes it (knobs included): animate reads it with the same reader
+    keys = write_emotion_keys(EmotionKeys([EmotionKey(0.0, "happy", 1.0), EmotionKey(1.5, "sad", 1.0)],
+                                          strength=0.8, multipliers={"jawOpen": 1.2}), tmp_path / "k.toml")
     p = run("--quiet", "animate", speech, "-o", tmp_path / "k.npz", "--emotion-keys", keys, "--model", tiny_model)
     assert p.returncode == 0, p.stderr
     tr = load_track(tmp_path / "k.npz")

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from evp_anim.audio import features as F
-from evp_anim.audio.io import audio_sha256, load_audio, save_wav
+from evp_anim.audio.io import audio_sha256, load_audio, save_wav, write_features
 from evp_anim.errors import EvpError
 
 SR = 16000
@@ -261,3 +261,22 @@ def test_empty_audio_has_no_mfcc_but_zero_frames_of_energy():
         F.mfcc_windows(np.zeros(0, np.float32))
     assert F.energy(np.zeros(0, np.float32)).shape == (0,)
     assert F.voice_activity(np.zeros(0, np.float32)).shape == (0,)
+
+
+def test_features_file_holds_the_feature_functions_on_one_clock(tmp_path):
+    y = tone(dur=1.01)
+    save_wav(tmp_path / "a.wav", y)
+    out = tmp_path / "a.npz"
+    assert write_features(tmp_path / "a.wav", out) == 26
+    x = load_audio(tmp_path / "a.wav")
+    with np.load(out) as z:
+        assert sorted(z.files) == ["energy_db", "fps", "mfcc_windows", "voice_activity"]
+        np.testing.assert_array_equal(z["mfcc_windows"], F.mfcc_windows(x))
+        np.testing.assert_array_equal(z["energy_db"], F.energy(x, n_frames=26))
+        np.testing.assert_array_equal(z["voice_activity"], F.voice_activity(x, n_frames=26))
+        assert z["fps"].dtype == np.float32 and float(z["fps"]) == 25.0
+
+
+def test_features_file_must_be_npz_and_is_checked_before_reading(tmp_path):
+    with pytest.raises(EvpError, match="must end in .npz"):
+        write_features(tmp_path / "missing.wav", tmp_path / "f.h5")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evp_anim.export.blender_math import ibug_edges, sfm_to_blender
 from evp_anim.tracks import load_track, save_track
 
 from test_blender_support import REPO, blender, isolated, make_say_track
@@ -72,18 +73,9 @@ def test_landmarks_follow_the_track(track_path, sfm_dir):
         bpy.context.scene.frame_set(1 + i)
         mesh = res.landmarks.evaluated_get(dg).to_mesh()
         co = np.array([v.co[:] for v in mesh.vertices])
-        assert co.shape == (68, 3) and len(mesh.edges) == len(builder.ibug_edges())
-        np.testing.assert_allclose(co, builder.sfm_to_blender(tr.landmarks_3d[i]), atol=1e-6)
+        assert co.shape == (68, 3) and len(mesh.edges) == len(ibug_edges())
+        np.testing.assert_allclose(co, sfm_to_blender(tr.landmarks_3d[i]), atol=1e-6)
     assert res.landmarks.parent == res.head
-
-
-@isolated
-def test_sketch_edges_match_ibug_parts():
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from blender_addon.builder import IBUG_PARTS_LOCAL
-    from evp_anim.face.sketch import IBUG_PARTS
-    assert [(idx[0], idx[-1] + 1, closed) for _, idx, closed in IBUG_PARTS] == list(IBUG_PARTS_LOCAL)
 
 
 @isolated
@@ -128,7 +120,7 @@ def test_fcurve_edit_shows_in_exported_track(track_path, sfm_dir, tmp_path):
 @isolated
 def test_keyed_emotions_export_as_toml_keys(track_path, sfm_dir, tmp_path):
     bpy, builder = blender(sfm_dir)
-    from evp_anim.export.keys import read_emotion_keys
+    from evp_anim.emotion_keys import read_emotion_keys
     builder.import_track(track_path)
     head = next(o for o in bpy.context.scene.objects if o.evp.is_head)
     bpy.context.view_layer.objects.active = head

@@ -117,7 +117,7 @@ def test_job_failure_carries_the_cli_message(stand_in, track_path, tmp_path):
 @isolated
 def test_regenerate_operator_imports_a_new_action(stand_in, track_path, sfm_dir, tmp_path):
     bpy, builder = blender(sfm_dir)
-    from evp_anim.export.keys import read_emotion_keys
+    from evp_anim.emotion_keys import read_emotion_keys
     assert bpy.ops.evp.import_track(filepath=str(track_path)) == {"FINISHED"}
     head = bpy.context.active_object
     old = head.animation_data.action

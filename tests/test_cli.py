@@ -39,6 +39,17 @@ def test_help_lists_the_commands():
         assert cmd in p.stdout
 
 
+def test_help_lists_every_stage_command_in_order():
+    import re
+    p = run("--help")
+    assert p.returncode == 0
+    names = re.findall(r"^│ ([a-z][a-z-]*) ", p.stdout, flags=re.M)
+    expected = ["synth", "speak", "pairs", "info", "preview", "features", "demo", "eval", "eval-lipsync", "export",
+                "export-rig", "retarget", "track", "align", "overlay", "footage-synth", "train", "train-emote",
+                "animate", "eval-video", "dub", "assets", "rig", "corpus", "render"]
+    assert [n for n in names if n in expected] == expected and len(set(names)) == len(names)
+
+
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory, sfm_dir):
     out = tmp_path_factory.mktemp("speak") / "hello.npz"

@@ -272,13 +272,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_corpus, speech, sfm_dir, 
 def test_emote_evaluation_and_ablation_tables(tiny_corpus, sfm_dir, trained, tiny_model):
     from evp_anim.eval.emote_eval import (EMOTE, EVP_LIFTED, GROUND_TRUTH, RULE, EmoteContext, emote_ablation,
                                           evaluate_emote)
-    from evp_anim.eval.report import _Quiet, load_model
+    from evp_anim.eval.report import QuietReporter, load_model
     from evp_anim.models.emote import EmoteModel
     model = EmoteModel.load(trained[0])
-    ctx = EmoteContext(tiny_corpus, sfm_dir, _Quiet(), judge_steps=40)
+    ctx = EmoteContext(tiny_corpus, sfm_dir, QuietReporter(), judge_steps=40)
     lines = []
     res = evaluate_emote(tiny_corpus, model, sfm_dir, evp_model=load_model(tiny_model), splits=("test_speaker",),
-                         max_clips=3, out=lines.append, _ctx=ctx)
+                         max_clips=3, out=lines.append, context=ctx)
     methods = res["splits"]["test_speaker"]["methods"]
     assert set(methods) == {EMOTE, EVP_LIFTED, RULE, GROUND_TRUTH}
     gt = methods[GROUND_TRUTH]

@@ -158,3 +158,14 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_corpus, sfm_dir, t
     m = EvpModel.load(out)
     assert m.meta["world_size"] == 2
     assert (tmp_path / "ddp.run" / "log.csv").is_file()
+
+
+def test_single_process_loop_helpers_are_no_ops(monkeypatch):
+    from torch import nn
+
+    from evp_anim.train.loop import barrier, dist_info, wrap_ddp
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist_info() == (0, 1)
+    module = nn.Linear(2, 2)
+    assert wrap_ddp(module, 1) is module
+    barrier(1)

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evp_anim.emotion_keys import EmotionKey, EmotionKeys, read_emotion_keys, write_emotion_keys
 from evp_anim.errors import EvpError
 from evp_anim.export.adjust import adjust_track, smooth_frames
 from evp_anim.export.arkit import ARKIT_52, to_arkit52, unmapped_channels
+from evp_anim.export import formats
 from evp_anim.export.formats import (LIVELINK_HEADER, livelink_timecode, read_arkit_csv, read_livelink_csv,
                                      read_openface_csv, read_rhubarb_json, rhubarb_cues, write_arkit_csv,
                                      write_livelink_csv, write_openface_csv, write_rhubarb_json)
-from evp_anim.export.keys import EmotionKey, EmotionKeys, read_emotion_keys, write_emotion_keys
+from evp_anim.export.registry import EXPORT_FORMATS, export_format, formats_help
 from evp_anim.face.channels import RIG_CHANNELS
 from evp_anim.tracks import Track, save_track
 
@@ -150,18 +152,29 @@ def test_reader_errors_are_one_line(tmp_path):
 
 
 def test_emotion_keys_toml_round_trip(tmp_path):
-    keys = EmotionKeys([EmotionKey(1.5, "sadness", 0.5), EmotionKey(0.0, "Happy", 0.8)], strength=1.2,
-                       smoothing=3, multipliers={"jawOpen": 1.5})
+    keys = EmotionKeys([EmotionKey(0.0, "Happy", 0.8), EmotionKey(1.5, "sadness", 0.5)], strength=1.2,
+                       smoothing=3, multipliers={"jawOpen": 1.5, "odd name": 0.5})
     p = write_emotion_keys(keys, tmp_path / "k.toml")
-    back = read_emotion_keys(p)
+    back = read_emotion_keys(p)   # the reader `animate --emotion-keys` uses
     assert [(k.time, k.emotion, k.intensity) for k in back.keys] == [(0.0, "happy", 0.8), (1.5, "sad", 0.5)]
-    assert (back.strength, back.smoothing, back.multipliers) == (1.2, 3, {"jawOpen": 1.5})
+    assert (back.strength, back.smoothing, back.multipliers) == (1.2, 3, {"jawOpen": 1.5, "odd name": 0.5})
+
+
+@pytest.mark.parametrize("times", [(1.5, 0.0), (0.0, 0.0)])
+def test_emotion_keys_writer_refuses_what_the_reader_refuses(tmp_path, times):
+    keys = EmotionKeys([EmotionKey(t, "happy", 1.0) for t in times])
+    with pytest.raises(EvpError, match="out of order"):
+        write_emotion_keys(keys, tmp_path / "k.toml")
+    assert not (tmp_path / "k.toml").exists()
 
 
 def test_emotion_keys_bad_file(tmp_path):
     p = tmp_path / "k.toml"
     p.write_text('[[key]]\ntime = 0\nemotion = "bored"\n')
     with pytest.raises(EvpError, match="unknown emotion"):
+        read_emotion_keys(p)
+    p.write_text('[[key]]\ntime = 0\nemotion = "sad"\n[adjust]\nsmoothing = -1\n')
+    with pytest.raises(EvpError, match="must be >= 0"):
         read_emotion_keys(p)
 
 
@@ -182,13 +195,28 @@ def _cli(*args, **kw):
                           cwd=REPO, **kw)
 
 
+def test_registry_rows_name_real_writers():
+    assert list(EXPORT_FORMATS) == ["arkit-csv", "livelink-csv", "openface-csv", "rhubarb-json", "blend", "fbx", "gltf"]
+    for f in EXPORT_FORMATS.values():
+        assert f.suffixes and all(s.startswith(".") and s == s.lower() for s in f.suffixes)
+        if not f.needs_bpy:
+            assert callable(getattr(formats, f.writer))
+    assert formats_help() == "arkit-csv, livelink-csv, openface-csv, rhubarb-json, blend, fbx or gltf (.glb/.gltf)"
+    with pytest.raises(EvpError, match="unknown format 'x': expected one of arkit-csv, .*, gltf"):
+        export_format("x")
+    with pytest.raises(EvpError, match=r"gltf output must end in \.glb or \.gltf"):
+        export_format("gltf").check_output(Path("a.fbx"))
+    export_format("gltf").check_output(Path("A.GLB"))
+
+
 def test_cli_export_formats(tmp_path):
     tr = make_track(n=30)
     src = save_track(tr, tmp_path / "t.npz")
-    for fmt, name in [("arkit-csv", "a.csv"), ("rhubarb-json", "r.json")]:
+    for fmt, name in [("arkit-csv", "a.csv"), ("rhubarb-json", "r.json"), ("openface-csv", "o.csv")]:
         r = _cli("export", src, "-f", fmt, "-o", tmp_path / name)
         assert r.returncode == 0, r.stderr
     assert read_arkit_csv(tmp_path / "a.csv").values.shape == (30, 52)
+    assert read_openface_csv(tmp_path / "o.csv").landmarks_3d.shape == (30, 68, 3)
     r = _cli("--machine-readable", "export", src, "-f", "livelink-csv", "-o", tmp_path / "l.csv")
     events = [json.loads(line) for line in r.stderr.splitlines()]
     assert events[-1]["event"] == "success" and "sfm_anger" in events[-1]["notes"][0]
@@ -207,7 +235,7 @@ def test_cli_export_bad_input_exits_2(tmp_path):
 
 
 def test_weights_solved_from_landmarks_reproduce_them(sfm_dir):
-    from evp_anim.export.solve import weights_from_landmarks
+    from evp_anim.face.solve import weights_from_landmarks
     from evp_anim.face.rig import FaceRig
     rig = FaceRig(sfm_dir)
     rng = np.random.default_rng(3)

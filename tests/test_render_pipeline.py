@@ -12,11 +12,13 @@ import torch
 
 from evp_anim.errors import EvpError
 from evp_anim.footage.synthetic import SyntheticFootageConfig, make_synthetic_footage
+from evp_anim.footage.video import FrameSource
 from evp_anim.tracks import load_track, save_track
 from render.data import TargetFrames, video_fingerprint
 from render.guidance import crop_frame, crop_transforms
-from render.inference import FrameSource, RenderModel, check_pair, paste_crop, render_video
-from render.trainer import RenderTrainConfig, RenderTrainer, reconstruction_loss
+from render.inference import RenderModel, check_pair, paste_crop, render_video
+from render.losses import reconstruction_loss
+from render.trainer import RenderTrainConfig, RenderTrainer
 
 SIZE = 64
 REPO = Path(__file__).resolve().parents[1]

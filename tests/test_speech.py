@@ -8,13 +8,15 @@ import librosa
 import numpy as np
 import pytest
 
+from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.emotions import EMOTIONS
 from evp_anim.errors import EvpError
 from evp_anim.synth import espeak
 from evp_anim.synth.prosody import Prosody, emotion_prosody
 from evp_anim.synth.sentences import SENTENCES, sentence_id, sentence_text
 from evp_anim.synth.speakers import ACCENTS, FEMALE_VARIANTS, MALE_VARIANTS, make_speakers
-from evp_anim.synth.speech import SAMPLE_RATE, Utterance, synthesize_utterance
+from evp_anim.synth.speak import speak
+from evp_anim.synth.speech import Utterance, synthesize_utterance
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +259,16 @@ def test_every_emotion_renders(speakers):
         assert np.abs(u.audio).max() <= 0.99 and u.duration > 1.0
         durs[emo] = _speech_span(u)
     assert durs["sad"] > durs["neutral"] and durs["disgusted"] > durs["neutral"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"text": "  "}, "TEXT is empty"),
+    ({"output": "a.wav"}, "must end in .npz"),
+    ({"emotion": "joyful"}, "joyful"),
+    ({"intensity": 1.5}, "intensity"),
+])
+def test_speak_checks_its_arguments_before_any_work(tmp_path, kwargs, message):
+    args = {"text": "hello there", "output": "a.npz", **kwargs}
+    with pytest.raises(EvpError, match=message):
+        speak(args.pop("text"), tmp_path / args.pop("output"), sfm_dir=tmp_path / "no-sfm-here", **args)
+    assert list(tmp_path.iterdir()) == []

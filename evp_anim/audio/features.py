@@ -17,15 +17,15 @@ import math
 import numpy as np
 
 from ..errors import EvpError
+from ..tracks import DEFAULT_FPS
 
-SAMPLE_RATE = 16000          # Hz
-FPS = 25                     # video frames per second
+SAMPLE_RATE = 16000          # Hz: the project's one audio rate (every stage imports it from here)
 MFCC_HOP_S = 0.010           # s between MFCC frames (100 Hz)
 MFCC_WIN_S = 0.025           # s, analysis window length
 N_MFCC = 12                  # coefficients kept (c1..c12)
 MFCC_WINDOW = 28             # MFCC frames per video frame (280 ms)
 N_MELS = 40                  # mel bands over 0–8 kHz
-MFCC_PER_FRAME = int(round(1.0 / (FPS * MFCC_HOP_S)))  # 4 MFCC frames per video frame (40 ms / 10 ms)
+MFCC_PER_FRAME = int(round(1.0 / (DEFAULT_FPS * MFCC_HOP_S)))  # 4 MFCC frames per video frame (40 ms / 10 ms)
 
 _HOP = int(round(SAMPLE_RATE * MFCC_HOP_S))      # 160 samples
 _N_FFT = int(round(SAMPLE_RATE * MFCC_WIN_S))    # 400 samples
@@ -58,7 +58,7 @@ def _check_rate(sr: float, what: str = "sample rate") -> None:
         raise EvpError(f"{what} must be a positive number, got {sr!r}")
 
 
-def n_frames(n_samples: int, sr: int = SAMPLE_RATE, fps: float = FPS) -> int:
+def n_frames(n_samples: int, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS) -> int:
     """Number of video frames for ``n_samples`` of audio: ``ceil(n_samples / sr * fps)``.
 
     Rounding up means a trailing partial frame counts as a frame (1.01 s → 26 frames at 25 fps),
@@ -115,7 +115,7 @@ def mfcc_windows(audio: np.ndarray, sr: int = SAMPLE_RATE, n_frames: int | None 
     """
     a = check_waveform(audio)
     _check_rate(sr)
-    T = _frames_for(a, sr, FPS, n_frames)
+    T = _frames_for(a, sr, DEFAULT_FPS, n_frames)
     feats = mfcc(a, sr)
     if T == 0:
         return np.zeros((0, MFCC_WINDOW, N_MFCC), np.float32)
@@ -139,7 +139,7 @@ def _frames_for(a: np.ndarray, sr: float, fps: float, n: int | None) -> int:
     return int(n)
 
 
-def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = FPS,
+def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS,
            n_frames: int | None = None) -> np.ndarray:
     """RMS level per video frame in dBFS: (T,) float32.
 
@@ -161,7 +161,7 @@ def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = FPS,
     return (10.0 * np.log10(np.maximum(mean_sq, floor_power))).astype(np.float32)
 
 
-def voice_activity(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = FPS,
+def voice_activity(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS,
                    n_frames: int | None = None) -> np.ndarray:
     """Voice (or any foreground sound) per video frame: (T,) bool.
 
@@ -186,3 +186,16 @@ def voice_activity(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = FPS,
     for k in range(1, VAD_HANGOVER + 1):
         held[k:] |= active[:-k]
     return held
+
+
+def audio_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
+    """All of EVP's per-frame audio features of one waveform, on one clock (T frames at 25 fps).
+
+    ``mfcc_windows`` (T, 28, 12) float32 (:func:`mfcc_windows`), ``energy_db`` (T,) float32
+    (:func:`energy`), ``voice_activity`` (T,) bool (:func:`voice_activity`) and ``fps`` (float32):
+    the arrays of an ``evp-anim features`` file (:func:`evp_anim.audio.io.write_features`).
+    """
+    win = mfcc_windows(audio, sr)
+    n = win.shape[0]
+    return {"mfcc_windows": win, "energy_db": energy(audio, sr, n_frames=n),
+            "voice_activity": voice_activity(audio, sr, n_frames=n), "fps": np.float32(DEFAULT_FPS)}

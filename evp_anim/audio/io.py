@@ -1,4 +1,5 @@
-"""Reading and writing audio: any common file → 16 kHz mono float32, and PCM16 WAV out.
+"""Reading and writing audio: any common file → 16 kHz mono float32, PCM16 WAV out, and the
+EVP audio-features file (:func:`write_features`).
 
 WAV/FLAC/OGG are read with soundfile (libsndfile); MP3, M4A/AAC and every container PyAV's
 FFmpeg can open (including the audio track of a video) go through PyAV. Channels are averaged and
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import EvpError
-from .features import SAMPLE_RATE, check_waveform
+from .features import SAMPLE_RATE, audio_features, check_waveform
 
 # Formats libsndfile reads natively and reliably; anything else goes to PyAV.
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
@@ -129,6 +130,23 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) 
     a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), -1.0, 1.0)
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), a, int(sr), subtype="PCM_16", format="WAV")
+
+
+def write_features(audio_path: str | os.PathLike, output: str | os.PathLike) -> int:
+    """Load ``audio_path`` (:func:`load_audio`) and write its EVP features
+    (:func:`~evp_anim.audio.features.audio_features`) to ``output`` (.npz), atomically.
+
+    Returns the number of frames. Raises :class:`EvpError` for an output not ending in .npz
+    (before reading anything) and for audio :func:`load_audio` cannot read.
+    """
+    output = Path(output)
+    if output.suffix != ".npz":
+        raise EvpError(f"features output must end in .npz, got {output.name!r}")
+    arrays = audio_features(load_audio(audio_path))
+    with atomic_path(output) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return int(arrays["mfcc_windows"].shape[0])
 
 
 def audio_sha256(path: str | os.PathLike) -> str:

@@ -155,14 +155,14 @@ def corpus_lip_judge(corpus: Path, feats, weights, rig, steps: int = 800, progre
 
 # ------------------------------------------------------------------------------ context
 class EmoteContext:
-    """Corpus features + rig weights + rig + judges, shared by all methods (wraps report._Context)."""
+    """Corpus features + rig weights + rig + judges, shared by all methods (wraps report.EvalContext)."""
 
     def __init__(self, corpus: Path, sfm_dir: Path, rep, classifier_path=None, base=None, judge_steps: int = 800):
         from ..face.rig import FaceRig
         from ..models.emote import rig_bases
         from ..train.emote_trainer import load_rig_weights
-        from .report import _Context
-        self.base = base or _Context(Path(corpus), Path(sfm_dir), rep, classifier_path)
+        from .report import EvalContext
+        self.base = base or EvalContext(Path(corpus), Path(sfm_dir), rep, classifier_path)
         self.feats = self.base.feats
         self.rep = rep
         rep.start("eval-rig-weights", description="ground-truth rig weights")
@@ -208,7 +208,7 @@ def _emote_method(model, ctx: EmoteContext):
 
 
 def _evp_method(model, ctx: EmoteContext):
-    from ..export.solve import weights_from_landmarks
+    from ..face.solve import weights_from_landmarks
 
     def gen(i: int) -> dict:
         f = ctx.feats
@@ -285,7 +285,7 @@ def run_method(ctx: EmoteContext, name: str, gen: Callable[[int], dict], idx: Se
 def evaluate_emote(corpus: str | Path, model, sfm_dir: str | Path, *, evp_model=None,
                    splits: Sequence[str] = ("test_speaker", "test_sentence"), max_clips: int | None = None,
                    baselines: bool = True, classifier_path=None, reporter=None,
-                   out: Callable[[str], None] | None = print, _ctx: EmoteContext | None = None) -> dict:
+                   out: Callable[[str], None] | None = print, context: EmoteContext | None = None) -> dict:
     """EMOTE vs EVP (lifted to the rig) vs the rule-based baseline vs ground truth on ``splits``.
 
     ``model``: an :class:`~evp_anim.models.emote.EmoteModel`; ``evp_model``: an EvpModel or None.
@@ -293,13 +293,13 @@ def evaluate_emote(corpus: str | Path, model, sfm_dir: str | Path, *, evp_model=
     figures as in :data:`COLUMNS` (``lip_rel`` = lip_acc / the ground truth's), and prints a table.
     """
     from ..data.manifest import SPLITS
-    from .report import _Quiet, select_clips
+    from .report import QuietReporter, select_clips
     for s in splits:
         if s not in SPLITS:
             raise EvpError(f"unknown split {s!r}: expected one of {', '.join(SPLITS)}")
-    rep = reporter or _Quiet()
+    rep = reporter or QuietReporter()
     t_start = time.perf_counter()
-    ctx = _ctx or EmoteContext(Path(corpus), Path(sfm_dir), rep, classifier_path)
+    ctx = context or EmoteContext(Path(corpus), Path(sfm_dir), rep, classifier_path)
     methods: dict[str, Callable] = {EMOTE: _emote_method(model, ctx)}
     if evp_model is not None:
         methods[EVP_LIFTED] = _evp_method(evp_model, ctx)

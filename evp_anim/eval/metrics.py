@@ -18,9 +18,9 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..errors import EvpError
+from ..tracks import MOUTH, NUM_LANDMARKS
 
-MOUTH = np.arange(48, 68)          # iBUG 49..68, 0-based
-FACE = np.arange(68)
+FACE = np.arange(NUM_LANDMARKS)
 METRIC_NAMES: tuple[str, ...] = ("M-LD", "M-LVD", "F-LD", "F-LVD")
 
 
@@ -36,10 +36,17 @@ def _pair(generated, ground_truth) -> tuple[np.ndarray, np.ndarray]:
     return g, t
 
 
+def _points(points) -> slice | np.ndarray:
+    """Landmark index for ``points``: all 68 when None, a slice (e.g. :data:`MOUTH`) as is."""
+    if points is None:
+        return FACE
+    return points if isinstance(points, slice) else np.asarray(points)
+
+
 def landmark_distance(generated, ground_truth, points=None) -> float:
     """LD of one clip: mean over frames and ``points`` (default all 68) of ||gen - gt||, px."""
     g, t = _pair(generated, ground_truth)
-    idx = FACE if points is None else np.asarray(points)
+    idx = _points(points)
     return float(np.linalg.norm(g[:, idx] - t[:, idx], axis=-1).mean())
 
 
@@ -51,7 +58,7 @@ def landmark_velocity_difference(generated, ground_truth, points=None) -> float:
     g, t = _pair(generated, ground_truth)
     if g.shape[0] < 2:
         return float("nan")
-    idx = FACE if points is None else np.asarray(points)
+    idx = _points(points)
     vg = np.diff(g[:, idx], axis=0)
     vt = np.diff(t[:, idx], axis=0)
     return float(np.linalg.norm(vg - vt, axis=-1).mean())

@@ -43,7 +43,7 @@ DEFAULT_SPLITS = ("test_speaker", "test_sentence")
 
 
 # ------------------------------------------------------------------------------ helpers
-class _Quiet:
+class QuietReporter:
     """A do-nothing stand-in for :class:`~evp_anim.progress.Reporter`."""
 
     def start(self, *a, **k): pass
@@ -103,8 +103,11 @@ def reference_clips(feats) -> dict[int, int]:
     return out
 
 
-class _Context:
-    """What every method shares: the corpus features, the rig-based animator, the judge, caches."""
+class EvalContext:
+    """What every method shares: the corpus features, the rig-based animator, the judge, caches.
+
+    Made once and passed as ``context`` to :func:`evaluate` and :func:`ablation_table` (and wrapped
+    by :class:`~evp_anim.eval.emote_eval.EmoteContext`) so the work is not repeated."""
 
     def __init__(self, corpus: Path, sfm_dir: Path | None, rep, classifier_path=None, retrain=False):
         from ..train.features import load_features
@@ -183,19 +186,19 @@ class _Context:
 
 
 # ------------------------------------------------------------------------------ methods
-def _static(ctx: _Context, i: int) -> tuple[np.ndarray, dict]:
+def _static(ctx: EvalContext, i: int) -> tuple[np.ndarray, dict]:
     from .baselines import static_face
     return static_face(ctx.feats.reference_aligned(i), ctx.feats.lm3d[i].shape[0]), {}
 
 
-def _static_emotion(ctx: _Context, i: int) -> tuple[np.ndarray, dict]:
+def _static_emotion(ctx: EvalContext, i: int) -> tuple[np.ndarray, dict]:
     from .baselines import static_emotion_face
     r = ctx.feats.rows[i]
     return static_emotion_face(ctx.animator.rig, ctx.feats.reference[i], ctx.feats.lm3d[i].shape[0],
                                r.emotion, r.intensity), {}
 
 
-def _rule_based(ctx: _Context, i: int) -> tuple[np.ndarray, dict]:
+def _rule_based(ctx: EvalContext, i: int) -> tuple[np.ndarray, dict]:
     from ..audio.io import load_audio
     r = ctx.feats.rows[i]
     audio = load_audio(ctx.corpus / r.audio)
@@ -205,11 +208,11 @@ def _rule_based(ctx: _Context, i: int) -> tuple[np.ndarray, dict]:
     return lm, {"source": source}
 
 
-def _ours(model, emotion_source: str) -> Callable[[_Context, int], tuple[np.ndarray, dict]]:
+def _ours(model, emotion_source: str) -> Callable[[EvalContext, int], tuple[np.ndarray, dict]]:
     if emotion_source not in EMOTION_SOURCES:
         raise EvpError(f"emotion source must be one of {', '.join(EMOTION_SOURCES)}, got {emotion_source!r}")
 
-    def generate(ctx: _Context, i: int) -> tuple[np.ndarray, dict]:
+    def generate(ctx: EvalContext, i: int) -> tuple[np.ndarray, dict]:
         from ..face.projection import aligned_landmarks
         f = ctx.feats
         r = f.rows[i]
@@ -227,7 +230,7 @@ def _ours(model, emotion_source: str) -> Callable[[_Context, int], tuple[np.ndar
     return generate
 
 
-def _run_method(ctx: _Context, name: str, generate, idx: Sequence[int], task: str) -> dict:
+def _run_method(ctx: EvalContext, name: str, generate, idx: Sequence[int], task: str) -> dict:
     """Metrics and judged emotion accuracy of one method on clips ``idx``."""
     f = ctx.feats
     rep = ctx.rep
@@ -273,7 +276,7 @@ def evaluate(corpus: str | Path, model_path=None, sfm_dir: str | Path | None = N
              emotion_source: str = "label", *, baselines: bool = True, probes: bool = True,
              probe_max_clips: int | None = 1000, classifier_path: str | Path | None = None,
              retrain_classifier: bool = False, reporter=None,
-             out: Callable[[str], None] | None = print, _ctx: _Context | None = None) -> dict:
+             out: Callable[[str], None] | None = print, context: EvalContext | None = None) -> dict:
     """EVP's quantitative evaluation of a model (``model_path``: a checkpoint, a loaded model, or
     None for the baselines only) on ``splits`` of the corpus; see the module docstring.
 
@@ -289,14 +292,14 @@ def evaluate(corpus: str | Path, model_path=None, sfm_dir: str | Path | None = N
     """
     from ..data.manifest import SPLITS
     t_start = time.perf_counter()
-    rep = reporter or _Quiet()
+    rep = reporter or QuietReporter()
     if emotion_source not in EMOTION_SOURCES:
         raise EvpError(f"emotion source must be one of {', '.join(EMOTION_SOURCES)}, got {emotion_source!r}")
     for s in splits:
         if s not in SPLITS:
             raise EvpError(f"unknown split {s!r}: expected one of {', '.join(SPLITS)}")
     model = load_model(model_path) if model_path is not None else None
-    ctx = _ctx or _Context(Path(corpus), Path(sfm_dir) if sfm_dir is not None else None, rep,
+    ctx = context or EvalContext(Path(corpus), Path(sfm_dir) if sfm_dir is not None else None, rep,
                            classifier_path, retrain_classifier)
     from .emotion_classifier import CACHE_NAME, gt_accuracy
     f = ctx.feats
@@ -340,7 +343,7 @@ def evaluate(corpus: str | Path, model_path=None, sfm_dir: str | Path | None = N
     return result
 
 
-def run_probes(model, ctx: _Context, max_clips: int | None = 1000) -> dict | None:
+def run_probes(model, ctx: EvalContext, max_clips: int | None = 1000) -> dict | None:
     """The disentanglement probes (train on ``train``, test on ``test_speaker``); None when the
     corpus lacks either split."""
     from .probes import disentanglement_probes
@@ -416,14 +419,14 @@ ABLATION_ORDER = ("full", "w/o L_cla", "w/o L_con", "w/o L_self", "w/o L_cross")
 def ablation_table(corpus: str | Path, models: Mapping[str, Any], sfm_dir: str | Path | None = None,
                    split: str = "test_speaker", max_clips: int | None = None, emotion_source: str = "label",
                    *, reporter=None, out: Callable[[str], None] | None = print,
-                   classifier_path=None, _ctx: _Context | None = None) -> dict:
+                   classifier_path=None, context: EvalContext | None = None) -> dict:
     """EVP Table 2: one row per model (``{name: checkpoint path or model}``, e.g. "full",
     "w/o L_cla", "w/o L_con", "w/o L_self", "w/o L_cross") × (M-LD, M-LVD, F-LD, F-LVD, emotion
     accuracy) on ``split``. Returns ``{"split", "n_clips", "rows": {name: metrics}}``."""
     if not models:
         raise EvpError("the ablation table needs at least one model (name=path)")
-    rep = reporter or _Quiet()
-    ctx = _ctx or _Context(Path(corpus), Path(sfm_dir) if sfm_dir is not None else None, rep, classifier_path)
+    rep = reporter or QuietReporter()
+    ctx = context or EvalContext(Path(corpus), Path(sfm_dir) if sfm_dir is not None else None, rep, classifier_path)
     idx = select_clips(ctx.feats, split, max_clips)
     if not idx:
         raise EvpError(f"the corpus has no '{split}' clips")

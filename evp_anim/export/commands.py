@@ -10,31 +10,7 @@ import typer
 
 from ..cli_common import SfmDirOpt, reporter, sfm
 from ..errors import EvpError
-
-BLENDER_FORMATS = ("blend", "fbx", "gltf")
-_SUFFIXES = {"arkit-csv": (".csv",), "livelink-csv": (".csv",), "openface-csv": (".csv",),
-             "rhubarb-json": (".json",), "blend": (".blend",), "fbx": (".fbx",), "gltf": (".glb", ".gltf")}
-
-
-def _bpy_builder():
-    """The add-on's scene builder (imports bpy; only the Blender formats need it)."""
-    try:
-        import bpy  # noqa: F401
-    except ImportError:
-        raise EvpError("this format needs Blender's Python module: pip install 'evp-anim[blender]' (bpy 5.0.1)") from None
-    try:
-        from blender_addon import builder
-    except ModuleNotFoundError as e:
-        if e.name != "blender_addon":
-            raise
-        # a source checkout whose install does not list blender_addon: use the one beside evp_anim
-        import sys
-        root = Path(__file__).resolve().parents[2]
-        if not (root / "blender_addon" / "builder.py").is_file():
-            raise EvpError("the Blender add-on package (blender_addon) is not installed with evp-anim") from None
-        sys.path.insert(0, str(root))
-        from blender_addon import builder
-    return builder
+from .registry import blender_builder, export_format, formats_help
 
 
 def export_track_file(track_path: Path, fmt: str, output: Path, sfm_dir: Optional[Path] = None,
@@ -42,36 +18,27 @@ def export_track_file(track_path: Path, fmt: str, output: Path, sfm_dir: Optiona
     """Write ``track_path`` as ``fmt`` to ``output``; returns notes for the user (unmapped channels)."""
     from ..tracks import load_track
     from .arkit import unmapped_channels
-    from .formats import FORMATS, write_format
-    all_formats = FORMATS + BLENDER_FORMATS
-    if fmt not in all_formats:
-        raise EvpError(f"unknown format {fmt!r}: expected one of {', '.join(all_formats)}")
-    if output.suffix.lower() not in _SUFFIXES[fmt]:
-        raise EvpError(f"{fmt} output must end in {' or '.join(_SUFFIXES[fmt])}, got {output.name!r}")
+    spec = export_format(fmt)
+    spec.check_output(output)
     track = load_track(track_path)
     if audio is not None and not Path(audio).is_file():
         raise EvpError(f"audio file not found: {audio}")
     notes = []
-    if fmt in ("arkit-csv", "livelink-csv", "rhubarb-json") and not track.expression_names:
+    if spec.solve_weights and not track.expression_names:
         if track.landmarks_3d is None:
             raise EvpError(f"{track_path}: track has neither expression channels nor 3D landmarks to export as {fmt}")
         from ..face.rig import FaceRig
-        from .solve import weights_from_landmarks
+        from ..face.solve import weights_from_landmarks
         rig = FaceRig(sfm(sfm_dir))
         ident = track.identity if track.identity.size == rig.num_identity else None
         track.expression = weights_from_landmarks(rig, track.landmarks_3d, ident)
         track.expression_names = list(rig.channels)
         notes.append("track has no expression channels: rig weights solved from its 3D landmarks")
-    if fmt in ("arkit-csv", "livelink-csv"):
+    if spec.arkit_columns:
         lost = unmapped_channels(track.expression_names)
         if lost:
             notes.append(f"channels with no ARKit column (left out): {', '.join(lost)}")
-    if fmt in FORMATS:
-        write_format(track, fmt, output)
-    else:
-        builder = _bpy_builder()
-        res = builder.export_scene(track_path, fmt, output, sfm_dir=sfm(sfm_dir), audio=audio)
-        notes += res.warnings
+    notes += spec.write(track, track_path, output, sfm_dir=sfm(sfm_dir) if spec.needs_bpy else None, audio=audio)
     return notes
 
 
@@ -79,8 +46,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         track: Path = typer.Argument(..., help="Track file (.npz)."),
-        fmt: str = typer.Option(..., "-f", "--format", help="arkit-csv, livelink-csv, openface-csv, rhubarb-json, "
-                                "blend, fbx or gltf (.glb/.gltf)."),
+        fmt: str = typer.Option(..., "-f", "--format", help=f"{formats_help()}."),
         output: Path = typer.Option(..., "-o", "--output", help="File to write."),
         audio: Optional[Path] = typer.Option(None, "--audio", help="Speech for the .blend's sound strip "
                                              "(default: the track's own wav, when found)."),
@@ -141,7 +107,7 @@ def register(app: typer.Typer) -> None:
         load_track(track)
         if not mesh.is_file():
             raise EvpError(f"character file not found: {mesh}")
-        builder = _bpy_builder()
+        builder = blender_builder()
         rep = reporter()
         rep.start("retarget")
         meshes = builder.load_character(mesh)

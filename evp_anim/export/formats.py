@@ -2,7 +2,8 @@
 
 Every writer takes a :class:`~evp_anim.tracks.Track` (any fps; timestamps are ``frame / fps``
 seconds) and writes atomically; every reader returns plain arrays plus the fps, so each format
-round-trips (values equal to float precision of the text, 6 decimals).
+round-trips (values equal to float precision of the text, 6 decimals). ``evp-anim export`` finds
+the writer of each ``--format`` through :data:`evp_anim.export.registry.EXPORT_FORMATS`.
 
 =================  =====================================================================
 format             columns / content
@@ -34,7 +35,6 @@ from ..errors import EvpError
 from ..tracks import NUM_LANDMARKS, Track
 from .arkit import ARKIT_52, to_arkit52
 
-FORMATS: tuple[str, ...] = ("arkit-csv", "livelink-csv", "openface-csv", "rhubarb-json")
 _DEC = 6  # decimals written for weights, angles and coordinates
 
 
@@ -370,14 +370,3 @@ def read_rhubarb_json(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         raise EvpError(f"{path}: unknown mouth shape(s) {bad[:3]} (expected one of {RHUBARB_SHAPES})")
     return dict(doc.get("metadata", {})), cues
 
-
-# ---------------------------------------------------------------------- dispatch
-_WRITERS = {"arkit-csv": write_arkit_csv, "livelink-csv": write_livelink_csv,
-            "openface-csv": write_openface_csv, "rhubarb-json": write_rhubarb_json}
-
-
-def write_format(track: Track, fmt: str, path: str | os.PathLike) -> Path:
-    """Write ``track`` as ``fmt`` (one of :data:`FORMATS`) to ``path``."""
-    if fmt not in _WRITERS:
-        raise EvpError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    return _WRITERS[fmt](track, path)

@@ -1,6 +1,6 @@
 """CLI commands of the target-footage stage: ``track``, ``align``, ``overlay``, ``footage-synth``.
 
-Discovered by :mod:`evp_anim.cli` (``register(app)``); heavy imports stay inside the commands.
+Registered explicitly in :mod:`evp_anim.cli` (``register(app)``); heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ def track(
     from ..tracks import save_track
     from .fitting import track_footage
     from .tracking import TrackerOptions
+    from ..tracks import DEFAULT_FPS
     from .video import probe
 
     _npz_out(output, "track")
     info = probe(video)
     folder = sfm(sfm_dir)
     rep = reporter()
-    rep.start("track", total=max(1, int(round(info.duration_s * 25))) if info.duration_s else None,
+    rep.start("track", total=max(1, int(round(info.duration_s * DEFAULT_FPS))) if info.duration_s else None,
               description="frames")
     opt = TrackerOptions(smooth=smooth, max_missing=max_missing, verify_every=verify_every)
     tr = track_footage(video, folder, opt, progress=rep.update)

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EvpError
+from ..tracks import DEFAULT_FPS
 from ..face.channels import RIG_CHANNELS, SFM_EMOTION_CHANNELS
 from ..face.projection import euler_to_matrix, matrix_to_euler, project
 
@@ -604,7 +605,7 @@ def footage_track(tracking, fit: FitResult, fps: float, source: str | None = Non
 
 
 def track_footage(video: str | Path, sfm_dir: str | Path, tracker_options=None, fit_options: FitOptions | None = None,
-                  fps: float = 25.0, progress=None):
+                  fps: float = DEFAULT_FPS, progress=None):
     """The whole target-footage stage: decode at ``fps``, track 68 landmarks, fit the SFM -> Track.
 
     ``progress(done_frames)`` is called while tracking. Raises EvpError for unusable footage.

@@ -120,7 +120,7 @@ def _rich_weights(t: np.ndarray, channels: tuple[str, ...], rng: np.random.Gener
 
     # syllables at 3-5 per second with an opening that varies syllable to syllable, and pauses
     rate = 4.0 + 0.8 * _smooth_noise(rng, t, 0.2)
-    phase = 2 * np.pi * np.cumsum(rate) / 25.0 if n > 1 else np.zeros(1)
+    phase = 2 * np.pi * np.cumsum(rate) / DEFAULT_FPS if n > 1 else np.zeros(1)
     depth = 0.15 + 0.55 * np.clip(0.5 + 0.5 * _smooth_noise(rng, t, 0.6), 0, 1)
     talking = np.clip(1.5 * (0.3 + _smooth_noise(rng, t, 0.08)), 0, 1)
     put("jawOpen", depth * talking * np.maximum(0.0, np.sin(phase)) ** 0.8)

@@ -8,10 +8,15 @@ landmarks are upright as a player shows them: PyAV's ``VideoFrame.rotation`` is 
 counter-clockwise turn that presents the frame, as FFmpeg's autorotate applies it (a legacy
 ``rotate=90`` tag, i.e. "turn clockwise", reads as -90). Every problem a user can cause (missing, corrupt or
 truncated file, a file with no video stream) is one :class:`~evp_anim.errors.EvpError` line.
+
+:class:`FrameSource` serves frames by index for a known index sequence (a looped or ping-ponged
+clip of the footage), streaming: it re-decodes for sequences that only move forward and spools
+to a temporary file on disk otherwise, so memory stays flat for any length.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -209,3 +214,66 @@ def read_frames(path: str | Path, fps: float = DEFAULT_FPS, fmt: str = "bgr24",
                 max_frames: int | None = None) -> np.ndarray:
     """All frames of :func:`iter_frames` stacked: (T, H, W, 3) or (T, H, W) uint8 (small clips only)."""
     return np.stack(list(iter_frames(path, fps, fmt, max_frames)))
+
+
+class FrameSource:
+    """Footage frames by index for a known index sequence, streaming.
+
+    Sequences that only move forward (or restart at 0, as a loop does) are served by decoding
+    (re-opening the video at each restart); any other order spools frames ``0..max`` to a raw
+    temporary file on disk first (memory stays flat either way).
+    """
+
+    def __init__(self, video: str | Path, fps: float, indices: np.ndarray):
+        self.video, self.fps = Path(video), fps
+        self.idx = np.asarray(indices, np.int64)
+        d = np.diff(self.idx)
+        self.sequential = bool(np.all((d >= 0) | (self.idx[1:] == 0)))
+        self._it: Iterator[np.ndarray] | None = None
+        self._pos = -1
+        self._cur: np.ndarray | None = None
+        self._spool = None
+
+    def _open(self) -> None:
+        self._it = iter(iter_frames(self.video, self.fps, "bgr24"))
+        self._pos = -1
+
+    def _next(self) -> np.ndarray:
+        try:
+            self._cur = next(self._it)
+        except StopIteration:
+            raise EvpError(f"{self.video} ends at frame {self._pos + 1}, but the aligned track uses "
+                           f"footage frame {int(self.idx.max())}: align against this footage's track") from None
+        self._pos += 1
+        return self._cur
+
+    def get(self, j: int) -> np.ndarray:
+        if not self.sequential:
+            if self._spool is None:
+                self._make_spool()
+            return np.array(self._spool[j])
+        if self._it is None or j < self._pos:
+            self._open()
+        while self._pos < j:
+            self._next()
+        return self._cur
+
+    def _make_spool(self) -> None:
+        self._open()
+        first = self._next()
+        n = int(self.idx.max()) + 1
+        self._tmp = tempfile.TemporaryFile(suffix=".raw")
+        self._tmp.truncate(n * first.nbytes)
+        self._spool = np.memmap(self._tmp, np.uint8, "w+", shape=(n,) + first.shape)
+        self._spool[0] = first
+        for j in range(1, n):
+            self._spool[j] = self._next()
+        self._spool.flush()
+        self._it = None
+
+    def close(self) -> None:
+        self._it = None
+        if self._spool is not None:
+            del self._spool
+            self._spool = None
+            self._tmp.close()

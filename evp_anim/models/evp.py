@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..audio.features import MFCC_WINDOW, N_MFCC
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
 
@@ -108,7 +109,7 @@ class Decoder(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(cfg.content_dim + cfg.emotion_dim, 256), nn.ReLU(),
             nn.Linear(256, 256), nn.ReLU(),
-            nn.Linear(256, 28 * 12))
+            nn.Linear(256, MFCC_WINDOW * N_MFCC))
 
     def forward(self, content: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
         if emotion.dim() == 2:

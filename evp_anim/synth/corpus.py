@@ -35,10 +35,9 @@ from ..data.manifest import ClipRow, split_for, write_manifest
 from ..emotions import EMOTIONS, level_to_intensity
 from ..errors import EvpError
 from ..face.channels import RIG_CHANNELS, SPEECH_CHANNELS
-from ..tracks import Track, save_track
+from ..tracks import DEFAULT_FPS, Track, save_track
 from . import dynamics
 
-FPS = 25.0
 CROP_SIZE = 256
 
 # How strongly each emotion drives articulation: angry and surprised speech is more
@@ -180,32 +179,32 @@ class ClipMaker:
         intensity = 0.0 if emotion == "neutral" else float(intensity)
         speaker = self.speakers[speaker_index]
         utt = synthesize_utterance(text, speaker, emotion, intensity, speech_seed)
-        n = count_frames(len(utt.audio), utt.sample_rate, FPS)
+        n = count_frames(len(utt.audio), utt.sample_rate, DEFAULT_FPS)
 
         weights = np.zeros((n, len(RIG_CHANNELS)), np.float32)
         # Speech: coarticulated visemes, exaggerated or reduced by the emotion and the speaker's style.
         style = rng.uniform(0.85, 1.15)
         gain = 1.0 + (ARTICULATION_GAIN[emotion] - 1.0) * intensity
-        weights[:, self._speech_cols] = articulation_curves(utt.phonemes, n, FPS) * style * gain
+        weights[:, self._speech_cols] = articulation_curves(utt.phonemes, n, DEFAULT_FPS) * style * gain
         # Emotion: the rig's table at this intensity, varied a little per clip, under an envelope.
         if emotion != "neutral" and intensity > 0:
             target = self.rig.emotion_weights(emotion, intensity)
             target = target * rng.uniform(0.85, 1.15, target.shape).astype(np.float32)
-            weights += dynamics.emotion_envelope(n, FPS, rng)[:, None] * target[None, :]
-        blink = dynamics.blink_curve(n, FPS, rng, dynamics.BLINK_RATE_PER_MIN[emotion])
+            weights += dynamics.emotion_envelope(n, DEFAULT_FPS, rng)[:, None] * target[None, :]
+        blink = dynamics.blink_curve(n, DEFAULT_FPS, rng, dynamics.BLINK_RATE_PER_MIN[emotion])
         for c in self._blink_cols:
             weights[:, c] = np.maximum(weights[:, c], blink)
         weights = np.clip(weights, 0.0, 1.0)
 
         identity = self.identities[speaker_index]
         lm3d = self.rig.landmarks_3d(identity, weights)
-        rotation = dynamics.head_motion(n, FPS, rng, self.config.head_motion_deg)
+        rotation = dynamics.head_motion(n, DEFAULT_FPS, rng, self.config.head_motion_deg)
         translation = (np.asarray(self.crop_translation, np.float32)[None, :]
-                       + dynamics.translation_jitter(n, FPS, rng))
+                       + dynamics.translation_jitter(n, DEFAULT_FPS, rng))
         scale = np.full(n, self.crop_scale, np.float32) * np.float32(rng.uniform(0.97, 1.03))
         lm2d = project(lm3d, rotation, translation, scale)
         track = Track.new(
-            lm2d, fps=FPS, image_size=(CROP_SIZE, CROP_SIZE), landmarks_3d=lm3d,
+            lm2d, fps=DEFAULT_FPS, image_size=(CROP_SIZE, CROP_SIZE), landmarks_3d=lm3d,
             pose_rotation=rotation, pose_translation=translation, pose_scale=scale,
             identity=identity, expression=weights, expression_names=list(RIG_CHANNELS),
             emotion=np.tile(np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index(emotion)], (n, 1)),

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import soxr
 
+from ..audio.features import SAMPLE_RATE
 from ..emotions import canonical_emotion, check_intensity
 from ..errors import EvpError
 from . import espeak
 from .prosody import Prosody, apply_voice_quality, emotion_prosody
 from .speakers import Speaker
 
-SAMPLE_RATE = 16000
 SILENCE = "_"
 PEAK_LIMIT = 0.985          # float32(0.99) > 0.99, so stay clearly below the promised 0.99
 _DITHER = 3e-5              # ≈ -90 dBFS noise floor: keeps log-spectra finite in silences

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import EvpError
 from ..face.channels import SPEECH_CHANNELS
+from ..tracks import DEFAULT_FPS
 
 K = len(SPEECH_CHANNELS)
 _IDX = {name: i for i, name in enumerate(SPEECH_CHANNELS)}
@@ -231,7 +232,7 @@ def _expand(phonemes) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.asarray(starts, np.float64), np.asarray(ends, np.float64), classes
 
 
-def articulation_curves(phonemes, n_frames: int, fps: float = 25.0, strength: float = 1.0) -> np.ndarray:
+def articulation_curves(phonemes, n_frames: int, fps: float = DEFAULT_FPS, strength: float = 1.0) -> np.ndarray:
     """(n_frames, len(SPEECH_CHANNELS)) float32 mouth curves in [0, 1] for timed phonemes.
 
     ``phonemes``: iterable of ``(start_s, end_s, symbol)`` (seconds; espeak-ng mnemonics, ``"_"``
@@ -276,7 +277,7 @@ def articulation_curves(phonemes, n_frames: int, fps: float = 25.0, strength: fl
     return out
 
 
-def frames_for(duration_s: float, fps: float = 25.0) -> int:
+def frames_for(duration_s: float, fps: float = DEFAULT_FPS) -> int:
     """Number of whole frames covering ``duration_s`` at ``fps`` (rounded to nearest)."""
     return int(math.floor(duration_s * fps + 0.5))
 

@@ -47,9 +47,8 @@ from ..data.manifest import ClipRow
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
 from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
-from .evp_trainer import (StepLog, _barrier, _wrap, dist_info, read_checkpoint, restore_run_state,
-                          train_stage_steps)
-from .features import CorpusFeatures, _manifest_hash
+from .features import CorpusFeatures, manifest_hash
+from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("prior", "lipreader", "emotion", "content", "generator")
 GENERATOR = STAGES.index("generator")
@@ -66,7 +65,7 @@ def load_rig_weights(corpus: str | Path, rows: Sequence[ClipRow],
     from ..face.channels import RIG_CHANNELS
     corpus = Path(corpus)
     path = corpus / "cache" / RIG_CACHE
-    mh = _manifest_hash(rows)
+    mh = manifest_hash(rows)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -465,14 +464,14 @@ class EmoteTrainer:
     def run(self) -> EmoteModel:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        _barrier(self.world)
+        barrier(self.world)
         log = StepLog(self.run_dir / "log.csv")
         while self.stage < len(STAGES):
             total = self._steps(self.stage)
             if self.optim is None:
                 self.optim = self._make_optim()
             self._freeze_for_stage()
-            module = _wrap(self._module(), self.world)
+            module = wrap_ddp(self._module(), self.world)
 
             def set_lr(total=total):
                 for g in self.optim.param_groups:

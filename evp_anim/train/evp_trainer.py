@@ -22,11 +22,7 @@ CPU, nccl on GPU): each rank draws its own batches, gradients are averaged, rank
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +37,7 @@ from ..emotions import EMOTIONS
 from ..errors import EvpError
 from ..models.evp import EvpConfig, EvpModel, EvpNet
 from .features import CorpusFeatures
+from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("pretrain", "disentangle", "landmarks")
 LOSS_TERMS = ("cross", "self", "cla", "con")
@@ -77,121 +74,6 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["steps"], d["without"] = list(self.steps), list(self.without)
         return d
-
-
-# ---------------------------------------------------------------------- the step loop (EVP and EMOTE)
-class StepLog:
-    """``log.csv`` of a training run, opened for appending on the first row (so a resumed run adds
-    to it): one row per step with the stage, step, loss and the loss terms as JSON."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fh = None
-        self._writer = None
-
-    def write(self, stage: str, step: int, loss: float, terms: dict) -> None:
-        if self._writer is None:
-            new = not self.path.is_file()
-            self._fh = open(self.path, "a", newline="")
-            self._writer = csv.writer(self._fh)
-            if new:
-                self._writer.writerow(["stage", "step", "loss", "terms"])
-        self._writer.writerow([stage, step, f"{loss:.5f}", json.dumps(terms)])
-
-    def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = self._writer = None
-
-
-def read_checkpoint(path: Path, problem: str = "corrupt checkpoint",
-                    hint: str = "; delete it to start over") -> Any:
-    """``torch.load`` a training checkpoint or model on the CPU; any failure (truncated zip, pickle
-    garbage, ...) becomes the one-line error ``"<path>: <problem> (<exception type>)<hint>"``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
-        raise EvpError(f"{path}: {problem} ({type(e).__name__}){hint}") from None
-
-
-def restore_run_state(trainer, blob: dict, n_stages: int) -> None:
-    """Put an EVP or EMOTE trainer back where its checkpoint ``blob`` stopped: the same training
-    options (else a one-line error), the networks, stage/step/elapsed, the optimiser of an unfinished
-    stage (``stage < n_stages``) and the random states."""
-    if blob.get("config") != trainer.cfg.to_dict():
-        raise EvpError(f"{trainer.ckpt} was written with other training options; use them again or a new --run-dir")
-    trainer.net.load_state_dict(blob["net"])
-    trainer.stage, trainer.step, trainer.elapsed = blob["stage"], blob["step"], blob.get("elapsed", 0.0)
-    if trainer.stage < n_stages:
-        trainer.optim = trainer._make_optim()
-        if blob.get("optim"):
-            trainer.optim.load_state_dict(blob["optim"])
-    if trainer.rank == 0:
-        trainer.rng.bit_generator.state = blob["rng"]
-    else:
-        # Only rank 0's state is saved; the others restart from their own stream at this point
-        # rather than all copying rank 0's (which would give every rank the same batches).
-        trainer.rng = trainer.sampler.rng = np.random.default_rng(
-            [trainer.cfg.seed, trainer.rank, trainer.stage, trainer.step])
-    torch.set_rng_state(blob["torch_rng"])
-
-
-def train_stage_steps(trainer, module: nn.Module, stage: str, total: int, log: StepLog,
-                      before_step: Callable[[], None] | None = None,
-                      terms: Callable[[dict], dict] = lambda logs: logs) -> None:
-    """Run ``trainer`` (step, rank, optim, progress, cfg.checkpoint_every, elapsed, _batch, _save)
-    from its current step to ``total`` in one stage: forward ``module`` on a batch, step the
-    optimiser, log (rank 0), checkpoint every ``checkpoint_every`` steps, and add the time spent to
-    ``trainer.elapsed``. ``before_step`` runs first in every step (e.g. a learning-rate schedule)."""
-    t0 = time.perf_counter()
-    while trainer.step < total:
-        if before_step is not None:
-            before_step()
-        loss, logs = module(*trainer._batch())
-        trainer.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optim.step()
-        trainer.step += 1
-        if trainer.rank == 0:
-            log.write(stage, trainer.step, loss.item(), terms(logs))
-            if trainer.progress:
-                trainer.progress(stage, trainer.step, total, logs)
-        if trainer.step % trainer.cfg.checkpoint_every == 0 and trainer.step < total:
-            trainer.elapsed += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            log.flush()
-            trainer._save()
-    trainer.elapsed += time.perf_counter() - t0
-
-
-# ---------------------------------------------------------------------- distributed helpers
-def dist_info() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-
-
-def _wrap(module: nn.Module, world: int) -> nn.Module:
-    if world <= 1:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-    # Ablations leave some parameters without gradients (e.g. D without L_cross and L_self).
-    return DistributedDataParallel(module, find_unused_parameters=True)
 
 
 # ---------------------------------------------------------------------- batches
@@ -495,7 +377,7 @@ class Trainer:
     def run(self) -> EvpModel:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        _barrier(self.world)
+        barrier(self.world)
         log = StepLog(self.run_dir / "log.csv")
         while self.stage < 3:
             total = self.cfg.steps[self.stage]
@@ -503,7 +385,7 @@ class Trainer:
                 self.optim = self._make_optim()
             if self.stage == 2:
                 self._codes = clip_emotion_codes(self.net, self.feats, list(range(len(self.feats))))
-            module = _wrap(self._stage_module(), self.world)
+            module = wrap_ddp(self._stage_module(), self.world)
             module.train()
             if self.stage == 2:  # encoders stay frozen (eval mode, no gradients)
                 self.net.content.eval()

@@ -28,6 +28,7 @@ from ..atomic import atomic_path
 from ..data.manifest import ClipRow, read_manifest
 from ..emotions import EMOTIONS
 from ..errors import EvpError
+from ..tracks import DEFAULT_FPS
 
 CACHE_NAME = "evp_features_v1.npz"
 ALIGNED_SIZE = 256
@@ -72,7 +73,7 @@ class CorpusFeatures:
         return sorted({r.sentence_id for r in self.rows})
 
 
-def _viseme_frames(phonemes, n: int, fps: float = 25.0) -> np.ndarray:
+def _viseme_frames(phonemes, n: int, fps: float = DEFAULT_FPS) -> np.ndarray:
     from ..synth.visemes import VISEMES, viseme_sequence
     out = np.zeros(n, np.int64)  # 0 = silence
     t = (np.arange(n) + 0.5) / fps
@@ -81,7 +82,9 @@ def _viseme_frames(phonemes, n: int, fps: float = 25.0) -> np.ndarray:
     return out
 
 
-def _manifest_hash(rows: Sequence[ClipRow]) -> str:
+def manifest_hash(rows: Sequence[ClipRow]) -> str:
+    """SHA-256 (hex) of the clip rows' ids, audio and track paths and frame counts: the key that ties
+    a feature cache to the manifest it was built from."""
     h = hashlib.sha256()
     for r in rows:
         h.update(f"{r.clip_id}|{r.audio}|{r.track}|{r.n_frames}\n".encode())
@@ -153,7 +156,7 @@ def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | N
     rows = [r for r in rows if r.track]
     if not rows:
         raise EvpError(f"{corpus}: no clips with tracks in the manifest")
-    mh = _manifest_hash(rows)
+    mh = manifest_hash(rows)
     path = corpus / "cache" / CACHE_NAME
     if path.is_file():
         feats = _load(path, rows, mh)

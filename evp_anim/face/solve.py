@@ -9,6 +9,10 @@ the rig's landmark rows, a linear model:
 as a box-constrained ridge least squares, ``0 ≤ w ≤ 1``, per frame, all frames at once
 (accelerated projected gradient on the shared K×K normal matrix). Channels that move no landmark
 (or move them like another channel) are held near 0 by the ridge term.
+
+Used by ``animate`` (lifting EVP landmarks to the rig), ``evp-anim export`` and the Blender
+add-on; numpy-only, so it also runs inside a stock Blender on the rig cache
+(:class:`evp_anim.export.rigdata.RigData`).
 """
 
 from __future__ import annotations

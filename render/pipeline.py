@@ -1,0 +1,253 @@
+"""The renderer's pipelines as library functions: what ``evp-anim render train``, ``render run``,
+``eval-video`` and ``dub`` do, without the command line (:mod:`render.commands` only parses
+options and calls these).
+
+* :func:`train_target` — train (or resume) the renderer for one target video;
+* :func:`render_dubbed` — an aligned track + the target footage + its model -> dubbed mp4;
+* :func:`evaluate_renderer` — self-reenactment metrics on the held-out end of the footage;
+* :func:`dub_video` — speech + target footage -> dubbed video, in one call:
+
+  1. animate: the speech -> an emotional landmark track with the shipped EVP model;
+  2. track: the footage's 68 landmarks + SFM fit (cached by the video's sha256);
+  3. align: EVP Eq. 8, the speech's expression with the footage's head motion;
+  4. render: the per-target renderer (cached by the video's sha256; trained now, within
+     ``train_minutes``, when the target has none — said on the console).
+
+  Cache layout: ``<cache>/<sha256[:16]>/track.npz`` and ``<cache>/<sha256[:16]>/renderer/``
+  (a model folder as ``evp-anim render train`` writes it; an interrupted training resumes).
+
+Progress goes to the :class:`~evp_anim.progress.Reporter` passed as ``rep``. Heavy modules
+(torch, the networks, the footage tracker) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from evp_anim.errors import EvpError
+from evp_anim.progress import Reporter
+
+
+def check_video_output(path: Path, what: str) -> None:
+    """Refuse an output path that is not an .mp4, .mov or .mkv file (``what`` names it in the message)."""
+    if path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise EvpError(f"{what} output must end in .mp4, .mov or .mkv, got {path.name!r}")
+
+
+def default_target_cache() -> Path:
+    """$EVP_ANIM_CACHE, else $XDG_CACHE_HOME/evp-anim/targets (default ~/.cache/evp-anim/targets)."""
+    env = os.environ.get("EVP_ANIM_CACHE", "").strip()
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    root = Path(base).expanduser() if base else Path.home() / ".cache"
+    return root / "evp-anim" / "targets"
+
+
+def train_target(video: Path, track_path: Path, output: Path, size: int = 256, minutes: Optional[float] = None,
+                 steps: Optional[int] = None, holdout: float = 0.1, batch: int = 2, lr: float = 5e-4,
+                 gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100, bf16: bool = True,
+                 rep: Optional[Reporter] = None) -> dict:
+    """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta."""
+    from evp_anim.tracks import load_track
+
+    from .data import TargetFrames, video_fingerprint
+    from .trainer import RenderTrainConfig, RenderTrainer
+
+    rep = rep or Reporter()
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun only rank 0 reports
+        rep = Reporter(quiet=True)
+    if minutes is None and steps is None:
+        minutes = 60.0
+    if output.exists() and not output.is_dir():
+        raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
+    cfg = RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start,
+                            preview_every=preview_every, checkpoint_every=checkpoint_every, bf16=bf16)
+    cfg.validate()
+    target = load_track(track_path)
+    fp = video_fingerprint(video)
+    rep.start("render-train-frames", total=target.n_frames, description="decode footage")
+    frames = TargetFrames.load(video, target, size, cfg.crop_margin, holdout, progress=rep.update)
+    rep.success(frames=len(frames))
+    info = {"video": video.name, "image_size": list(target.image_size), "n_frames": target.n_frames,
+            "track": track_path.name}
+    last = {}
+
+    def progress(frac, logs):
+        last.update(logs)
+        rep.fraction(frac)
+
+    trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress)
+    if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
+        from evp_anim.atomic import write_bytes_atomic
+        output.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(output / "target_track.npz", track_path.read_bytes())
+    if trainer.resumed:
+        rep.info(f"resuming {output} at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)")
+    rep.start("render-train", description="train renderer")
+    meta = trainer.run()
+    rep.success(output=str(output), steps=meta["steps"], seconds=meta["train_seconds"])
+    rep.info(f"trained {meta['steps']} steps in {meta['train_seconds'] / 60:.1f} min on frames "
+             f"0..{frames.n_train - 1} (frames {frames.n_train}..{len(frames) - 1} held out) → {output}"
+             + (f"; last losses {', '.join(f'{k} {v:.4f}' for k, v in last.items())}" if last else ""))
+    return meta
+
+
+def _load_audio(path: Optional[Path]):
+    """(mono samples, SAMPLE_RATE) of the audio file at ``path``, or (None, SAMPLE_RATE) for a silent video."""
+    from evp_anim.audio.features import SAMPLE_RATE
+    if path is None:
+        return None, SAMPLE_RATE
+    from evp_anim.audio.io import load_audio
+    return load_audio(path, SAMPLE_RATE), SAMPLE_RATE
+
+
+def render_dubbed(aligned_path: Path, target_video: Path, model_dir: Path, output: Path,
+                  target_track: Optional[Path] = None, audio: Optional[Path] = None, rep: Optional[Reporter] = None,
+                  prev_blur: Optional[float] = None) -> int:
+    """Render ``aligned_path`` over ``target_video`` with the model in ``model_dir`` into ``output``."""
+    from evp_anim.tracks import load_track
+
+    from .inference import RenderModel, check_pair, render_video
+
+    rep = rep or Reporter()
+    check_video_output(output, "dubbed video")
+    aligned = load_track(aligned_path)
+    model = RenderModel(model_dir, prev_blur=prev_blur)
+    model.check_target(target_video)
+    if target_track is None:
+        cand = (model_dir if model_dir.is_dir() else model_dir.parent) / "target_track.npz"
+        if not cand.is_file():
+            raise EvpError("no target track: pass --target-track (the footage's track from `evp-anim track`)")
+        target_track = cand
+    target = load_track(target_track)
+    check_pair(aligned, target, model)
+    if audio is None and aligned.info.get("audio") and Path(aligned.info["audio"]).is_file():
+        audio = Path(aligned.info["audio"])
+    samples, sr = _load_audio(audio)
+    rep.start("render", total=aligned.n_frames, description="render")
+    n = render_video(aligned, target, target_video, model, output, audio=samples, sample_rate=sr,
+                     progress=rep.update)
+    rep.success(output=str(output), frames=n)
+    rep.info(f"wrote {output} ({n} frames, {n / aligned.fps:.2f} s" + (f", audio {audio})" if audio else ", no audio)"))
+    return n
+
+
+def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = None,
+                      frames_out: Optional[Path] = None, fid_weights: Optional[Path] = None,
+                      json_out: Optional[Path] = None, prev_blur: Optional[float] = None,
+                      rep: Optional[Reporter] = None) -> dict:
+    """Self-reenactment metrics of the model in ``model`` on the held-out end of ``target``
+    (:func:`render.video_metrics.evaluate_holdout`); reports them, also as JSON to ``json_out``."""
+    from evp_anim.atomic import write_text_atomic
+    from evp_anim.tracks import load_track
+
+    from .inference import RenderModel
+    from .video_metrics import evaluate_holdout
+
+    m = RenderModel(model, prev_blur=prev_blur)
+    m.check_target(target)
+    tt = target_track or ((model if model.is_dir() else model.parent) / "target_track.npz")
+    if not tt.is_file():
+        raise EvpError("no target track: pass --target-track (the footage's track from `evp-anim track`)")
+    tr = load_track(tt)
+    rep = rep or Reporter()
+    n = tr.n_frames - int(m.meta["holdout_start"])
+    rep.start("eval-video", total=n, description="held-out frames")
+    res = evaluate_holdout(m, tr, target, frames_out=frames_out, fid_weights=fid_weights, progress=rep.update)
+    res["model"] = str(model)
+    res["train_seconds"] = m.meta.get("train_seconds")
+    res["train_steps"] = m.meta.get("steps")
+    rep.success(**{k: v for k, v in res.items() if isinstance(v, (int, float, str)) or v is None})
+    lines = [
+        f"held-out frames {res['first_frame']}..{res['first_frame'] + res['frames'] - 1} ({res['frames']}), "
+        f"{res['size']}x{res['size']} crops, model trained {res['train_steps']} steps / "
+        f"{(res['train_seconds'] or 0) / 60:.1f} min",
+        f"SSIM {res['ssim']:.4f} (min {res['ssim_min']:.4f})   PSNR {res['psnr_db']:.2f} dB   "
+        f"(face region only: SSIM {res['ssim_face']:.4f}, PSNR {res['psnr_face_db']:.2f} dB)",
+        f"mouth landmark distance (dlib re-detected vs driving) {res['mouth_ld_px']:.2f} px "
+        f"[real frames: {res['mouth_ld_real_px']:.2f} px]; frames without a face {res['frames_without_face']}",
+        f"temporal flicker {res['flicker']:.2f} levels (real frame-to-frame change {res['real_motion']:.2f})",
+        f"FID {res['fid']:.2f}" if res["fid"] is not None else
+        "FID: not computed (pass --fid-weights with a TorchScript Inception; none can be downloaded here)",
+    ]
+    rep.info("\n".join(lines))
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(res, indent=2))
+    return res
+
+
+def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutral", intensity: float = 1.0,
+              model_dir: Path | None = None, train_minutes: float = 30.0, length_policy: str = "loop",
+              cache_dir: Path | None = None, evp_model: Path | None = None, sfm_dir: Path | None = None,
+              rep=None, command: str = "") -> dict:
+    """Run the whole pipeline; returns the paths used (track, model, aligned track in a temp dir)."""
+    from evp_anim.emotions import canonical_emotion, check_intensity
+    from evp_anim.face.rig import FaceRig
+    from evp_anim.footage.alignment import LENGTH_POLICIES, align_tracks
+    from evp_anim.footage.fitting import track_footage
+    from evp_anim.footage.video import probe
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, default_model_path
+    from evp_anim.models.evp import EvpModel
+    from evp_anim.tracks import DEFAULT_FPS, load_track, save_track
+
+    from .data import video_fingerprint
+
+    if length_policy not in LENGTH_POLICIES:
+        raise EvpError(f"--length-policy must be one of {', '.join(LENGTH_POLICIES)}, got {length_policy!r}")
+    spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
+    info = probe(target)
+    fp = video_fingerprint(target)
+    cache = (cache_dir or default_target_cache()) / fp[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+
+    # 1. animate
+    rep.start("animate", description="animate")
+    model = EvpModel.load(evp_model or default_model_path())
+    # the SFM mean face; align puts the speech's expression on the target's face
+    sp = animate_speech_file(speech, model, spec, FaceRig(sfm_dir))
+    rep.success(frames=sp.n_frames)
+    rep.info(f"animate: {sp.n_frames} frames ({sp.duration:.2f} s, {spec.emotion} {spec.intensity:g})")
+
+    # 2. track (cached)
+    track_path = cache / "track.npz"
+    if track_path.is_file():
+        rep.info(f"track: cached {track_path}")
+    else:
+        rep.start("track", total=max(1, int(round(info.duration_s * DEFAULT_FPS))) if info.duration_s else None,
+                  description="track footage")
+        tr = track_footage(target, sfm_dir, progress=rep.update)
+        tr.info["video"] = Path(target).name
+        tr.provenance["command"] = command
+        save_track(tr, track_path)
+        rep.success(output=str(track_path))
+        rep.info(f"track: {tr.n_frames} frames → {track_path}")
+    tg = load_track(track_path)
+
+    # 3. align
+    aligned = align_tracks(sp, tg, identity="target", length_policy=length_policy, sfm_dir=sfm_dir)
+    aligned.info["audio"] = str(Path(speech).resolve())
+
+    # 4. render (train the target's renderer first when there is none)
+    mdir = model_dir or (cache / "renderer")
+    model_file = mdir / "model.pt"
+    finished = False
+    if model_file.is_file():
+        from .inference import RenderModel
+        finished = bool(RenderModel(mdir).meta.get("finished"))
+    if model_dir is None and not finished:
+        rep.info(f"no trained renderer for {Path(target).name} yet: training one now for up to "
+                 f"{train_minutes:g} min → {mdir} (reused next time; a real run per target takes longer, "
+                 f"see `evp-anim render train`)")
+        train_target(Path(target), track_path, mdir, minutes=train_minutes, rep=rep)
+    elif model_dir is None:
+        rep.info(f"render: cached renderer {mdir}")
+    with tempfile.TemporaryDirectory(prefix="evp-dub-") as tmp:
+        aligned_path = Path(tmp) / "aligned.npz"
+        save_track(aligned, aligned_path)
+        render_dubbed(aligned_path, Path(target), mdir, output, target_track=track_path, audio=Path(speech), rep=rep)
+    return {"track": str(track_path), "model": str(mdir), "output": str(output)}
