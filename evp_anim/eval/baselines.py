@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio.features import SAMPLE_RATE
 from ..errors import EvpError
+from ..tracks import DEFAULT_FPS
 
-FPS = 25.0
-SAMPLE_RATE = 16000
 PS_FRAME_S = 0.01                 # pocketsphinx frames are 10 ms
 
 # ARPAbet (CMUdict / pocketsphinx en-us phone set) → a representative espeak-ng mnemonic that
@@ -111,7 +111,7 @@ def recognize_phones(audio: np.ndarray) -> list[tuple[float, float, str]]:
 
 
 # ------------------------------------------------------------------------ rule-based animator
-def frame_energy(audio: np.ndarray, n_frames: int, fps: float = FPS, rate: int = SAMPLE_RATE) -> np.ndarray:
+def frame_energy(audio: np.ndarray, n_frames: int, fps: float = DEFAULT_FPS, rate: int = SAMPLE_RATE) -> np.ndarray:
     """(n_frames,) RMS of the audio around each frame centre (a 40 ms window)."""
     a = np.asarray(audio, np.float64).reshape(-1)
     half = int(0.02 * rate)
@@ -177,8 +177,12 @@ class RuleBasedAnimator:
         else:
             phones = [(float(s), float(e), arpabet_to_espeak(str(p))) for s, e, p in phones]
         if any(sym != "_" for _, _, sym in phones):
-            curves = articulation_curves(phones, n, FPS)
+            from ..face.lip_contact import close_lips, closure_curve
+            curves = articulation_curves(phones, n, DEFAULT_FPS)
             w[:, self._speech_cols] += curves
+            # /p b m/ seal the lips (coarticulation alone leaves short ones open).
+            bilabial = [(s, e) for s, e, sym in phones if sym in ("p", "b", "m")]
+            w = close_lips(self.rig, np.clip(w, 0.0, 1.0), closure_curve(bilabial, n, DEFAULT_FPS))
             return w, "phonemes"
         w[:, self._jaw_col] += energy_jaw(audio, n)
         return w, "energy"

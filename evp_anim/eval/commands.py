@@ -15,6 +15,7 @@ from ..errors import EvpError
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
+    app.command("eval-lipsync")(eval_lipsync_cmd)
 
 
 def _parse_named(items: List[str], option: str) -> dict[str, Path]:
@@ -63,7 +64,7 @@ def eval_cmd(
     model against a static face and a rule-based viseme animator; with --model emote, the EMOTE
     path's LVE, lip reading and emotion against EVP (lifted to the rig) and the rule-based animator."""
     from ..atomic import write_text_atomic
-    from .report import EMOTION_SOURCES, _Context, ablation_table, evaluate, load_model, plot_emotion_codes, to_json
+    from .report import EMOTION_SOURCES, EvalContext, ablation_table, evaluate, load_model, plot_emotion_codes, to_json
 
     emote_path = _emote_model_path(model)
     if emote_path is not None:
@@ -92,17 +93,17 @@ def eval_cmd(
         torch.set_num_threads(threads)
 
     rep = reporter()
-    ctx = _Context(corpus, sfm(sfm_dir), rep, classifier, retrain_classifier)
+    ctx = EvalContext(corpus, sfm(sfm_dir), rep, classifier, retrain_classifier)
     result = evaluate(corpus, loaded.get("model"), splits=tuple(split) if split else ("test_speaker", "test_sentence"),
                       max_clips=max_clips, emotion_source=emotion_source, baselines=not no_baselines,
-                      probes=not no_probes, reporter=rep, out=typer.echo, _ctx=ctx)
+                      probes=not no_probes, reporter=rep, out=typer.echo, context=ctx)
     if model is not None:
         result["model"] = str(model)
     if ablations:
         result["ablation"] = ablation_table(corpus, {n: loaded[n] for n in ablations},
                                             split=(split[0] if split else "test_speaker"), max_clips=max_clips,
                                             emotion_source=emotion_source, reporter=rep,
-                                            out=lambda s: typer.echo("\n" + s), _ctx=ctx)
+                                            out=lambda s: typer.echo("\n" + s), context=ctx)
     if plot is not None:
         panels = {}
         if model is not None:
@@ -164,7 +165,7 @@ def _eval_emote(corpus: Path, model_path: Path, evp_model: Optional[Path], no_ev
     ctx = EmoteContext(corpus, sfm(sfm_dir), rep, classifier)
     splits = tuple(split) if split else ("test_speaker", "test_sentence")
     result = evaluate_emote(corpus, model, sfm(sfm_dir), evp_model=evp, splits=splits, max_clips=max_clips,
-                            baselines=not no_baselines, reporter=rep, out=typer.echo, _ctx=ctx)
+                            baselines=not no_baselines, reporter=rep, out=typer.echo, context=ctx)
     result["model"] = str(model_path)
     if ablations:
         result["ablation"] = emote_ablation(ctx, ablations, split=splits[0], max_clips=max_clips,
@@ -172,3 +173,55 @@ def _eval_emote(corpus: Path, model_path: Path, evp_model: Optional[Path], no_ev
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(to_json(result), indent=2) + "\n")
         typer.echo(f"wrote {json_out}")
+
+
+def eval_lipsync_cmd(
+    track_path: Path = typer.Argument(..., help="Track to score (.npz)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="The recording the track was made from "
+                                         "(default: the audio path the track records)."),
+    text: Optional[str] = typer.Option(None, "--text", help="What is said in the recording."),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Like --text, from a text file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG of the mouth opening over "
+                                        "the aligned phones."),
+) -> None:
+    """Score a track's lip sync against its recording and transcript: forced alignment of the words,
+    openness correlation, closure on /p b m/ (with its chance rate), shut frames, open-vowel
+    contrast, lag (ms)."""
+    from ..atomic import write_text_atomic
+    from ..audio.io import load_audio
+    from ..audio.phones import align_transcript
+    from ..models.commands import read_transcript_option
+    from ..tracks import load_track
+    from .lipsync import plot_lipsync, score_lipsync, track_landmarks
+
+    line = read_transcript_option(text, transcript)
+    if line is None:
+        raise EvpError("give the words said: --text or --transcript")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise EvpError(f"plot output must end in .png, got {plot.name!r}")
+    track = load_track(track_path)
+    if audio is None:
+        recorded = track.info.get("audio")
+        if not recorded:
+            raise EvpError(f"{track_path}: the track records no audio path; give --audio")
+        audio = Path(recorded)
+    rep = reporter()
+    phones = align_transcript(load_audio(audio), line, warn=lambda m: rep.info(f"warning: {m}"))
+    lm = track_landmarks(track)
+    scores = score_lipsync(lm, phones, track.fps)
+    d = scores.to_dict()
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps({"track": str(track_path), "audio": str(audio), **d}, indent=2))
+    if plot is not None:
+        plot_lipsync(lm, phones, track.fps, plot, title=f"{track_path.name}: {line.strip()[:80]}")
+    pct = lambda x: "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: E731 - NaN when no such phone
+    rows = [("openness correlation", f"{d['openness_corr']:.2f}"),
+            ("closure on /p b m/", f"{pct(d['closure'])} of {d['n_bilabials']} (chance {pct(d['closure_chance'])})"),
+            ("shut speech frames", pct(d["shut_frames"])),
+            ("open-vowel contrast", "n/a" if d["open_vowel_contrast"] != d["open_vowel_contrast"]
+             else f"{d['open_vowel_contrast']:.3f}"),
+            ("lip to teeth on /f v/", f"{pct(d['labiodental_closure'])} of {d['n_labiodentals']}"),
+            ("lag", f"{d['lag_ms']:+.0f} ms (positive: mouth late)")]
+    width = max(len(k) for k, _ in rows)
+    rep.info("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

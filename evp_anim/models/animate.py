@@ -22,13 +22,14 @@ import torch
 from .. import __version__
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
-from ..tracks import Track
-from .emotion_control import EmotionKey, per_frame, validate_keys
+from ..audio.features import SAMPLE_RATE
+from ..tracks import DEFAULT_FPS, MOUTH, Track
+from ..emotion_keys import EmotionKey, validate_keys
+from .emotion_control import per_frame
 from .evp import EvpModel
 
-FPS = 25.0
+FPS = DEFAULT_FPS
 CROP = 256
-MOUTH = slice(48, 68)
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def _silence_gate(vad: np.ndarray, min_frames: int = 5, ramp: int = 3) -> np.nda
 
 
 def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
-            identity: np.ndarray | None = None, sample_rate: int = 16000) -> Track:
+            identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> Track:
     """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
 
     ``reference`` (68, 3) mm is the neutral face to animate (default: the SFM mean face, stored in
@@ -144,14 +145,37 @@ def _unique_codes(codes: np.ndarray, decimals: int = 4) -> tuple[np.ndarray, np.
     return uniq.astype(np.float32), inverse.reshape(-1)
 
 
+def seal_bilabials(rig, weights: np.ndarray, phones, identity: np.ndarray | None = None) -> np.ndarray:
+    """(T, K) rig weights with the lips sealed on the /p b m/ among ARPAbet ``phones`` (25 fps)."""
+    from ..face.lip_contact import bilabial_intervals, close_lips, closure_curve
+    closure = closure_curve(bilabial_intervals(phones), len(weights), FPS)
+    return close_lips(rig, weights, closure, identity)
+
+
 def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
     """Fill ``track``'s expression channels with the rig weights (T, K) in [0, 1] that best
     reproduce its 3D landmarks (box-constrained least squares), so the EVP landmarks drive the
     shape-key head, Blender and ARKit exports. Modifies and returns ``track``."""
-    from ..export.solve import weights_from_landmarks
+    from ..face.solve import weights_from_landmarks
     track.expression = weights_from_landmarks(rig, track.landmarks_3d, identity).astype(np.float32)
     track.expression_names = list(rig.channels)
     return track.validate()
+
+
+def _seal_track(track: Track, rig, phones, identity: np.ndarray | None) -> None:
+    """Seal the lips of a lifted EVP track on /p b m/: the rig weights change, and the landmarks
+    move by the rig's displacement for that change (the rig is linear), so the network's own
+    landmarks are kept everywhere else."""
+    from ..face.projection import aligned_landmarks
+    before = track.expression
+    after = seal_bilabials(rig, before, phones, identity).astype(np.float32)
+    if np.array_equal(before, after):
+        return
+    shift = rig.landmarks_3d(identity, after) - rig.landmarks_3d(identity, before)
+    track.landmarks_3d = (track.landmarks_3d + shift).astype(np.float32)
+    track.landmarks = aligned_landmarks(track.landmarks_3d, CROP).astype(np.float32)
+    track.expression = after
+    track.validate()
 
 
 # ---------------------------------------------------------------------- the EMOTE path
@@ -182,13 +206,16 @@ def load_animation_model(path: Path | str | None):
 
 
 def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
-                  style: str | None = None, sample_rate: int = 16000) -> Track:
+                  style: str | None = None, sample_rate: int = SAMPLE_RATE, content=None) -> Track:
     """EMOTE: ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps whose ``expression``
     holds the rig coefficients (T, 42) (RIG_CHANNELS names), with landmarks_3d (mm) from the rig for
     ``identity`` (63,) (default: the SFM mean face) and their frontal projection in the 256×256
     aligned crop. Emotion from a label + intensity or timecoded keys (cross-fading the emotion
     weights and intensity the generator is conditioned on); ``style`` is a training speaker's name
-    for its style id (None / unseen = the "unknown" style)."""
+    for its style id (None / unseen = the "unknown" style). ``content``
+    (:class:`~evp_anim.audio.phones.SpeechContent`, phones heard by the recogniser or aligned from a
+    transcript) replaces the content encoder's visemes with the phones' (the front end for real
+    speech) and seals the lips on /p b m/ (:func:`~evp_anim.face.lip_contact.close_lips`)."""
     from ..audio.features import mfcc_windows
     from ..face.projection import aligned_crop_transform, aligned_landmarks
     from .emote import label_condition
@@ -207,10 +234,16 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
         onehot, inten = label_condition(spec.emotion or "neutral", spec.intensity)
         weights = np.tile(onehot, (n, 1))
         intensity = np.full(n, inten, np.float32)
-    coeffs = model.predict(windows, weights, intensity, model.speaker_id(style))
     if list(model.channels) != list(rig.channels):
         raise EvpError("the EMOTE model's channels differ from this rig's; retrain it")
     ident = None if identity is None else np.asarray(identity, np.float32)
+    visemes = None
+    if content is not None:
+        from ..audio.phones import viseme_posteriors
+        visemes = viseme_posteriors(content.phones, n, FPS)
+    coeffs = model.predict(windows, weights, intensity, model.speaker_id(style), visemes=visemes)
+    if content is not None:
+        coeffs = seal_bilabials(rig, coeffs, content.phones, ident)
     lm3d = rig.landmarks_3d(ident, coeffs).astype(np.float32)
     scale, trans = aligned_crop_transform(CROP)
     return Track.new(
@@ -227,21 +260,36 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
 
 
 def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
-                        style: str | None = None) -> Track:
+                        style: str | None = None, front_end: str = "mfcc", text: str | None = None,
+                        warn=None) -> Track:
     """Animate the speech file at ``path`` with an EVP model (landmarks, lifted to the rig) or an
     EMOTE model (rig coefficients) on the face of ``identity`` (63,) (default: the SFM mean face,
     recorded as zero coefficients so that ``align`` can re-express it on a target's face). The
-    track records the audio's sha256 and absolute path. 25 fps."""
+    track records the audio's sha256 and absolute path. 25 fps.
+
+    ``front_end="phones"`` adds what is said, heard by pocketsphinx (trained on real voices) or
+    aligned from ``text`` (a transcript; a mismatching one is reported through ``warn`` and the
+    audio alone is used): EMOTE reads the phones' visemes instead of its MFCC content encoder's,
+    and both models seal the lips on /p b m/. ``"mfcc"``: the models' own audio features only."""
     from ..audio.io import audio_sha256, load_audio
+    from ..audio.phones import FRONT_ENDS, speech_content
     from .emote import EmoteModel
 
     x = load_audio(path)
     ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
+    if front_end not in FRONT_ENDS:
+        raise EvpError(f"unknown front end {front_end!r}: choose from {', '.join(FRONT_ENDS)}")
+    if text is not None and front_end != "phones":
+        raise EvpError("a transcript needs the phone front end (--front-end phones)")
+    content = speech_content(x, text, warn=warn) if front_end == "phones" else None
     if isinstance(model, EmoteModel):
-        track = animate_emote(x, model, spec, rig, identity=ident, style=style)
+        track = animate_emote(x, model, spec, rig, identity=ident, style=style, content=content)
     else:
         track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
         lift_to_rig(track, rig, ident)
+        if content is not None:
+            _seal_track(track, rig, content.phones, ident)
+    track.info["front_end"] = front_end if content is None else f"phones ({content.source})"
     track.provenance["source_audio_sha256"] = audio_sha256(path)
     track.info["audio"] = str(Path(path).resolve())
     return track

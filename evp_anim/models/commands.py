@@ -1,4 +1,4 @@
-"""CLI: `evp-anim train` (the EVP audio models) and `evp-anim animate` (speech → emotional Track)."""
+"""CLI: `evp-anim animate` (speech → emotional Track with an EVP or EMOTE model)."""
 
 from __future__ import annotations
 
@@ -11,182 +11,24 @@ from ..cli_common import SfmDirOpt, reporter, sfm
 from ..errors import EvpError
 
 
-
-def _stage_progress(rep, prefix: str):
-    """A trainer progress callback: one progress bar per training stage (none on ranks > 0);
-    ``progress.finish()`` closes the last stage's bar."""
-    state = {"stage": None}
-
-    def progress(stage: str, step: int, total: int, logs: dict) -> None:
-        if rep is None:
-            return
-        if state["stage"] != stage:
-            if state["stage"] is not None:
-                rep.success()
-            state["stage"] = stage
-            rep.start(f"{prefix}-{stage}", total=total, description=stage)
-        rep.update(step)
-
-    def finish() -> None:
-        if rep is not None and state["stage"] is not None:
-            rep.success()
-
-    progress.finish = finish
-    return progress
-
-def _corpus_caches(rank: int, world: int, rep, build):
-    """Run ``build()`` (which reads, and on first use writes, the corpus's feature caches) so that
-    rank 0 builds the caches while the other DDP ranks wait, then read them. Returns its result."""
-    if rep:
-        rep.start("features", description="features")
-    if rank != 0:
-        import torch.distributed as dist
-        dist.barrier()
-    out = build()
-    if rank == 0 and world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-    if rep:
-        rep.success()
-    return out
-
-
-def _finish_training(trainer, output: Path, rank: int, world: int, rep, progress) -> None:
-    """Run ``trainer``; rank 0 saves the model to ``output``; all ranks leave the process group."""
-    model = trainer.run()
-    if rank == 0:
-        progress.finish()
-        model.save(output)
-        rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
-                 f"{model.meta['trained_on']['train_clips']} clips)")
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("train-emote")(train_emote)
     app.command("animate")(animate_cmd)
 
 
-def train(
-    corpus: Path = typer.Argument(..., help="Corpus folder (manifest.csv, tracks, pairs.npz)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Model file to write (.pt)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints and log.csv "
-                                           "(default: OUTPUT with .run). An existing checkpoint is resumed."),
-    steps: str = typer.Option("800,800,1500", "--steps", help="Steps of the three stages: "
-                              "pretrain,disentangle,landmarks."),
-    batch: int = typer.Option(32, "--batch", help="Batch size per process."),
-    without: Optional[str] = typer.Option(None, "--without", help="Ablation: comma-separated loss terms "
-                                          "to drop in stage 2 (cross, self, cla, con)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Start from another run's "
-                                              "stage1.pt (skips pre-training; for ablations)."),
-    lambda_con: float = typer.Option(1.0, "--lambda-con", help="Weight of the content loss L_con (Eq. 6)."),
-    lambda_cla: float = typer.Option(1.0, "--lambda-cla", help="Weight of the classification loss L_cla (Eq. 6)."),
-    seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
-    sfm_dir: Optional[Path] = SfmDirOpt,
-) -> None:
-    """Train EVP's audio side: pre-train Ec/Ee, cross-reconstruction (Eq. 2–6), audio-to-landmark (Eq. 7).
-
-    Runs unchanged under `torchrun --nproc_per_node N` (DDP). Resumes after a kill.
-    """
-    import torch
-
-    from ..data.manifest import read_manifest
-    from ..data.pairs import load_pairs
-    from ..train.evp_trainer import Trainer, TrainConfig, dist_info
-    from ..train.features import load_features
-
-    if output.suffix != ".pt":
-        raise EvpError(f"model output must end in .pt, got {output.name!r}")
-    try:
-        step_t = tuple(int(s) for s in steps.split(","))
-    except ValueError:
-        raise EvpError(f"--steps must be three integers like 800,800,1500, got {steps!r}") from None
-    cfg = TrainConfig(steps=step_t, batch=batch, seed=seed, lambda_con=lambda_con, lambda_cla=lambda_cla,
-                      without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
-    cfg.validate()
-    if threads:
-        torch.set_num_threads(threads)
-    rank, world = dist_info()
-    rep = reporter() if rank == 0 else None
-    rows = read_manifest(corpus / "manifest.csv")
-    feats = _corpus_caches(rank, world, rep, lambda: load_features(corpus, sfm(sfm_dir), rows,
-                                                                    progress=rep.fraction if rep else None))
-    pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
-    progress = _stage_progress(rep, "train")
-
-    trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
-                      progress=progress, corpus_name=str(corpus))
-    _finish_training(trainer, output, rank, world, rep, progress)
-
-
-def train_emote(
-    corpus: Path = typer.Argument(..., help="Corpus folder (manifest.csv and ground-truth tracks)."),
-    output: Path = typer.Option(..., "-o", "--output", help="EMOTE model file to write (.pt)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints and log.csv "
-                                           "(default: OUTPUT with .run). An existing checkpoint is resumed."),
-    steps: str = typer.Option("4000,600,300,2000,2000", "--steps", help="Steps of the five stages: "
-                              "prior,lipreader,emotion,content,generator."),
-    batch: int = typer.Option(24, "--batch", help="Crops per batch per process."),
-    crop: int = typer.Option(64, "--crop", help="Frames per training crop (multiple of 4; 64 = 2.56 s)."),
-    without: Optional[str] = typer.Option(None, "--without", help="Ablation: comma-separated parts to drop "
-                                          "(lip, exchange, prior)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Take the motion prior, lip reader, "
-                                              "emotion classifier and content encoder from another run's "
-                                              "perceptual.pt (skips stages 1-4; for ablations)."),
-    lambda_lip: float = typer.Option(0.3, "--lambda-lip", help="Weight of the per-frame lip-reading loss."),
-    lambda_emo: float = typer.Option(0.3, "--lambda-emo", help="Weight of the sequence emotion loss."),
-    seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
-    sfm_dir: Optional[Path] = SfmDirOpt,
-) -> None:
-    """Train the EMOTE path: motion prior (temporal VAE), lip reader, emotion classifier, content
-    encoder (audio → visemes), then the speech+emotion generator with lip-reading, emotion and content-emotion exchange losses.
-
-    Runs unchanged under `torchrun --standalone --nproc_per_node N` (DDP, gloo). Resumes after a kill.
-    """
-    import torch
-
-    from ..data.manifest import read_manifest
-    from ..face.rig import FaceRig
-    from ..train.emote_trainer import EmoteTrainConfig, EmoteTrainer, load_rig_weights
-    from ..train.evp_trainer import dist_info
-    from ..train.features import load_features
-
-    if output.suffix != ".pt":
-        raise EvpError(f"model output must end in .pt, got {output.name!r}")
-    if not (corpus / "manifest.csv").is_file():
-        raise EvpError(f"{corpus}: no manifest.csv (not a corpus; make one with `evp-anim synth`)")
-    try:
-        step_t = tuple(int(s) for s in steps.split(","))
-    except ValueError:
-        raise EvpError(f"--steps must be five integers like 4000,600,300,2000,2000, got {steps!r}") from None
-    cfg = EmoteTrainConfig(steps=step_t, batch=batch, crop=crop, seed=seed, lambda_lip=lambda_lip,
-                           lambda_emo=lambda_emo,
-                           without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
-    cfg.validate()
-    if pretrained is not None and not pretrained.is_file():
-        raise EvpError(f"--pretrained file not found: {pretrained}")
-    if threads:
-        torch.set_num_threads(threads)
-    rank, world = dist_info()
-    rep = reporter() if rank == 0 else None
-    rows = [r for r in read_manifest(corpus / "manifest.csv") if r.track]
-
-    def build():
-        f = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
-        return f, load_rig_weights(corpus, f.rows)
-
-    feats, weights = _corpus_caches(rank, world, rep, build)
-    progress = _stage_progress(rep, "train-emote")
-
-    trainer = EmoteTrainer(feats, weights, FaceRig(sfm(sfm_dir)), cfg, run_dir or output.with_suffix(".run"),
-                           progress=progress, corpus_name=str(corpus), pretrained=pretrained)
-    _finish_training(trainer, output, rank, world, rep, progress)
+def read_transcript_option(text: Optional[str], transcript: Optional[Path]) -> Optional[str]:
+    """The transcript from ``--text`` or ``--transcript`` (at most one; not empty), else None."""
+    if text is not None and transcript is not None:
+        raise EvpError("give at most one of --text and --transcript")
+    if transcript is not None:
+        if not transcript.is_file():
+            raise EvpError(f"transcript not found: {transcript}")
+        try:
+            text = transcript.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise EvpError(f"{transcript}: cannot read the transcript ({type(e).__name__})") from None
+    if text is not None and not text.strip():
+        raise EvpError("the transcript is empty")
+    return text
 
 
 def animate_cmd(
@@ -206,6 +48,13 @@ def animate_cmd(
                                         "(e.g. S003) whose speaking style to use; default: unknown style."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Track whose identity gives the "
                                              "face to animate (default: the SFM mean face)."),
+    front_end: str = typer.Option("mfcc", "--front-end", help="Speech content: 'mfcc' (the models' own "
+                                  "audio features) or 'phones' (pocketsphinx, trained on real voices: "
+                                  "EMOTE reads its phones, both models seal the lips on /p b m/)."),
+    text: Optional[str] = typer.Option(None, "--text", help="What is said: forced alignment of these "
+                                       "words gives the phones (implies --front-end phones)."),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Like --text, from a UTF-8 text "
+                                              "file (Rhubarb's dialog file works)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview video (.mp4)."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
@@ -215,15 +64,18 @@ def animate_cmd(
     from ..tracks import load_track, save_track
     from .animate import EmotionSpec, animate_speech_file, load_animation_model
     from .emote import EmoteModel
-    from .emotion_control import read_keys
+    from ..emotion_keys import read_emotion_keys
 
     if output.suffix != ".npz":
         raise EvpError(f"track output must end in .npz, got {output.name!r}")
     if sum(x is not None for x in (emotion_audio, emotion_keys)) > 1:
         raise EvpError("give at most one of --emotion-audio and --emotion-keys")
+    line = read_transcript_option(text, transcript)
+    if line is not None:
+        front_end = "phones"
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
     if emotion_keys is not None:
-        spec = EmotionSpec(emotion=None, keys=read_keys(emotion_keys))
+        spec = EmotionSpec(emotion=None, keys=read_emotion_keys(emotion_keys).keys)
     elif emotion_audio is not None:
         spec = EmotionSpec(emotion=None, reference_audio=emotion_audio)
     from ..face.rig import FaceRig
@@ -242,7 +94,8 @@ def animate_cmd(
         ident = tr.identity
     rep = reporter()
     rep.start("animate", description="animate")
-    track = animate_speech_file(audio, model, spec, rig, identity=ident, style=style)
+    track = animate_speech_file(audio, model, spec, rig, identity=ident, style=style,
+                                front_end=front_end, text=line, warn=lambda m: rep.info(f"warning: {m}"))
     save_track(track, output)
     rep.success(output=str(output), frames=track.n_frames)
     rep.info(f"wrote {output} ({track.n_frames} frames, {track.duration:.2f} s)")

@@ -37,12 +37,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..audio.features import MFCC_WINDOW, N_MFCC
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
+from ..tracks import MOUTH
 
 MODEL_FORMAT = "evp-anim-emote-model"
 MODEL_VERSION = 2        # 2: content bottleneck + latent rate in the config (1: not readable any more)
-FPS = 25.0
 RATE = 4                 # the coarsest latent step (frames); crops and chunks align to it
 NUM_CHANNELS = 42
 NUM_VISEMES = 15
@@ -81,7 +82,7 @@ def rig_bases(rig) -> dict[str, np.ndarray]:
     d = rig.deltas.astype(np.float64)                       # (42, N, 3)
     lip = d[:, lips].reshape(d.shape[0], -1)
     face = d.reshape(d.shape[0], -1)
-    mouth = d[:, rig.landmark_vertices[48:68]].reshape(d.shape[0], -1)
+    mouth = d[:, rig.landmark_vertices[MOUTH]].reshape(d.shape[0], -1)
     return {
         "lip_vertices": lips,
         "lip_deltas": lip.astype(np.float32),
@@ -195,14 +196,14 @@ class ContentEncoder(nn.Module):
         h = cfg.audio_hidden
         self.register_buffer("mfcc_mean", torch.zeros(12))
         self.register_buffer("mfcc_std", torch.ones(12))
-        self.frame = nn.Sequential(nn.Linear(28 * 12, h), nn.GELU())
+        self.frame = nn.Sequential(nn.Linear(MFCC_WINDOW * N_MFCC, h), nn.GELU())
         self.temporal = nn.Sequential(_Block(h, 1, kernel=3), _Block(h, 1, kernel=3))
         self.out = nn.Conv1d(h, NUM_VISEMES, 1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, T, 28, 12) → viseme logits (B, T, 15)."""
         b, t = windows.shape[:2]
-        x = ((windows - self.mfcc_mean) / self.mfcc_std).reshape(b, t, 28 * 12)
+        x = ((windows - self.mfcc_mean) / self.mfcc_std).reshape(b, t, MFCC_WINDOW * N_MFCC)
         return self.out(self.temporal(self.frame(x).transpose(1, 2))).transpose(1, 2)
 
 
@@ -391,9 +392,12 @@ class EmoteModel:
 
     @torch.no_grad()
     def predict(self, windows: np.ndarray, emotion: np.ndarray, intensity: np.ndarray,
-                speaker: int = 0, chunk: int = 3000) -> np.ndarray:
+                speaker: int = 0, chunk: int = 3000, visemes: np.ndarray | None = None) -> np.ndarray:
         """Rig coefficients (T, 42) for MFCC windows (T, 28, 12), per-frame emotion weights (T, 8)
         (or (8,)), intensity (T,) (or a number) and a style id.
+
+        ``visemes`` (T, 15) viseme probabilities (e.g. from recognised or aligned phones,
+        :func:`~evp_anim.audio.phones.viseme_posteriors`) replace the content encoder's.
 
         Long inputs run in chunks of ``chunk`` frames with 64 frames of overlap on each side (the
         networks' receptive field is under 2 s), so memory is bounded by the chunk."""
@@ -408,6 +412,9 @@ class EmoteModel:
         inten = np.broadcast_to(np.asarray(intensity, np.float32), (t,))
         if emo.shape != (t, NUM_EMOTIONS) or inten.shape != (t,):
             raise EvpError(f"emotion must be (8,) or ({t}, 8) and intensity a number or ({t},)")
+        vis = None if visemes is None else np.asarray(visemes, np.float32)
+        if vis is not None and vis.shape != (t, NUM_VISEMES):
+            raise EvpError(f"visemes must be ({t}, {NUM_VISEMES}), got {vis.shape}")
         spk = int(speaker)
         if not 0 <= spk <= self.net.cfg.n_speakers:
             raise EvpError(f"speaker style id must be in 0..{self.net.cfg.n_speakers}, got {spk}")
@@ -418,7 +425,8 @@ class EmoteModel:
             lo, hi = max(0, a - pad), min(t, b + pad)
             lo -= lo % RATE   # keep the latent grid aligned with the chunk
             tt = lambda x: torch.from_numpy(np.array(x[lo:hi], np.float32))[None]  # noqa: E731
-            y = self.net.generate(tt(w), tt(emo), tt(inten), torch.tensor([spk]))[0].numpy()
+            y = self.net.generate(tt(w), tt(emo), tt(inten), torch.tensor([spk]),
+                                  visemes=None if vis is None else tt(vis))[0].numpy()
             out[a:b] = y[a - lo: a - lo + (b - a)]
         return np.clip(out, 0.0, 1.0)
 

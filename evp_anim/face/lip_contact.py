@@ -1,0 +1,99 @@
+"""Lip contact: /p b m/ close the lips whatever the emotion.
+
+Emotion blendshapes may widen or raise the mouth (SFM's happiness opens the lips ~9 mm, surprise
+~20 mm), and coarticulation keeps a short bilabial from reaching its target; a real speaker still
+seals the lips for every /p b m/. :func:`close_lips` enforces that on rig weights: on the frames a
+``closure`` curve marks it raises ``mouthClose`` (ARKit semantics: it brings the lips together
+against whatever the jaw does) until the signed inner-lip gap reaches :data:`SEAL_RATIO`, and
+lowers ``jawOpen`` when ``mouthClose`` alone cannot. The rig is linear, so the gap is linear in
+each weight and the correction is solved per frame in closed form (two passes for the small
+non-linearity of the measure).
+
+The mouth measure (:func:`mouth_openness`) is shared with the lip-sync evaluation: inner-lip gap
+(iBUG pairs 61–67, 62–66, 63–65, signed across the mouth: ≤ 0 when the lips touch or press)
+divided by the mouth-corner distance (48–54).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import EvpError
+
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+MOUTH_CORNERS = (48, 54)
+SEAL_RATIO = -0.005          # target gap / width on a closure frame: lips just pressed
+BILABIAL_ARPABET = ("P", "B", "M")
+
+
+def mouth_openness(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) signed inner-lip gap / mouth width of (T, 68, 2 or 3) landmarks (≤ 0: lips together)."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim != 3 or lm.shape[1] != 68 or lm.shape[2] not in (2, 3):
+        raise EvpError(f"landmarks must have shape (T, 68, 2|3), got {lm.shape}")
+    across = lm[:, MOUTH_CORNERS[1]] - lm[:, MOUTH_CORNERS[0]]
+    width = np.linalg.norm(across, axis=-1)
+    u = across / np.maximum(width, 1e-9)[:, None]
+    # "down" across the mouth: from the outer upper-lip middle (51) to the outer lower-lip middle
+    # (57), without its component along the corner line.
+    down = lm[:, 57] - lm[:, 51]
+    down -= np.sum(down * u, axis=-1, keepdims=True) * u
+    down /= np.maximum(np.linalg.norm(down, axis=-1, keepdims=True), 1e-9)
+    gap = np.mean([np.sum((lm[:, b] - lm[:, a]) * down, axis=-1) for a, b in INNER_LIP_PAIRS], axis=0)
+    return gap / np.maximum(width, 1e-6)
+
+
+def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames,) float32 in [0, 1]: 1 on frames whose centre lies in a closure interval (at least
+    the frame holding the interval's middle), 0.5 on the frame either side (the lips are on their
+    way), 0 elsewhere. ``intervals`` are (start_s, end_s)."""
+    n = int(n_frames)
+    c = np.zeros(n, np.float32)
+    if n == 0:
+        return c
+    centres = (np.arange(n) + 0.5) / fps
+    for start, end in intervals:
+        inside = np.nonzero((centres >= start) & (centres < end))[0]
+        if inside.size == 0:
+            inside = np.array([int(np.clip((start + end) / 2 * fps, 0, n - 1))])
+        lo, hi = int(inside[0]), int(inside[-1])
+        c[lo:hi + 1] = 1.0
+        for j in (lo - 1, hi + 1):
+            if 0 <= j < n:
+                c[j] = max(c[j], 0.5)
+    return c
+
+
+def bilabial_intervals(phones: Sequence[tuple[float, float, str]]) -> list[tuple[float, float]]:
+    """(start_s, end_s) of the /p b m/ segments among ARPAbet phones."""
+    return [(float(s), float(e)) for s, e, p in phones
+            if str(p).strip().upper().rstrip("012") in BILABIAL_ARPABET]
+
+
+def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarray | None = None,
+               seal: float = SEAL_RATIO) -> np.ndarray:
+    """(T, K) rig weights with the lips sealed where ``closure`` (T,) is 1 and half-way there where
+    it is 0.5; frames with closure 0 or already closed are returned unchanged. Weights stay in [0, 1]."""
+    w = np.array(weights, np.float32, copy=True)
+    c = np.clip(np.asarray(closure, np.float32).reshape(-1), 0.0, 1.0)
+    if w.ndim != 2 or w.shape[0] != c.shape[0]:
+        raise EvpError(f"weights (T, K) and closure (T,) disagree: {w.shape} vs {c.shape}")
+    rows = np.nonzero(c > 0)[0]
+    if rows.size == 0:
+        return w
+    mc, jaw = rig.channel_index("mouthClose"), rig.channel_index("jawOpen")
+    sub = w[rows]
+    for col, sign in ((mc, 1.0), (jaw, -1.0)):
+        for _ in range(2):
+            gap = mouth_openness(rig.landmarks_3d(identity, sub))
+            step = sub.copy()
+            step[:, col] += sign * 0.1
+            slope = (mouth_openness(rig.landmarks_3d(identity, step)) - gap) / 0.1
+            # Only where the gap is above the seal and the channel moves it down.
+            need = (gap > seal) & (slope < -1e-6)
+            delta = np.where(need, (gap - seal) / np.maximum(-slope, 1e-6), 0.0)
+            sub[:, col] = np.clip(sub[:, col] + sign * delta * c[rows], 0.0, 1.0)
+    w[rows] = sub
+    return w

@@ -1,0 +1,86 @@
+"""Lip-sync table on real recordings: every model × emotion × front end, scored against the
+force-aligned transcripts (evp_anim.eval.lipsync), all clips of a folder pooled into one sequence.
+
+    .venv/bin/python scripts/eval_realspeech.py [../shared/realspeech-dev] [--models evp,emote]
+
+The folder holds WAVs and a ``transcripts.tsv`` (``file<TAB>text``). It prints one row per
+configuration; the rule-based baseline (pocketsphinx phones → visemes, no learning) comes first.
+These recordings are for checking only: nothing is trained or tuned on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evp_anim.assets import find_sfm_dir  # noqa: E402
+from evp_anim.audio.io import load_audio  # noqa: E402
+from evp_anim.audio.phones import align_transcript, recognize_phones  # noqa: E402
+from evp_anim.eval.baselines import RuleBasedAnimator  # noqa: E402
+from evp_anim.eval.lipsync import score_lipsync  # noqa: E402
+from evp_anim.face.rig import FaceRig  # noqa: E402
+from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model  # noqa: E402
+
+FPS = 25.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", nargs="?", default=str(REPO.parent / "shared" / "realspeech-dev"))
+    ap.add_argument("--models", default="evp,emote")
+    ap.add_argument("--emotions", default="neutral,happy,surprised,angry")
+    ap.add_argument("--front-ends", default="mfcc,phones,phones+text")
+    args = ap.parse_args()
+    folder = Path(args.folder)
+    rows = list(csv.DictReader(open(folder / "transcripts.tsv", encoding="utf-8"), delimiter="\t"))
+    rig = FaceRig(find_sfm_dir())
+    clips = []
+    for r in rows:
+        audio = load_audio(folder / r["file"])
+        clips.append((folder / r["file"], r["text"], audio, align_transcript(audio, r["text"])))
+    seconds = sum(len(c[2]) for c in clips) / 16000
+    n_bil = sum(p in ("P", "B", "M") for c in clips for _, _, p in c[3])
+    print(f"{folder}: {len(clips)} recordings, {seconds:.1f} s, {n_bil} /p b m/ in the transcripts")
+
+    def pooled(make) -> dict:
+        lms, phones, offset = [], [], 0.0
+        for path, text, audio, ref in clips:
+            lm = make(path, text, audio)
+            lms.append(lm)
+            phones += [(s + offset, e + offset, p) for s, e, p in ref]
+            offset += len(lm) / FPS
+        return score_lipsync(np.concatenate(lms), phones, FPS).to_dict()
+
+    def show(name: str, d: dict) -> None:
+        print(f"| {name:<30} | {d['openness_corr']:5.2f} | {100 * d['closure']:4.0f}% | "
+              f"{100 * d['closure_chance']:4.0f}% | {100 * d['shut_frames']:4.0f}% | "
+              f"{d['open_vowel_contrast']:6.3f} | {d['lag_ms']:+5.0f} |", flush=True)
+
+    print("| configuration | openness corr | closure /p b m/ | chance | shut frames | open-vowel contrast | lag ms |")
+    print("|---|---|---|---|---|---|---|")
+    rb = RuleBasedAnimator(rig=rig)
+    ref_face = rig.landmarks_3d(None)
+    show("rule-based (recogniser)", pooled(lambda p, t, a: rb.animate_3d(
+        a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=recognize_phones(a))[0]))
+    for name in args.models.split(","):
+        model = load_animation_model(None if name == "evp" else name)
+        for emo in args.emotions.split(","):
+            spec = EmotionSpec(emotion=emo, intensity=1.0)
+            for fe in args.front_ends.split(","):
+                front, use_text = fe.split("+")[0], fe.endswith("+text")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    show(f"{name} {emo} {fe}", pooled(lambda p, t, a: animate_speech_file(
+                        p, model, spec, rig, front_end=front, text=t if use_text else None).landmarks_3d))
+
+
+if __name__ == "__main__":
+    main()

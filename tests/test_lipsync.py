@@ -1,0 +1,162 @@
+"""Real-speech lip sync: pocketsphinx phones (recogniser and transcript alignment), lip contact on
+/p b m/ at every emotion, the lip-sync scores, and the CLI (`animate --text`, `eval-lipsync`).
+
+The recordings are ../shared/realspeech-dev (real people; a development check, never trained on)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from evp_anim.audio.io import load_audio
+from evp_anim.audio.phones import (NUM_PHONES, TranscriptMismatch, align_transcript, letter_to_sound,
+                                   phone_posteriors, recognize_phones, viseme_posteriors)
+from evp_anim.emotions import EMOTIONS
+from evp_anim.errors import EvpError
+from evp_anim.eval.lipsync import PHONE_OPENNESS, score_lipsync
+from evp_anim.face.lip_contact import close_lips, closure_curve, mouth_openness
+
+DEV = REPO.parent / "shared" / "realspeech-dev"
+SPADES = "eight of spades four of clubs seven of hearts"
+
+
+@pytest.fixture(scope="module")
+def spades_audio():
+    return load_audio(DEV / "005.wav")
+
+
+@pytest.fixture(scope="module")
+def rig(sfm_dir):
+    from evp_anim.face.rig import FaceRig
+    return FaceRig(sfm_dir)
+
+
+# ------------------------------------------------------------------ phones
+def test_alignment_gives_the_transcript_phones_in_order(spades_audio):
+    segs = align_transcript(spades_audio, SPADES)
+    speech = [p for _, _, p in segs if p != "SIL"]
+    # CMUdict: eight EY T, of AH V, spades S P EY D Z, ...
+    assert speech[:9] == ["EY", "T", "AH", "V", "S", "P", "EY", "D", "Z"]
+    assert speech.count("B") == 1 and speech.count("P") == 1
+    starts = [s for s, _, _ in segs]
+    assert starts == sorted(starts)
+    assert 3.0 < segs[-1][1] <= len(spades_audio) / 16000 + 0.02
+
+
+def test_wrong_or_empty_transcript_is_refused(spades_audio):
+    with pytest.raises(TranscriptMismatch):
+        align_transcript(spades_audio, "go forward ten meters")
+    with pytest.raises(EvpError, match="empty"):
+        align_transcript(spades_audio, " ... ")
+
+
+def test_unknown_words_get_letter_to_sound_with_a_warning(spades_audio):
+    assert letter_to_sound("clubz")[:2] == ["K", "L"]
+    said = []
+    segs = align_transcript(spades_audio, SPADES.replace("hearts", "heartz"), warn=said.append)
+    assert said and "heartz" in said[0]
+    assert any(p == "HH" for _, _, p in segs)
+
+
+def test_recogniser_and_frame_features(spades_audio):
+    segs = recognize_phones(spades_audio)
+    assert len(segs) > 15 and {"S", "EY"} <= {p for _, _, p in segs}
+    n = int(round(len(spades_audio) / 16000 * 25))
+    post = phone_posteriors(segs, n)
+    assert post.shape == (n, NUM_PHONES)
+    np.testing.assert_allclose(post.sum(1), 1.0, atol=1e-5)
+    vis = viseme_posteriors(segs, n)
+    assert vis.shape == (n, 15)
+    np.testing.assert_allclose(vis.sum(1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ lip contact
+def test_close_lips_seals_at_every_emotion(rig):
+    w = np.stack([rig.emotion_weights(e, 1.0) for e in EMOTIONS]).astype(np.float32)
+    w[:, rig.channel_index("jawOpen")] += 0.3
+    before = mouth_openness(rig.landmarks_3d(None, w))
+    assert (before > 0.08).all()           # every emotion with an open jaw holds the lips apart
+    sealed = close_lips(rig, w, np.ones(len(w)))
+    after = mouth_openness(rig.landmarks_3d(None, sealed))
+    assert (after < 0.0).all() and (after > -0.02).all()
+    assert sealed.min() >= 0.0 and sealed.max() <= 1.0
+    np.testing.assert_array_equal(close_lips(rig, w, np.zeros(len(w))), w)
+
+
+def test_closure_curve_marks_short_segments():
+    c = closure_curve([(0.41, 0.43), (1.0, 1.2)], 40, 25.0)
+    assert c[10] == 1.0 and c[9] == 0.5 and c[11] == 0.5     # a 20 ms /p/ still gets its frame
+    assert (c[25:30] == 1.0).all() and c[20] == 0.0
+
+
+# ------------------------------------------------------------------ scores
+def _mouth(openness: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) landmarks whose inner-lip gap / width is ``openness`` (width 50)."""
+    lm = np.zeros((openness.size, 68, 2), np.float32)
+    lm[:, 48] = (-25, 0)
+    lm[:, 54] = (25, 0)
+    lm[:, 51] = (0, -5)
+    lm[:, 57, 1] = 5 + 50 * openness
+    for a, b in ((61, 67), (62, 66), (63, 65)):
+        lm[:, a] = (0, 0)
+        lm[:, b, 1] = 50 * openness
+    return lm
+
+
+def _oracle(segs, n, shift_frames=0):
+    from evp_anim.audio.phones import phone_at_frames
+    target = np.array([PHONE_OPENNESS[p] for p in phone_at_frames(segs, n)]) * 0.4
+    return np.roll(target, shift_frames) if shift_frames else target
+
+
+def test_scores_oracle_constant_and_late(spades_audio):
+    segs = align_transcript(spades_audio, SPADES)
+    n = int(round(len(spades_audio) / 16000 * 25))
+    oracle = score_lipsync(_mouth(_oracle(segs, n)), segs, 25.0)
+    assert oracle.openness_corr > 0.99
+    assert oracle.closure == 1.0 and oracle.n_bilabials == 2
+    assert abs(oracle.lag_ms) < 20
+    assert oracle.open_vowel_contrast > 0.2
+    constant = score_lipsync(_mouth(np.full(n, 0.2)), segs, 25.0)
+    assert constant.openness_corr == 0.0 and constant.closure == 0.0 and constant.shut_frames == 0.0
+    late = score_lipsync(_mouth(_oracle(segs, n, shift_frames=8)), segs, 25.0)   # 0.32 s late
+    assert late.openness_corr < 0.5
+    assert 250 <= late.lag_ms <= 370
+
+
+# ------------------------------------------------------------------ CLI
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "evp_anim", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_animate_with_transcript_then_eval_lipsync(tmp_path, sfm_dir):
+    track = tmp_path / "t.npz"
+    r = _cli("--quiet", "animate", str(DEV / "005.wav"), "-o", str(track), "--model", "emote",
+             "-e", "happy", "--text", SPADES, "--sfm-dir", str(sfm_dir))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "s.json"
+    r = _cli("--quiet", "eval-lipsync", str(track), "--text", SPADES, "--json", str(out),
+             "--plot", str(tmp_path / "p.png"))
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(out.read_text())
+    assert scores["n_bilabials"] == 2 and scores["closure"] == 1.0     # happy, and still sealed
+    assert scores["openness_corr"] > 0.2
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_bad_transcript_inputs(tmp_path, sfm_dir):
+    track = tmp_path / "t.npz"
+    r = _cli("animate", str(DEV / "005.wav"), "-o", str(track), "--model", "emote",
+             "--text", "go forward ten meters", "--sfm-dir", str(sfm_dir))
+    assert r.returncode == 0 and "does not match the audio" in r.stderr + r.stdout
+    r = _cli("animate", str(DEV / "005.wav"), "-o", str(tmp_path / "u.npz"), "--text", "  ")
+    assert r.returncode == 2 and r.stderr.strip() == "error: the transcript is empty"
+    assert not (tmp_path / "u.npz").exists()
+    r = _cli("animate", str(DEV / "005.wav"), "-o", str(tmp_path / "u.npz"), "--text", "a",
+             "--transcript", str(tmp_path / "none.txt"))
+    assert r.returncode == 2 and "at most one of --text and --transcript" in r.stderr
+    r = _cli("eval-lipsync", str(track))
+    assert r.returncode == 2 and "--text or --transcript" in r.stderr
