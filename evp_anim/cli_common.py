@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from .errors import EvpError
 from .progress import Reporter
 
 _state = {"reporter": Reporter()}
@@ -35,3 +36,19 @@ def sfm(sfm_dir: Optional[Path]) -> Path:
     """The SFM folder: ``sfm_dir`` if given, else $EVP_ANIM_SFM_DIR, else the per-user cache."""
     from .assets import find_sfm_dir
     return find_sfm_dir(sfm_dir)
+
+
+def read_transcript_option(text: Optional[str], transcript: Optional[Path]) -> Optional[str]:
+    """The transcript from ``--text`` or ``--transcript`` (at most one; not empty), else None."""
+    if text is not None and transcript is not None:
+        raise EvpError("give at most one of --text and --transcript")
+    if transcript is not None:
+        if not transcript.is_file():
+            raise EvpError(f"transcript not found: {transcript}")
+        try:
+            text = transcript.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise EvpError(f"{transcript}: cannot read the transcript ({type(e).__name__})") from None
+    if text is not None and not text.strip():
+        raise EvpError("the transcript is empty")
+    return text

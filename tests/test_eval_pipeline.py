@@ -84,7 +84,7 @@ def test_rule_based_baseline_opens_the_mouth_during_speech(corpus, feats, sfm_di
 
 
 def test_arpabet_phones_all_map_to_visemes():
-    from evp_anim.eval.baselines import ARPABET_TO_ESPEAK, arpabet_to_espeak
+    from evp_anim.audio.phones import ARPABET_TO_ESPEAK, arpabet_to_espeak
     from evp_anim.synth.visemes import is_mapped
     assert all(is_mapped(v) for v in ARPABET_TO_ESPEAK.values())
     assert arpabet_to_espeak("AY1") == "aI" and arpabet_to_espeak("+NSN+") == "_" and arpabet_to_espeak("??") == "_"

@@ -52,6 +52,25 @@ NUM_PHONES = len(PHONES)
 # -6 to -14 and a wrong one -35 to -41 (or no alignment at all).
 MISMATCH_SCORE = -25.0
 
+# ARPAbet (CMUdict / pocketsphinx en-us phone set) → a representative espeak-ng mnemonic that
+# evp_anim.synth.visemes maps (diphthongs keep their two-part viseme sequence).
+ARPABET_TO_ESPEAK: dict[str, str] = {
+    "AA": "A:", "AE": "a", "AH": "V", "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "ER": "3:",
+    "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU", "OY": "OI", "UH": "U", "UW": "u:",
+    "B": "b", "CH": "tS", "D": "d", "DH": "D", "F": "f", "G": "g", "HH": "h", "JH": "dZ", "K": "k",
+    "L": "l", "M": "m", "N": "n", "NG": "N", "P": "p", "R": "r", "S": "s", "SH": "S", "T": "t",
+    "TH": "T", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "Z",
+    "SIL": "_",
+}
+
+
+def arpabet_to_espeak(phone: str) -> str:
+    """espeak-ng mnemonic for an ARPAbet phone (stress digits ignored); silence/noise → ``"_"``."""
+    p = phone.strip().upper().rstrip("012")
+    if p.startswith("+") or p.startswith("<") or p.startswith("["):   # +NSN+, <sil>, [NOISE]
+        return "_"
+    return ARPABET_TO_ESPEAK.get(p, "_")
+
 # espeak-ng (en-us) phoneme mnemonics → ARPAbet, for the letter-to-sound fallback.
 ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
     "a": ("AE",), "aa": ("AA",), "A:": ("AA",), "A@": ("AA", "R"), "A": ("AA",), "0": ("AA",),
@@ -209,18 +228,22 @@ def align_transcript(audio: np.ndarray, text: str,
 def phone_posteriors(segments: Sequence[Segment], n_frames: int, fps: float = DEFAULT_FPS) -> np.ndarray:
     """(n_frames, 40) float32: for each frame (centred on (i + 0.5) / fps, 1/fps long) the share of
     it that each phone of :data:`PHONES` covers; uncovered time counts as silence, so rows sum to 1."""
-    n = int(n_frames)
-    out = np.zeros((n, NUM_PHONES), np.float32)
+    cols = [(s, e, PHONE_INDEX.get(normalize_phone(p), 0)) for s, e, p in segments]
+    return _frame_shares(cols, int(n_frames), NUM_PHONES, fps)
+
+
+def _frame_shares(segments: Sequence[tuple[float, float, int]], n: int, width: int, fps: float) -> np.ndarray:
+    """(n, width) float32: the share of each frame (1/fps long, from i/fps) that segments
+    ``(start_s, end_s, column)`` cover, uncovered time in column 0 (silence), rows summing to 1."""
+    out = np.zeros((n, width), np.float32)
     if n == 0:
         return out
     lo = np.arange(n) / fps
     hi = lo + 1.0 / fps
-    for start, end, phone in segments:
-        col = PHONE_INDEX.get(normalize_phone(phone), 0)
+    for start, end, col in segments:
         overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0.0, None) * fps
         out[:, col] += overlap.astype(np.float32)
-    covered = out.sum(axis=1)
-    out[:, 0] += np.clip(1.0 - covered, 0.0, None)
+    out[:, 0] += np.clip(1.0 - out.sum(axis=1), 0.0, None)
     out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-6)
     return out
 
@@ -240,19 +263,10 @@ def viseme_posteriors(segments: Sequence[Segment], n_frames: int, fps: float = D
     :data:`~evp_anim.synth.visemes.VISEMES` covers, for ARPAbet segments (diphthongs split into their
     two visemes as the corpus does); rows sum to 1, uncovered time is silence. The EMOTE
     generator's content input when the phones come from the recogniser or a transcript."""
-    from ..eval.baselines import arpabet_to_espeak
     from ..synth.visemes import VISEMES, viseme_sequence
-    n = int(n_frames)
-    out = np.zeros((n, len(VISEMES)), np.float32)
-    lo = np.arange(n) / fps
-    hi = lo + 1.0 / fps
     index = {v: i for i, v in enumerate(VISEMES)}
-    for start, end, vis in viseme_sequence([(s, e, arpabet_to_espeak(p)) for s, e, p in segments]):
-        overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0.0, None) * fps
-        out[:, index[vis]] += overlap.astype(np.float32)
-    out[:, 0] += np.clip(1.0 - out.sum(axis=1), 0.0, None)
-    out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-6)
-    return out
+    segs = viseme_sequence([(s, e, arpabet_to_espeak(p)) for s, e, p in segments])
+    return _frame_shares([(s, e, index[v]) for s, e, v in segs], int(n_frames), len(VISEMES), fps)
 
 
 FRONT_ENDS = ("phones", "mfcc")

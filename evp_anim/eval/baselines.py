@@ -7,7 +7,7 @@
 * :class:`RuleBasedAnimator` — a phoneme → viseme animator. Phones come from pocketsphinx's
   phone recogniser (allphone search with its bundled US-English acoustic model and phone
   language model) on the clip's 16 kHz audio; each ARPAbet phone is mapped to a representative
-  espeak-ng mnemonic (:data:`ARPABET_TO_ESPEAK`), so :func:`~evp_anim.synth.visemes.articulation_curves`
+  espeak-ng mnemonic (:data:`~evp_anim.audio.phones.ARPABET_TO_ESPEAK`), so :func:`~evp_anim.synth.visemes.articulation_curves`
   turns them into mouth curves over :data:`~evp_anim.face.channels.SPEECH_CHANNELS`; the face is
   ``FaceRig.landmarks_3d(identity, weights)`` with neutral emotion, projected into the aligned
   crop. When pocketsphinx is not installed or finds no speech, the jaw follows the normalised
@@ -16,35 +16,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..audio.features import SAMPLE_RATE
+from ..audio.phones import arpabet_to_espeak, pocketsphinx_available, recognize_phones
 from ..errors import EvpError
 from ..tracks import DEFAULT_FPS
-
-PS_FRAME_S = 0.01                 # pocketsphinx frames are 10 ms
-
-# ARPAbet (CMUdict / pocketsphinx en-us phone set) → a representative espeak-ng mnemonic that
-# evp_anim.synth.visemes maps (diphthongs keep their two-part viseme sequence).
-ARPABET_TO_ESPEAK: dict[str, str] = {
-    "AA": "A:", "AE": "a", "AH": "V", "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "ER": "3:",
-    "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU", "OY": "OI", "UH": "U", "UW": "u:",
-    "B": "b", "CH": "tS", "D": "d", "DH": "D", "F": "f", "G": "g", "HH": "h", "JH": "dZ", "K": "k",
-    "L": "l", "M": "m", "N": "n", "NG": "N", "P": "p", "R": "r", "S": "s", "SH": "S", "T": "t",
-    "TH": "T", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "Z",
-    "SIL": "_",
-}
-
-
-def arpabet_to_espeak(phone: str) -> str:
-    """espeak-ng mnemonic for an ARPAbet phone (stress digits ignored); silence/noise → ``"_"``."""
-    p = phone.strip().upper().rstrip("012")
-    if p.startswith("+") or p.startswith("<") or p.startswith("["):   # +NSN+, <sil>, [NOISE]
-        return "_"
-    return ARPABET_TO_ESPEAK.get(p, "_")
 
 
 # ------------------------------------------------------------------------ static mean face
@@ -71,45 +50,6 @@ def static_emotion_face(rig, reference: np.ndarray, n_frames: int, emotion: str,
 
 
 # ------------------------------------------------------------------------ phone recognition
-def pocketsphinx_available() -> bool:
-    try:
-        import pocketsphinx  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _decoder():
-    """A fresh allphone decoder. A decoder carries state from one utterance to the next (its
-    results for the same audio change after it has heard other clips, even with the cepstral
-    mean reset), so every clip gets a new one (~0.1 s) and results are reproducible."""
-    from pocketsphinx import Decoder, get_model_path
-    model = get_model_path()
-    hmm = os.path.join(model, "en-us", "en-us")
-    phone_lm = os.path.join(model, "en-us", "en-us-phone.lm.bin")
-    if not (os.path.isdir(hmm) and os.path.isfile(phone_lm)):
-        raise EvpError(f"pocketsphinx's English model is missing from {model}: reinstall pocketsphinx")
-    return Decoder(hmm=hmm, allphone=phone_lm, loglevel="FATAL", samprate=SAMPLE_RATE,
-                   backtrace=False, beam=1e-20, pbeam=1e-20, lw=2.0)
-
-
-def recognize_phones(audio: np.ndarray) -> list[tuple[float, float, str]]:
-    """ARPAbet phones ``[(start_s, end_s, phone)]`` of 16 kHz mono float audio (pocketsphinx allphone).
-
-    Raises :class:`EvpError` when pocketsphinx is not installed.
-    """
-    if not pocketsphinx_available():
-        raise EvpError("pocketsphinx is not installed: `pip install pocketsphinx` for the rule-based baseline")
-    a = np.asarray(audio, np.float32).reshape(-1)
-    pcm = (np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-    dec = _decoder()
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    segs = [(s.start_frame * PS_FRAME_S, (s.end_frame + 1) * PS_FRAME_S, s.word) for s in dec.seg()]
-    return [(s, e, w) for s, e, w in segs if e > s]
-
-
 # ------------------------------------------------------------------------ rule-based animator
 def frame_energy(audio: np.ndarray, n_frames: int, fps: float = DEFAULT_FPS, rate: int = SAMPLE_RATE) -> np.ndarray:
     """(n_frames,) RMS of the audio around each frame centre (a 40 ms window)."""

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli_common import SfmDirOpt, reporter, sfm
+from ..cli_common import SfmDirOpt, read_transcript_option, reporter, sfm
 from ..errors import EvpError
 
 
@@ -191,7 +191,6 @@ def eval_lipsync_cmd(
     from ..atomic import write_text_atomic
     from ..audio.io import load_audio
     from ..audio.phones import align_transcript
-    from ..models.commands import read_transcript_option
     from ..tracks import load_track
     from .lipsync import plot_lipsync, score_lipsync, track_landmarks
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..audio.phones import Segment, normalize_phone, phone_at_frames
 from ..errors import EvpError
-from ..face.lip_contact import mouth_openness
+from ..face.lip_contact import mouth_openness, segment_frames
 
 CLOSED_RATIO = 0.05          # inner gap below 5% of the mouth width (~2.4 mm on a 47 mm mouth)
 MAX_LAG_S = 0.4
@@ -64,16 +64,6 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 def _window_closed(closed: np.ndarray, lo: int, hi: int) -> bool:
     lo, hi = max(0, lo - 1), min(closed.size, hi + 1)
     return bool(hi > lo and closed[lo:hi].any())
-
-
-def _segment_frames(start: float, end: float, fps: float, n: int) -> tuple[int, int]:
-    """Frames whose centre lies in [start, end); at least the frame holding the phone's middle."""
-    lo = int(np.ceil(start * fps - 0.5))
-    hi = int(np.ceil(end * fps - 0.5))
-    if hi <= lo:
-        lo = int(np.clip(np.floor((start + end) / 2 * fps), 0, max(n - 1, 0)))
-        hi = lo + 1
-    return max(0, lo), min(n, hi)
 
 
 def best_lag(openness: np.ndarray, target: np.ndarray, mask: np.ndarray, fps: float,
@@ -135,7 +125,7 @@ def score_lipsync(landmarks: np.ndarray, phones: Sequence[Segment], fps: float,
         hits, lengths = [], []
         for start, end, p in phones:
             if normalize_phone(p) in names:
-                lo, hi = _segment_frames(start, end, fps, n)
+                lo, hi = segment_frames(start, end, n, fps)
                 hits.append(_window_closed(closed, lo, hi))
                 lengths.append(hi - lo)
         return (float(np.mean(hits)) if hits else float("nan")), len(hits), lengths

@@ -45,6 +45,18 @@ def mouth_openness(landmarks: np.ndarray) -> np.ndarray:
     return gap / np.maximum(width, 1e-6)
 
 
+def segment_frames(start: float, end: float, n_frames: int, fps: float) -> tuple[int, int]:
+    """Frame range [lo, hi) whose centres ((i + 0.5) / fps) lie in [start, end); a segment shorter
+    than a frame still gets the frame holding its middle."""
+    n = int(n_frames)
+    lo = int(np.ceil(start * fps - 0.5))
+    hi = int(np.ceil(end * fps - 0.5))
+    if hi <= lo:
+        lo = int(np.clip(np.floor((start + end) / 2 * fps), 0, max(n - 1, 0)))
+        hi = lo + 1
+    return max(0, lo), min(n, hi)
+
+
 def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: float) -> np.ndarray:
     """(n_frames,) float32 in [0, 1]: 1 on frames whose centre lies in a closure interval (at least
     the frame holding the interval's middle), 0.5 on the frame either side (the lips are on their
@@ -53,14 +65,12 @@ def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: 
     c = np.zeros(n, np.float32)
     if n == 0:
         return c
-    centres = (np.arange(n) + 0.5) / fps
     for start, end in intervals:
-        inside = np.nonzero((centres >= start) & (centres < end))[0]
-        if inside.size == 0:
-            inside = np.array([int(np.clip((start + end) / 2 * fps, 0, n - 1))])
-        lo, hi = int(inside[0]), int(inside[-1])
-        c[lo:hi + 1] = 1.0
-        for j in (lo - 1, hi + 1):
+        lo, hi = segment_frames(start, end, n, fps)
+        if hi <= lo:
+            continue
+        c[lo:hi] = 1.0
+        for j in (lo - 1, hi):
             if 0 <= j < n:
                 c[j] = max(c[j], 0.5)
     return c

@@ -7,28 +7,12 @@ from typing import Optional
 
 import typer
 
-from ..cli_common import SfmDirOpt, reporter, sfm
+from ..cli_common import SfmDirOpt, read_transcript_option, reporter, sfm
 from ..errors import EvpError
 
 
 def register(app: typer.Typer) -> None:
     app.command("animate")(animate_cmd)
-
-
-def read_transcript_option(text: Optional[str], transcript: Optional[Path]) -> Optional[str]:
-    """The transcript from ``--text`` or ``--transcript`` (at most one; not empty), else None."""
-    if text is not None and transcript is not None:
-        raise EvpError("give at most one of --text and --transcript")
-    if transcript is not None:
-        if not transcript.is_file():
-            raise EvpError(f"transcript not found: {transcript}")
-        try:
-            text = transcript.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise EvpError(f"{transcript}: cannot read the transcript ({type(e).__name__})") from None
-    if text is not None and not text.strip():
-        raise EvpError("the transcript is empty")
-    return text
 
 
 def animate_cmd(
