@@ -77,9 +77,17 @@ def test_mouth_opens_during_speech_and_closes_in_silence(corpus):
     assert tr.phonemes[0][2] == "_"
     assert jaw[t < lead_silence - 0.05].max() < 0.1
     assert jaw.max() > 0.3
-    # Inner-lip gap (iBUG 63 vs 67, 0-based 62/66) follows the jaw channel.
+    # Inner-lip gap (iBUG 63 vs 67, 0-based 62/66) follows the jaw channel, except where /p b m/
+    # seal the lips against an open jaw (mouthClose); there the lips meet.
+    from evp_anim.face.lip_contact import closure_curve, mouth_openness
+    from evp_anim.synth.visemes import viseme_sequence
+    closure = closure_curve([(s, e) for s, e, v in viseme_sequence(tr.phonemes) if v == "PP"],
+                            tr.n_frames, tr.fps)
+    sealed = closure > 0
+    assert (closure == 1.0).any()
+    assert (np.abs(mouth_openness(tr.landmarks_3d[closure == 1.0]) + 0.005) < 0.002).all()
     gap = tr.landmarks_3d[:, 66, 1] - tr.landmarks_3d[:, 62, 1]
-    assert np.corrcoef(np.abs(gap), jaw)[0, 1] > 0.7
+    assert np.corrcoef(np.abs(gap[~sealed]), jaw[~sealed])[0, 1] > 0.7
 
 
 def test_emotion_is_in_the_expression_and_labels(corpus):

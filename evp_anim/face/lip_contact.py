@@ -25,6 +25,7 @@ from ..errors import EvpError
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 MOUTH_CORNERS = (48, 54)
 SEAL_RATIO = -0.005          # target gap / width on a closure frame: lips just pressed
+CROSS_RATIO = -0.02          # below this the lips pass through each other on the mesh (~1 mm)
 BILABIAL_ARPABET = ("P", "B", "M")
 
 
@@ -85,7 +86,10 @@ def bilabial_intervals(phones: Sequence[tuple[float, float, str]]) -> list[tuple
 def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarray | None = None,
                seal: float = SEAL_RATIO) -> np.ndarray:
     """(T, K) rig weights with the lips sealed where ``closure`` (T,) is 1 and half-way there where
-    it is 0.5; frames with closure 0 or already closed are returned unchanged. Weights stay in [0, 1]."""
+    it is 0.5: an open mouth is closed (``mouthClose`` up, then ``jawOpen`` down if that is not
+    enough), and lips pushed through each other (gap below :data:`CROSS_RATIO`, e.g. a strong
+    ``mouthClose`` on a nearly shut jaw) are brought back to the seal (``mouthClose`` down).
+    Frames with closure 0 are returned unchanged. Weights stay in [0, 1]."""
     w = np.array(weights, np.float32, copy=True)
     c = np.clip(np.asarray(closure, np.float32).reshape(-1), 0.0, 1.0)
     if w.ndim != 2 or w.shape[0] != c.shape[0]:
@@ -101,8 +105,9 @@ def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarr
             step = sub.copy()
             step[:, col] += sign * 0.1
             slope = (mouth_openness(rig.landmarks_3d(identity, step)) - gap) / 0.1
-            # Only where the gap is above the seal and the channel moves it down.
-            need = (gap > seal) & (slope < -1e-6)
+            # Open lips close with either channel; crossed lips open with mouthClose only.
+            off = (gap > seal) | ((gap < CROSS_RATIO) & (col == mc))
+            need = off & (slope < -1e-6)
             delta = np.where(need, (gap - seal) / np.maximum(-slope, 1e-6), 0.0)
             sub[:, col] = np.clip(sub[:, col] + sign * delta * c[rows], 0.0, 1.0)
     w[rows] = sub

@@ -173,7 +173,8 @@ class ClipMaker:
         from ..audio.features import n_frames as count_frames
         from ..face.projection import project
         from .speech import synthesize_utterance
-        from .visemes import articulation_curves
+        from ..face.lip_contact import close_lips, closure_curve
+        from .visemes import articulation_curves, viseme_sequence
 
         rng = np.random.default_rng(face_seed)
         intensity = 0.0 if emotion == "neutral" else float(intensity)
@@ -195,8 +196,12 @@ class ClipMaker:
         for c in self._blink_cols:
             weights[:, c] = np.maximum(weights[:, c], blink)
         weights = np.clip(weights, 0.0, 1.0)
-
         identity = self.identities[speaker_index]
+        # /p b m/ seal the lips whatever the emotion (and the articulation never pushes them through
+        # each other): emotion may widen or raise the mouth, never hold it open through a bilabial.
+        bilabial = [(s, e) for s, e, v in viseme_sequence(utt.phonemes) if v == "PP"]
+        weights = close_lips(self.rig, weights, closure_curve(bilabial, n, DEFAULT_FPS), identity)
+
         lm3d = self.rig.landmarks_3d(identity, weights)
         rotation = dynamics.head_motion(n, DEFAULT_FPS, rng, self.config.head_motion_deg)
         translation = (np.asarray(self.crop_translation, np.float32)[None, :]
