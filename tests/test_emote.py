@@ -290,3 +290,22 @@ def test_emote_evaluation_and_ablation_tables(tiny_corpus, sfm_dir, trained, tin
                         out=lines.append)
     assert ab["rows"]["full"]["LVE"] == pytest.approx(ab["rows"]["w/o lip"]["LVE"])
     assert "EMOTE ablation" in lines[-1]
+
+
+def test_phone_visemes_are_sharp_shares_like_the_phone_front_end():
+    import torch
+    from evp_anim.audio.phones import viseme_posteriors
+    from evp_anim.synth.visemes import VISEMES
+    from evp_anim.train.emote_trainer import phone_visemes
+    cls = torch.tensor([[0, 0, 1, 1, 1, 10, 10, 10]])
+    v = phone_visemes(cls, 15)[0].numpy()
+    assert v.shape == (8, 15)
+    np.testing.assert_allclose(v.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(v[0, 0], 1.0)
+    np.testing.assert_allclose(v[3, 1], 1.0)
+    np.testing.assert_allclose(v[1, [0, 1]], [0.75, 0.25])        # a class change shares the frame
+    # the same segments through the inference front end: same classes win on every frame
+    segs = [(0.0, 0.08, "SIL"), (0.08, 0.20, "P"), (0.20, 0.32, "AA")]
+    post = viseme_posteriors(segs, 8)
+    assert VISEMES[1] == "PP" and VISEMES[10] == "AA"
+    assert (post.argmax(1) == v.argmax(1)).all()

@@ -8,7 +8,10 @@
 3. **emotion** — the sequence emotion classifier on ground-truth crops. Frozen afterwards.
 4. **content** — the content encoder: MFCC windows (with Gaussian noise of ``audio_noise``
    training-set standard deviations) → per-frame viseme classes. Frozen afterwards.
-5. **generator** — viseme probabilities + condition → prior latents → frozen decoder, with
+5. **generator** — viseme probabilities + condition → prior latents → frozen decoder (for a
+   ``phone_content`` share of the samples the probabilities are the clip's true visemes instead of
+   the content encoder's — sharp, as the phones of the recogniser or of an aligned transcript are at
+   inference, ``animate --front-end phones``), with
    L = L_rec (lip-weighted vertex error + coefficient MSE)
      + lambda_lip * CE(lip reader(output), visemes)       (per frame)
      + lambda_emo * CE(emotion classifier(output), emotion) (per sequence)
@@ -119,6 +122,7 @@ class EmoteTrainConfig:
     lambda_exchange: float = 1.0
     speaker_dropout: float = 0.3
     audio_noise: float = 0.2      # content stage: MFCC noise, in training-set standard deviations
+    phone_content: float = 0.5    # generator stage: share of samples fed true visemes (phone front end)
     without: tuple[str, ...] = ()
     seed: int = 0
     checkpoint_every: int = 250
@@ -138,6 +142,8 @@ class EmoteTrainConfig:
             raise EvpError(f"speaker_dropout must be in [0, 1], got {self.speaker_dropout}")
         if self.audio_noise < 0:
             raise EvpError(f"audio_noise must be >= 0, got {self.audio_noise}")
+        if not 0.0 <= self.phone_content <= 1.0:
+            raise EvpError(f"phone_content must be in [0, 1], got {self.phone_content}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -276,6 +282,9 @@ class GeneratorLoss(nn.Module):
         t = windows.shape[1]
         with torch.no_grad():           # the content encoder is frozen
             probs = net.viseme_probs(windows)
+            if cfg.phone_content > 0:
+                pick = torch.rand(probs.shape[0]) < cfg.phone_content
+                probs = torch.where(pick[:, None, None], phone_visemes(visemes, probs.shape[-1]), probs)
         cond_e = emotion[:, None, :].expand(-1, t, -1)
         cond_i = intensity[:, None].expand(-1, t)
         pred = net.generate(windows, cond_e, cond_i, speaker, visemes=probs)
@@ -301,6 +310,16 @@ class GeneratorLoss(nn.Module):
                 logs["x_lip"] = l_xlip.item()
             total = total + cfg.lambda_exchange * l_x
         return total, logs
+
+
+def phone_visemes(visemes: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(B, T) viseme classes → (B, T, n_classes) shares as the phone front end gives them
+    (:func:`~evp_anim.audio.phones.viseme_posteriors`): one class per frame, shared with the
+    neighbour's at a class change (a [1/4, 1/2, 1/4] blur, edges replicated), rows summing to 1."""
+    onehot = F.one_hot(visemes.long(), n_classes).float().transpose(1, 2)       # (B, C, T)
+    padded = F.pad(onehot, (1, 1), mode="replicate")
+    kernel = torch.tensor([0.25, 0.5, 0.25]).repeat(n_classes, 1, 1)
+    return F.conv1d(padded, kernel, groups=n_classes).transpose(1, 2)
 
 
 def exchange_permutation(emotion_index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
