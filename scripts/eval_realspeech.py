@@ -35,7 +35,8 @@ FPS = 25.0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(REPO.parent / "shared" / "realspeech-dev"))
-    ap.add_argument("--models", default="evp,emote")
+    ap.add_argument("--models", default="evp,emote",
+                    help="comma-separated: evp, emote (the shipped weights) or NAME=MODEL.pt")
     ap.add_argument("--emotions", default="neutral,happy,surprised,angry")
     ap.add_argument("--front-ends", default="mfcc,phones,phones+text")
     args = ap.parse_args()
@@ -70,8 +71,14 @@ def main() -> None:
     ref_face = rig.landmarks_3d(None)
     show("rule-based (recogniser)", pooled(lambda p, t, a: rb.animate_3d(
         a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=recognize_phones(a))[0]))
-    for name in args.models.split(","):
-        model = load_animation_model(None if name == "evp" else name)
+    # The same articulation rules on the transcript's phones: the synthetic ground truth's own
+    # generator given the right phones, i.e. what a model that learnt it perfectly would score.
+    aligned = {c[0]: c[3] for c in clips}
+    show("rule-based (transcript)", pooled(lambda p, t, a: rb.animate_3d(
+        a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=aligned[p])[0]))
+    for item in args.models.split(","):
+        name, _, path = item.partition("=")
+        model = load_animation_model(path or (None if name == "evp" else name))
         for emo in args.emotions.split(","):
             spec = EmotionSpec(emotion=emo, intensity=1.0)
             for fe in args.front_ends.split(","):
