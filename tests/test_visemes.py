@@ -101,7 +101,7 @@ def test_jaw_peaks_on_open_vowels(bilabial_utt):
     assert cls_at_peak in ("AA", "OW"), cls_at_peak
     open_v = [_frame_at(0.5 * (s + e), n) for s, e, v in seq if v == "AA"]
     cons = [_frame_at(0.5 * (s + e), n) for s, e, v in seq if v in ("PP", "FF", "SS")]
-    assert c[open_v, JAW].mean() > 0.4      # short vowels undershoot their 0.62 target
+    assert c[open_v, JAW].mean() > 0.4      # short vowels undershoot their 0.75 target
     assert c[open_v, JAW].mean() > 2 * c[cons, JAW].mean()
 
 
@@ -110,7 +110,7 @@ def test_curves_are_smooth_not_steps(bilabial_utt):
     c = articulation_curves(bilabial_utt.phonemes, n, fps=FPS)
     step = np.abs(np.diff(c, axis=0))
     assert step.max() < 0.35
-    assert step.mean() < 0.05
+    assert step.mean() < 0.06      # consonants now hold the jaw high: more motion, still no steps
     # an isolated long vowel ramps in and out over several frames (anticipation + carry-over)
     c2 = articulation_curves([(0.0, 0.5, "_"), (0.5, 0.8, "aa"), (0.8, 1.5, "_")], 38)
     jaw = c2[:, JAW]

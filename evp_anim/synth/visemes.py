@@ -12,8 +12,13 @@ with c_s the segment centre, p_s a plateau (a fraction of its half-length, so lo
 their target), τ_s− (anticipation, before the centre) a little longer than τ_s+ (carry-over),
 α_s the class's overall dominance and g_s,k per-channel-group gains — bilabials and
 labiodentals dominate the lip channels (the lips must close for /p b m/ whatever the vowels
-around them), vowels dominate the jaw, alveolars and velars are weak (their articulation is
-inside the mouth, so the lips take their neighbours' shape), /h/ is nearly transparent.
+around them), vowels dominate the jaw, alveolars and velars are weak on the lips (their
+articulation is inside the mouth, so the lips take their neighbours' rounding or spreading) but
+strong on the jaw, which they hold high, /h/ is nearly transparent. The jaw targets follow the
+phonetic openness of each class (open vowels widest, coronals and sibilants nearly closed); with
+the earlier, weaker consonant jaw the mouth on /t d n l s/ opened almost as wide as on the vowels
+around them, and a real speaker's mouth does not (measured against a per-phone openness scale:
+:data:`evp_anim.eval.lipsync.PHONE_OPENNESS`).
 Curves are evaluated at frame centres ``(i + 0.5) / fps`` and are smooth by construction.
 
 The espeak-ng inventory covered here is every mnemonic in espeak-ng 1.51's phoneme tables
@@ -76,19 +81,23 @@ TARGETS: dict[str, np.ndarray] = {
     "sil": _pose(),
     "PP": _pose(jawOpen=0.06, mouthClose=0.62, mouthPucker=0.05, mouthRollLower=0.2,
                 mouthRollUpper=0.12, press=0.45),
-    "FF": _pose(jawOpen=0.10, mouthClose=0.10, mouthRollLower=0.55, press=0.10, upperUp=0.30,
+    # /f v/: the lower lip tucks under the upper teeth, a narrow gap at most.
+    "FF": _pose(jawOpen=0.08, mouthClose=0.10, mouthRollLower=0.55, press=0.10, upperUp=0.10,
                 stretch=0.05),
-    "TH": _pose(jawOpen=0.18, upperUp=0.12, lowerDown=0.18, stretch=0.10),
-    "DD": _pose(jawOpen=0.16, upperUp=0.10, lowerDown=0.12, stretch=0.12),
-    "SS": _pose(jawOpen=0.07, stretch=0.30, upperUp=0.18, lowerDown=0.15),
-    "CH": _pose(jawOpen=0.12, mouthFunnel=0.45, mouthPucker=0.25, upperUp=0.25, lowerDown=0.20),
-    "KK": _pose(jawOpen=0.24, lowerDown=0.12, stretch=0.10, upperUp=0.05),
-    "RR": _pose(jawOpen=0.14, mouthFunnel=0.30, mouthPucker=0.30, upperUp=0.08),
+    # Coronals and velars hold the jaw high (the tongue tip or body needs it): the mouth is far
+    # less open than on the vowels around them, as in real speech.
+    "TH": _pose(jawOpen=0.14, upperUp=0.08, lowerDown=0.12, stretch=0.10),
+    "DD": _pose(jawOpen=0.10, upperUp=0.06, lowerDown=0.06, stretch=0.12),
+    "SS": _pose(jawOpen=0.05, stretch=0.30, upperUp=0.12, lowerDown=0.08),
+    "CH": _pose(jawOpen=0.10, mouthFunnel=0.45, mouthPucker=0.25, upperUp=0.18, lowerDown=0.12),
+    "KK": _pose(jawOpen=0.16, lowerDown=0.08, stretch=0.10, upperUp=0.04),
+    "RR": _pose(jawOpen=0.12, mouthFunnel=0.30, mouthPucker=0.30, upperUp=0.06),
     "WW": _pose(jawOpen=0.10, mouthFunnel=0.35, mouthPucker=0.75),
-    "AA": _pose(jawOpen=0.62, lowerDown=0.35, upperUp=0.12, stretch=0.05),
-    "EH": _pose(jawOpen=0.36, lowerDown=0.22, upperUp=0.08, stretch=0.18),
-    "IY": _pose(jawOpen=0.16, stretch=0.48, upperUp=0.12, lowerDown=0.12),
-    "OW": _pose(jawOpen=0.40, mouthFunnel=0.50, mouthPucker=0.30, lowerDown=0.10),
+    # Vowels open by their height: open > mid > close.
+    "AA": _pose(jawOpen=0.75, lowerDown=0.40, upperUp=0.15, stretch=0.05),
+    "EH": _pose(jawOpen=0.50, lowerDown=0.30, upperUp=0.10, stretch=0.08),
+    "IY": _pose(jawOpen=0.20, stretch=0.40, upperUp=0.12, lowerDown=0.14),
+    "OW": _pose(jawOpen=0.50, mouthFunnel=0.50, mouthPucker=0.30, lowerDown=0.14),
     "HH": _pose(jawOpen=0.22, lowerDown=0.08),
 }
 
@@ -106,17 +115,18 @@ _DOMINANCE: dict[str, tuple[float, dict[str, float], float, float]] = {
     "sil": (1.0, {}, 0.045, 0.85),
     "PP": (1.5, {"lips": 2.0, "open": 1.2}, 0.025, 0.3),
     "FF": (1.3, {"lips": 1.8, "open": 1.0}, 0.025, 0.3),
-    "TH": (0.9, {}, 0.030, 0.3),
-    "DD": (0.45, {}, 0.030, 0.3),
-    "SS": (0.9, {"open": 1.3, "spread": 1.2}, 0.030, 0.3),
-    "CH": (1.2, {"round": 1.6}, 0.040, 0.3),
-    "KK": (0.45, {}, 0.030, 0.3),
-    "RR": (0.9, {"round": 1.3}, 0.040, 0.3),
-    "WW": (1.2, {"round": 1.8, "lips": 0.8}, 0.050, 0.4),
-    "AA": (1.0, {"open": 1.4}, 0.050, 0.5),
-    "EH": (0.8, {"lips": 1.2}, 0.050, 0.5),
-    "IY": (1.0, {"spread": 1.4}, 0.050, 0.5),
-    "OW": (1.0, {"round": 1.5}, 0.050, 0.5),
+    # Weak overall (the lips take the neighbours' rounding or spreading) but strong on the jaw.
+    "TH": (0.9, {"open": 3.0}, 0.030, 0.3),
+    "DD": (0.45, {"open": 3.0}, 0.030, 0.3),
+    "SS": (0.9, {"open": 3.9, "spread": 1.2}, 0.030, 0.3),
+    "CH": (1.2, {"round": 1.6, "open": 3.0}, 0.040, 0.3),
+    "KK": (0.45, {"open": 3.0}, 0.030, 0.3),
+    "RR": (0.9, {"round": 1.3, "open": 3.0}, 0.040, 0.3),
+    "WW": (1.2, {"round": 1.8, "lips": 0.8}, 0.050, 0.4),   # rounding is anticipated early
+    "AA": (1.0, {"open": 1.4}, 0.030, 0.5),
+    "EH": (1.0, {"lips": 1.2}, 0.030, 0.5),
+    "IY": (1.0, {"spread": 1.4}, 0.030, 0.5),
+    "OW": (1.0, {"round": 1.5}, 0.030, 0.5),
     "HH": (0.12, {}, 0.020, 0.0),
 }
 _ANTICIPATION = 1.3
