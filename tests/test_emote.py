@@ -296,7 +296,7 @@ def test_phone_visemes_are_sharp_shares_like_the_phone_front_end():
     import torch
     from evp_anim.audio.phones import viseme_posteriors
     from evp_anim.synth.visemes import VISEMES
-    from evp_anim.train.emote_trainer import phone_visemes
+    from evp_anim.train.features import phone_visemes
     cls = torch.tensor([[0, 0, 1, 1, 1, 10, 10, 10]])
     v = phone_visemes(cls, 15)[0].numpy()
     assert v.shape == (8, 15)

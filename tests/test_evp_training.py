@@ -169,3 +169,68 @@ def test_single_process_loop_helpers_are_no_ops(monkeypatch):
     module = nn.Linear(2, 2)
     assert wrap_ddp(module, 1) is module
     barrier(1)
+
+
+def test_phone_encoder_learns_in_the_landmark_stage(feats, tiny_corpus, tmp_path):
+    """Stage 3 with every sample on the phone front end: Ep and the LSTM together cut the landmark
+    loss on a fixed batch, and Ec (frozen) does not move."""
+    from evp_anim.train.evp_trainer import LandmarkLoss
+    cfg = TrainConfig(steps=(40, 0, 0), batch=8)
+    trainer = Trainer(feats, load_pairs(tiny_corpus / "pairs.npz"), cfg, tmp_path / "run")
+    trainer.run()
+    trainer.stage = 2
+    trainer._codes = np.zeros((len(feats), trainer.net.cfg.emotion_dim), np.float32)
+    batch = trainer._batch()
+    assert batch[-1].shape == batch[0].shape[:2]          # visemes (B, T) with the windows
+    loss_fn = LandmarkLoss(trainer.net, phone_content=1.0)
+    ec_before = [p.detach().clone() for p in trainer.net.content.parameters()]
+    ep_before = [p.detach().clone() for p in trainer.net.phones.parameters()]
+    params = list(trainer.net.a2l.parameters()) + list(trainer.net.phones.parameters())
+    optim = torch.optim.Adam(params, lr=3e-3)
+    first = loss_fn(*batch)[0].item()
+    for _ in range(40):
+        loss, _ = loss_fn(*batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss_fn(*batch)[0].item() < 0.5 * first
+    assert all(torch.equal(a, b) for a, b in zip(ec_before, trainer.net.content.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(ep_before, trainer.net.phones.parameters()))
+
+
+def test_phone_front_end_predicts_and_streams(tiny_model, feats):
+    """Viseme shares in, landmarks out: the shape of the clip, chunked = one pass (Ep's ±3 frames of
+    context carried as overlap), and the phones change the mouth."""
+    from evp_anim.train.features import phone_visemes
+    m = EvpModel.load(tiny_model)
+    assert m.reads_phones
+    shares = phone_visemes(torch.from_numpy(feats.visemes[0])[None], 15)[0].numpy()
+    code = m.label_code("happy", 1.0)
+    whole = m.predict_lm3d(feats.windows[0], feats.reference[0], code, visemes=shares, chunk=10_000)
+    chunked = m.predict_lm3d(feats.windows[0], feats.reference[0], code, visemes=shares, chunk=7)
+    assert whole.shape == feats.lm3d[0].shape and np.isfinite(whole).all()
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    silent = np.zeros_like(shares)
+    silent[:, 0] = 1.0
+    quiet = m.predict_lm3d(feats.windows[0], feats.reference[0], code, visemes=silent)
+    assert np.abs(quiet - whole).max() > 1e-3
+    with pytest.raises(EvpError, match="viseme shares must be"):
+        m.predict_lm3d(feats.windows[0], feats.reference[0], code, visemes=shares[:-1])
+
+
+def test_version_1_model_files_load_without_the_phone_encoder(tiny_model, tmp_path, feats):
+    """A model file from before the phone encoder still loads and animates from MFCCs; asking it
+    for phones is a one-line error."""
+    blob = torch.load(tiny_model, map_location="cpu", weights_only=True)
+    blob["version"] = 1
+    blob["config"].pop("phone_encoder")
+    blob["state"] = {k: v for k, v in blob["state"].items() if not k.startswith("phones.")}
+    old = tmp_path / "v1.pt"
+    torch.save(blob, old)
+    m = EvpModel.load(old)
+    assert not m.reads_phones
+    pred = m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("neutral"))
+    assert pred.shape == feats.lm3d[0].shape
+    with pytest.raises(EvpError, match="no phone content encoder"):
+        m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("neutral"),
+                       visemes=np.zeros((len(pred), 15), np.float32))

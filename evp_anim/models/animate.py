@@ -71,11 +71,13 @@ def _silence_gate(vad: np.ndarray, min_frames: int = 5, ramp: int = 3) -> np.nda
 
 
 def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
-            identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> Track:
+            identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE, content=None) -> Track:
     """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
 
     ``reference`` (68, 3) mm is the neutral face to animate (default: the SFM mean face, stored in
     the model as the mean training reference); ``identity`` (63,) is recorded in the track if given.
+    ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) feeds the phones' visemes to the
+    phone content encoder Ep in Ec's place (a model without Ep keeps Ec, with a warning).
     """
     from ..audio.features import mfcc_windows, voice_activity
     from ..audio.io import load_audio
@@ -110,7 +112,16 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
         weights = np.tile(np.eye(NUM_EMOTIONS, dtype=np.float32)[EMOTIONS.index(emo)], (n, 1))
         intensity = np.full(n, inten, np.float32)
 
-    lm3d = model.predict_lm3d(windows, reference, codes)
+    visemes = None
+    if content is not None:
+        if model.reads_phones:
+            from ..audio.phones import viseme_posteriors
+            visemes = viseme_posteriors(content.phones, n, FPS)
+        else:
+            import warnings
+            warnings.warn("this EVP model has no phone content encoder (an older model file): its "
+                          "MFCC content encoder is used; the phones only seal the lips", stacklevel=2)
+    lm3d = model.predict_lm3d(windows, reference, codes, visemes=visemes)
     gate = _silence_gate(voice_activity(audio, sample_rate, n_frames=n))
     if gate.any():
         silent = mfcc_windows(np.zeros(int(sample_rate * 0.6), np.float32), sample_rate)
@@ -270,7 +281,8 @@ def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identit
     ``front_end="phones"`` adds what is said, heard by pocketsphinx (trained on real voices) or
     aligned from ``text`` (a transcript; a mismatching one is reported through ``warn`` and the
     audio alone is used): EMOTE reads the phones' visemes instead of its MFCC content encoder's,
-    and both models seal the lips on /p b m/. ``"mfcc"``: the models' own audio features only."""
+    EVP reads them through its phone content encoder Ep instead of Ec, and both models seal the
+    lips on /p b m/. ``"mfcc"``: the models' own audio features only."""
     from ..audio.io import audio_sha256, load_audio
     from ..audio.phones import FRONT_ENDS, speech_content
     from .emote import EmoteModel
@@ -285,7 +297,7 @@ def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identit
     if isinstance(model, EmoteModel):
         track = animate_emote(x, model, spec, rig, identity=ident, style=style, content=content)
     else:
-        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident)
+        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident, content=content)
         lift_to_rig(track, rig, ident)
         if content is not None:
             _seal_track(track, rig, content.phones, ident)

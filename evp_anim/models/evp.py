@@ -8,6 +8,8 @@ Shapes (B = batch, T = frames at 25 fps):
 * emotion encoder Ee: (B, T, 28, 12) → (B, De) — duration-independent, pooled over time
 * decoder D: (B, T, Dc) + (B, De) → (B, T, 28, 12) — rebuilds the windows (cross-reconstruction)
 * emotion classifier Ce: (B, De) → (B, 8) logits
+* phone content encoder Ep (the front end for real speech): viseme shares of recognised or
+  transcript-aligned phones (B, T, 15) → (B, T, Dc), codes in Ec's place (±3 frames of context)
 * viseme head (pre-training Ec on content, standing in for EVP's LRW pre-training): (B, T, Dc) → (B, T, 15)
 * audio-to-landmark: identity embedding f_a = MLP(reference landmarks (B, 68, 3)), then per frame
   [Ec, Ee, f_a] → LSTM → two-layer MLP → PCA coefficients of the landmark displacement
@@ -33,7 +35,7 @@ from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensit
 from ..errors import EvpError
 
 MODEL_FORMAT = "evp-anim-evp-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2        # 2: the phone content encoder Ep (version-1 files load without it)
 N_LANDMARKS = 68
 
 
@@ -48,6 +50,7 @@ class EvpConfig:
     identity_dim: int = 64
     pca_dim: int = 40
     num_visemes: int = 15
+    phone_encoder: bool = True  # Ep; False for version-1 model files, which were trained without it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,6 +90,26 @@ class ContentEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.frame(x).transpose(1, 2)
         return self.norm(self.temporal(h).transpose(1, 2))
+
+
+class PhoneContentEncoder(nn.Module):
+    """Ep: viseme shares per frame (B, T, 15) → content codes (B, T, Dc) in Ec's place.
+
+    The shares come from phones (pocketsphinx's recogniser or a forced-aligned transcript), which
+    were learnt from real voices; our synthetic voices' MFCCs do not transfer to real speech. Two
+    small convolutions see ±3 frames (bounded look-ahead, streamable); the same unit-scale
+    normalisation as Ec, so the audio-to-landmark LSTM reads either.
+    """
+
+    def __init__(self, cfg: EvpConfig):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(cfg.num_visemes, cfg.frame_hidden, 5, padding=2), nn.ReLU(),
+            nn.Conv1d(cfg.frame_hidden, cfg.content_dim, 3, padding=1))
+        self.norm = nn.LayerNorm(cfg.content_dim, elementwise_affine=False)
+
+    def forward(self, shares: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(shares.transpose(1, 2)).transpose(1, 2))
 
 
 class EmotionEncoder(nn.Module):
@@ -154,6 +177,7 @@ class EvpNet(nn.Module):
         self.decoder = Decoder(cfg)
         self.classifier = nn.Linear(cfg.emotion_dim, NUM_EMOTIONS)
         self.viseme_head = nn.Linear(cfg.content_dim, cfg.num_visemes)
+        self.phones = PhoneContentEncoder(cfg) if cfg.phone_encoder else None
         self.a2l = AudioToLandmark(cfg)
         self.register_buffer("mfcc_mean", torch.zeros(12))
         self.register_buffer("mfcc_std", torch.ones(12))
@@ -188,6 +212,11 @@ class EvpModel:
     def name(self) -> str:
         return str(self.meta.get("name", "evp"))
 
+    @property
+    def reads_phones(self) -> bool:
+        """True when the model has the phone content encoder (``predict_lm3d(visemes=...)``)."""
+        return self.net.phones is not None
+
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the inference weights (atomic): a torch file with config, buffers and meta."""
@@ -212,8 +241,11 @@ class EvpModel:
             raise EvpError(f"{path}: not an evp-anim EVP model")
         if int(blob.get("version", 0)) > MODEL_VERSION:
             raise EvpError(f"{path}: model version {blob['version']} is newer than this evp-anim; upgrade")
+        config = dict(blob.get("config") or {})
+        if int(blob.get("version", 0)) < 2:
+            config["phone_encoder"] = False   # version 1: no phone content encoder
         try:
-            net = EvpNet(EvpConfig(**blob["config"]))
+            net = EvpNet(EvpConfig(**config))
             net.load_state_dict(blob["state"])
         except (TypeError, RuntimeError, KeyError) as e:
             raise EvpError(f"{path}: model weights do not fit the network ({str(e).splitlines()[0][:120]})") from None
@@ -225,7 +257,8 @@ class EvpModel:
         pre-training only), for inspecting codes; label codes and later stages may be untrained."""
         path = Path(path)
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint is a pickle; never run code from one (issue 15).
+            blob = torch.load(path, map_location="cpu", weights_only=True)
             net = EvpNet(EvpConfig())
             net.load_state_dict(blob["net"])
         except Exception as e:
@@ -261,15 +294,26 @@ class EvpModel:
 
     @torch.no_grad()
     def predict_lm3d(self, windows: np.ndarray, reference: np.ndarray, emotion_code: np.ndarray,
-                     chunk: int = 500) -> np.ndarray:
+                     chunk: int = 500, visemes: np.ndarray | None = None) -> np.ndarray:
         """Landmarks (T, 68, 3) mm for windows (T, 28, 12), a neutral reference face (68, 3) mm
-        and an emotion code (De,) or per-frame codes (T, De).
+        and an emotion code (De,) or per-frame codes (T, De). With ``visemes`` (T, 15) (viseme
+        shares of phones, :func:`~evp_anim.audio.phones.viseme_posteriors`) the content codes come
+        from the phone encoder Ep instead of Ec (the model must have it: :attr:`reads_phones`).
 
         Runs in chunks of ``chunk`` frames carrying the LSTM state, so memory is bounded by the
-        chunk, not the clip; Ec's ±2-frame temporal context is given to each chunk as overlap.
+        chunk, not the clip; the encoders' temporal context (±2 frames for Ec, ±3 for Ep) is given
+        to each chunk as overlap.
         """
         w = np.asarray(windows, np.float32)
         t_total = w.shape[0]
+        if visemes is not None:
+            if not self.reads_phones:
+                raise EvpError("this EVP model has no phone content encoder (an older model file); "
+                               "retrain it or use --front-end mfcc")
+            visemes = np.asarray(visemes, np.float32)
+            if visemes.shape != (t_total, self.net.cfg.num_visemes):
+                raise EvpError(f"viseme shares must be ({t_total}, {self.net.cfg.num_visemes}), "
+                               f"got {visemes.shape}")
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
         ref_n = self.net.normalise_reference(ref)
         code = np.asarray(emotion_code, np.float32)
@@ -280,11 +324,14 @@ class EvpModel:
                            f"{self.net.cfg.emotion_dim}), got {code.shape}")
         out = np.empty((t_total, N_LANDMARKS, 3), np.float32)
         state = None
-        pad = 2  # Ec's temporal conv sees ±2 frames
+        pad = 2 if visemes is None else 3  # Ec's temporal conv sees ±2 frames, Ep's ±3
         for a in range(0, t_total, chunk):
             b = min(a + chunk, t_total)
             lo, hi = max(0, a - pad), min(t_total, b + pad)
-            content = self.net.content(self.net.normalise(torch.from_numpy(w[lo:hi])[None]))
+            if visemes is None:
+                content = self.net.content(self.net.normalise(torch.from_numpy(w[lo:hi])[None]))
+            else:
+                content = self.net.phones(torch.from_numpy(visemes[lo:hi])[None])
             content = content[:, a - lo: a - lo + (b - a)]
             coeffs, state = self.net.a2l(content, torch.from_numpy(np.ascontiguousarray(code[a:b]))[None],
                                          ref_n, state)

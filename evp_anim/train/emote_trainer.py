@@ -50,7 +50,7 @@ from ..data.manifest import ClipRow
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
 from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
-from .features import CorpusFeatures, manifest_hash
+from .features import CorpusFeatures, manifest_hash, phone_visemes
 from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("prior", "lipreader", "emotion", "content", "generator")
@@ -310,16 +310,6 @@ class GeneratorLoss(nn.Module):
                 logs["x_lip"] = l_xlip.item()
             total = total + cfg.lambda_exchange * l_x
         return total, logs
-
-
-def phone_visemes(visemes: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, T) viseme classes → (B, T, n_classes) shares as the phone front end gives them
-    (:func:`~evp_anim.audio.phones.viseme_posteriors`): one class per frame, shared with the
-    neighbour's at a class change (a [1/4, 1/2, 1/4] blur, edges replicated), rows summing to 1."""
-    onehot = F.one_hot(visemes.long(), n_classes).float().transpose(1, 2)       # (B, C, T)
-    padded = F.pad(onehot, (1, 1), mode="replicate")
-    kernel = torch.tensor([0.25, 0.5, 0.25]).repeat(n_classes, 1, 1)
-    return F.conv1d(padded, kernel, groups=n_classes).transpose(1, 2)
 
 
 def exchange_permutation(emotion_index: np.ndarray, rng: np.random.Generator) -> np.ndarray:

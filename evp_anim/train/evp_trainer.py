@@ -10,6 +10,8 @@
    switched off (Table 2's ablation).
 3. **landmarks** — the audio-to-landmark network on frozen encoders, Eq. 7 (L2 between predicted
    and ground-truth landmarks; we use pose-invariant 3D landmarks in mm, see models/evp.py).
+   Half of the samples (``phone_content``) take their content from the phone encoder Ep fed the
+   clip's true visemes, trained alongside: the front end for real speech (``--front-end phones``).
 
 Afterwards the mean emotion code of each emotion at each MEAD level is stored for label control.
 
@@ -36,7 +38,7 @@ from ..atomic import atomic_path
 from ..emotions import EMOTIONS
 from ..errors import EvpError
 from ..models.evp import EvpConfig, EvpModel, EvpNet
-from .features import CorpusFeatures
+from .features import CorpusFeatures, phone_visemes
 from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("pretrain", "disentangle", "landmarks")
@@ -57,6 +59,7 @@ class TrainConfig:
     lambda_cla: float = 1.0
     lambda_con: float = 1.0
     lambda_anchor: float = 1.0      # Ec's viseme task kept during stage 2 (see DisentangleLoss)
+    phone_content: float = 0.5      # stage 3: share of samples whose content comes from Ep (true visemes)
     without: tuple[str, ...] = ()   # loss terms switched off in stage 2 (ablation)
     seed: int = 0
     checkpoint_every: int = 250
@@ -69,6 +72,8 @@ class TrainConfig:
             raise EvpError(f"unknown loss term(s) {sorted(bad)} for --without: choose from {', '.join(LOSS_TERMS)}")
         if self.batch < 1 or self.crop < 8 or self.landmark_crop < 8:
             raise EvpError("batch must be ≥ 1 and crops ≥ 8 frames")
+        if not 0.0 <= self.phone_content <= 1.0:
+            raise EvpError(f"phone_content must be in [0, 1], got {self.phone_content}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -215,16 +220,27 @@ class DisentangleLoss(nn.Module):
 
 
 class LandmarkLoss(nn.Module):
-    """Stage 3: Eq. 7, L2 between predicted and ground-truth landmarks (mm), encoders frozen."""
+    """Stage 3: Eq. 7, L2 between predicted and ground-truth landmarks (mm), Ec and Ee frozen.
 
-    def __init__(self, net: EvpNet):
+    For a ``phone_content`` share of the samples the content codes come from the phone encoder
+    Ep reading the clip's true visemes as the phone front end gives them
+    (:func:`~evp_anim.train.features.phone_visemes`), trained here with the LSTM, so one
+    audio-to-landmark network serves both front ends.
+    """
+
+    def __init__(self, net: EvpNet, phone_content: float = 0.0):
         super().__init__()
         self.net = net
+        self.phone_content = phone_content if net.phones is not None else 0.0
 
-    def forward(self, windows, emotion_code, reference, lm3d):
+    def forward(self, windows, emotion_code, reference, lm3d, visemes=None):
         net = self.net
         with torch.no_grad():
             content = net.content(net.normalise(windows))
+        if self.phone_content > 0 and visemes is not None:
+            pick = torch.rand(content.shape[0]) < self.phone_content
+            phones = net.phones(phone_visemes(visemes, net.cfg.num_visemes))
+            content = torch.where(pick[:, None, None], phones, content)
         coeffs, _ = net.a2l(content, emotion_code, net.normalise_reference(reference))
         pred = net.landmarks(coeffs, reference)
         loss = F.mse_loss(pred, lm3d)
@@ -345,7 +361,7 @@ class Trainer:
         if self.stage == 1:
             return DisentangleLoss(self.net, self.cfg.lambda_cla, self.cfg.lambda_con, self.cfg.without,
                                    self.cfg.lambda_anchor)
-        return LandmarkLoss(self.net)
+        return LandmarkLoss(self.net, self.cfg.phone_content)
 
     def _params(self):
         n = self.net
@@ -354,7 +370,7 @@ class Trainer:
         elif self.stage == 1:
             mods = [n.content, n.emotion, n.classifier, n.decoder, n.viseme_head]
         else:
-            mods = [n.a2l]
+            mods = [n.a2l] + ([n.phones] if n.phones is not None else [])
         return [p for m in mods for p in m.parameters()]
 
     def _make_optim(self) -> torch.optim.Optimizer:
@@ -372,7 +388,7 @@ class Trainer:
                     t(b["vis_i"]), t(b["vis_j"]))
         b = self.sampler.clips(c.batch, c.landmark_crop, with_landmarks=True)
         codes = t(self._codes[b["idx"]])
-        return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"])
+        return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"]), t(b["visemes"])
 
     def run(self) -> EvpModel:
         if self.rank == 0:

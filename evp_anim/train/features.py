@@ -167,3 +167,15 @@ def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | N
     feats = build_features(corpus, rows, sfm_dir, progress)
     _save(path, feats, mh)
     return feats
+
+
+def phone_visemes(visemes: "torch.Tensor", n_classes: int) -> "torch.Tensor":
+    """(B, T) viseme classes → (B, T, n_classes) shares as the phone front end gives them
+    (:func:`~evp_anim.audio.phones.viseme_posteriors`): one class per frame, shared with the
+    neighbour's at a class change (a [1/4, 1/2, 1/4] blur, edges replicated), rows summing to 1."""
+    import torch
+    import torch.nn.functional as F
+    onehot = F.one_hot(visemes.long(), n_classes).float().transpose(1, 2)       # (B, C, T)
+    padded = F.pad(onehot, (1, 1), mode="replicate")
+    kernel = torch.tensor([0.25, 0.5, 0.25]).repeat(n_classes, 1, 1)
+    return F.conv1d(padded, kernel, groups=n_classes).transpose(1, 2)
