@@ -11,6 +11,8 @@ stages' commands are defined in their ``commands`` modules and added in :data:`S
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -282,33 +284,96 @@ for _module in STAGE_COMMANDS:
     _module.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        app(args=args, standalone_mode=False)
-    except EvpError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        rep = _reporter()
-        if rep.machine_readable:
-            command = next((a for a in args if not a.startswith("-")), "evp-anim")
-            rep.failure(msg, task=command)
-        else:
-            typer.echo(f"error: {msg}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+# Exit status of an interrupted command: 128 + the signal number, as shells report it.
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM handlers for one :func:`main` call. Each signal raises KeyboardInterrupt
+    in the main thread, so ``finally`` blocks and :func:`evp_anim.atomic.atomic_path` remove their
+    temporary files, and records the signal: typer turns KeyboardInterrupt into an exit code that
+    ``standalone_mode=False`` *returns* (and :func:`main` used to drop, exiting 0), so the record is
+    what tells :func:`main` that the command was interrupted."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            # A forked worker (multiprocessing) inherits the handler: behave as it would without it,
+            # so e.g. Pool.terminate()'s SIGTERM still ends the worker quietly.
+            old = self._old.get(signum, signal.SIG_DFL)
+            if callable(old):
+                return old(signum, frame)
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            if old != signal.SIG_IGN:
+                os.kill(os.getpid(), signum)
+            return
+        if self.signum is None:
+            self.signum = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_Interrupts":
+        for sig in _SIGNAL_EXIT:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:           # not the main thread (e.g. main() called from a test thread)
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _interrupted(args: list[str], signum: int) -> None:
+    """Report an interrupted command (one line: ``interrupted``, or a JSON failure line) and exit
+    with 130 (SIGINT) or 143 (SIGTERM)."""
+    rep = _reporter()
+    rep.failure("interrupted", task=next((a for a in args if not a.startswith("-")), "evp-anim"))
+    if not rep.machine_readable:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:
-        # typer's (vendored) click exceptions: usage errors know how to show themselves.
-        if hasattr(e, "show") and hasattr(e, "exit_code"):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, (typer.Exit,)):
-            sys.exit(e.exit_code)
-        if isinstance(e, typer.Abort):
-            sys.exit(130)
-        raise
+    sys.exit(_SIGNAL_EXIT.get(signum, 130))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2, and an
+    interrupt (Ctrl-C, SIGTERM from e.g. the Blender add-on's Cancel) into ``interrupted`` and exit
+    status 130 / 143 after the command's temporary files are cleaned up."""
+    args = sys.argv[1:] if argv is None else argv
+    with _Interrupts() as interrupts:
+        try:
+            rv = app(args=args, standalone_mode=False)
+        except EvpError as e:
+            if interrupts.signum is not None:    # an EvpError raised while unwinding an interrupt
+                _interrupted(args, interrupts.signum)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            rep = _reporter()
+            if rep.machine_readable:
+                command = next((a for a in args if not a.startswith("-")), "evp-anim")
+                rep.failure(msg, task=command)
+            else:
+                typer.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            _interrupted(args, interrupts.signum or signal.SIGINT)
+        except Exception as e:
+            if interrupts.signum is not None:
+                _interrupted(args, interrupts.signum)
+            # typer's (vendored) click exceptions: usage errors know how to show themselves.
+            if hasattr(e, "show") and hasattr(e, "exit_code"):
+                e.show()
+                sys.exit(e.exit_code)
+            if isinstance(e, (typer.Exit,)):
+                sys.exit(e.exit_code)
+            if isinstance(e, typer.Abort):
+                _interrupted(args, signal.SIGINT)
+            raise
+    if interrupts.signum is not None or (isinstance(rv, int) and rv == 130):
+        # typer caught the KeyboardInterrupt and returned Exit(130)'s code
+        _interrupted(args, interrupts.signum or signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ On disk a track is one ``.npz`` (no pickles) with a JSON ``meta`` entry carrying
 ``schema_version``, fps, image size, names and the lists/dicts. :func:`load_track` validates
 everything and raises :class:`~evp_anim.errors.EvpError` with a one-line message on any problem;
 :func:`save_track` writes atomically (temporary file + rename).
+
+Track files may come from anyone, so loading is bounded: only the known members are read (an extra
+member is never decompressed), each member's ``.npy`` header (shape, dtype) is checked against
+:data:`MAX_FRAMES`, :data:`MAX_CHANNELS` and :data:`MAX_META_BYTES` *before* its data is allocated,
+and fps / image size must lie in [:data:`MIN_FPS`, :data:`MAX_FPS`] / [1, :data:`MAX_IMAGE_SIDE`] —
+a valid-looking track at fps 0.001 would otherwise make every stage that works in seconds or
+pixels (alignment, preview, rendering) allocate without bound.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import dataclasses
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,6 +57,14 @@ SCHEMA_VERSION = 1
 DEFAULT_FPS = 25.0               # frames per second of every track the project makes
 NUM_LANDMARKS = 68               # iBUG 68-point convention
 MOUTH = slice(48, 68)            # iBUG points 49..68 (0-based 48..67): outer and inner lips
+
+# Sane ranges for untrusted files (issue 15). 240 fps covers high-speed footage; a track below
+# 1 fps is not animation. 1,000,000 frames is 11 hours at 25 fps (about 1.5 GB of arrays).
+MIN_FPS, MAX_FPS = 1.0, 240.0
+MAX_IMAGE_SIDE = 32768           # pixels, either side of ``image_size``
+MAX_FRAMES = 1_000_000
+MAX_CHANNELS = 4096              # expression channels K, identity coefficients S
+MAX_META_BYTES = 64 << 20        # the JSON ``meta`` member
 
 # Per-frame arrays and their trailing shapes (None = K, the number of expression channels).
 _FRAME_FIELDS: dict[str, tuple] = {
@@ -145,11 +161,13 @@ class Track:
         def fail(msg: str) -> None:
             raise EvpError(f"{source}: {msg}")
 
-        if not isinstance(self.fps, (int, float)) or not np.isfinite(self.fps) or not 0 < self.fps <= 1000:
-            fail(f"fps must be a number in (0, 1000], got {self.fps!r}")
+        if (isinstance(self.fps, bool) or not isinstance(self.fps, (int, float, np.integer, np.floating))
+                or not np.isfinite(self.fps) or not MIN_FPS <= self.fps <= MAX_FPS):
+            fail(f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {_short(self.fps)}")
         self.fps = float(self.fps)
-        if (len(self.image_size) != 2 or any(int(v) != v or v <= 0 for v in self.image_size)):
-            fail(f"image_size must be two positive integers (width, height), got {self.image_size!r}")
+        if not _image_size_ok(self.image_size):
+            fail(f"image_size must be two integers (width, height) in 1..{MAX_IMAGE_SIDE}, "
+                 f"got {_short(self.image_size)}")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
 
         lm = self.landmarks_2d
@@ -158,6 +176,8 @@ class Track:
         t = lm.shape[0]
         if t == 0:
             fail("track has 0 frames")
+        if t > MAX_FRAMES:
+            fail(f"track has {t} frames, more than the {MAX_FRAMES} a track may hold")
         names = self.expression_names
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
             fail("expression_names must be a list of non-empty strings")
@@ -209,10 +229,10 @@ class Track:
         for seg in self.phonemes:
             try:
                 s, e, sym = float(seg[0]), float(seg[1]), str(seg[2])
-            except (TypeError, ValueError, IndexError):
-                fail(f"phoneme segment {seg!r} is not (start_s, end_s, symbol)")
+            except (TypeError, ValueError, IndexError, KeyError):
+                fail(f"phoneme segment {_short(seg)} is not (start_s, end_s, symbol)")
             if not (np.isfinite(s) and np.isfinite(e)) or e < s:
-                fail(f"phoneme segment {seg!r} has end before start")
+                fail(f"phoneme segment {_short(seg)} has end before start")
             phon.append((s, e, sym))
         self.phonemes = phon
         if not isinstance(self.provenance, dict) or not isinstance(self.info, dict):
@@ -249,11 +269,14 @@ class Track:
         Euler angle, which is accurate for the small head rotations of talking faces.
         """
         fps = float(fps)
-        if not np.isfinite(fps) or not 0 < fps <= 1000:
-            raise EvpError(f"fps must be in (0, 1000], got {fps!r}")
+        if not np.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+            raise EvpError(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}")
         if fps == self.fps:
             return self.copy()
         n_new = max(1, int(round(self.duration * fps)))
+        if n_new > MAX_FRAMES:   # bounds every consumer that resamples (align, exports) before allocating
+            raise EvpError(f"resampling {self.n_frames} frames from {self.fps:g} to {fps:g} fps would give "
+                           f"{n_new} frames, more than the {MAX_FRAMES} a track may hold")
         src_t = np.arange(self.n_frames) / self.fps
         dst_t = np.clip(np.arange(n_new) / fps, 0.0, src_t[-1])
         idx = np.clip(np.searchsorted(src_t, dst_t, side="right") - 1, 0, self.n_frames - 1)
@@ -283,6 +306,25 @@ class Track:
             "provenance": self.provenance,
             "info": self.info,
         }
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line errors about untrusted values."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _image_size_ok(size: Any) -> bool:
+    """Whether ``size`` is (width, height): two integers (or integral floats, as JSON may give) in
+    1..MAX_IMAGE_SIDE. Strings ("ab"), nested lists and booleans are not."""
+    if isinstance(size, (str, bytes)) or not isinstance(size, (tuple, list, np.ndarray)) or len(size) != 2:
+        return False
+    for v in size:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            return False
+        if not np.isfinite(v) or int(v) != v or not 1 <= v <= MAX_IMAGE_SIDE:
+            return False
+    return True
 
 
 def concat(tracks: Sequence[Track]) -> Track:
@@ -331,25 +373,94 @@ def _write_npz(track: Track, f) -> None:
                         meta=np.frombuffer(meta.encode("utf-8"), np.uint8))
 
 
+def _member_header(z, name: str, src: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data stored) of member ``name`` of the open NpzFile ``z``, read from
+    its ``.npy`` header alone (a few hundred bytes), so that a member can be refused before its data
+    is allocated."""
+    info = z.zip.getinfo(name + ".npy")
+    with z.zip.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise EvpError(f"{src}: array {name} has unsupported .npy version {version}")
+        header_len = fp.tell()
+    return tuple(int(d) for d in shape), dtype, info.file_size - header_len
+
+
+def _check_member(name: str, header: tuple[tuple[int, ...], np.dtype, int], n_channels: int, src: str) -> None:
+    """Refuse a known member whose declared size no sane track reaches: more than MAX_FRAMES frames
+    of the field's row size (K = ``n_channels`` for ``expression``), an identity longer than
+    MAX_CHANNELS, a meta longer than MAX_META_BYTES, Python objects or items wider than 8 bytes; and
+    one whose zip entry holds less data than its header declares (truncated). Shape mistakes within
+    those bounds are left to :meth:`Track.validate`, which names them precisely."""
+    shape, dtype, stored = header
+    if dtype.hasobject:
+        raise EvpError(f"{src}: array {name} holds Python objects; refused")
+    count = int(np.prod(shape, dtype=object)) if shape else 1
+    if name == "meta":
+        limit, unit = MAX_META_BYTES, 1          # UTF-8 bytes
+    elif name == "identity":
+        limit, unit = MAX_CHANNELS, 8            # at most float64
+    else:
+        tail = _FRAME_FIELDS[name]
+        row = int(np.prod([n_channels if d is None else d for d in tail], dtype=np.int64)) if tail else 1
+        limit, unit = MAX_FRAMES * max(row, 1), 8
+    if (dtype.itemsize != unit) if name == "meta" else (dtype.itemsize > unit):
+        raise EvpError(f"{src}: array {name} has dtype {dtype}; refused")
+    if count > limit:
+        raise EvpError(f"{src}: array {name} declares shape {shape} ({count * dtype.itemsize / 2**20:.0f} MiB), "
+                       f"more than a track may hold; refused")
+    if stored < count * dtype.itemsize:
+        raise EvpError(f"{src}: array {name} is truncated ({stored} bytes stored, its header declares "
+                       f"{count * dtype.itemsize})")
+
+
+def _read_members(path: Path, src: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The known members of the track file at ``path`` (``meta`` parsed), each size-checked from its
+    header before it is read; members with other names are never touched."""
+    with np.load(path, allow_pickle=False) as z:          # lazy NpzFile: nothing is read yet
+        present = set(z.files)
+        if "meta" not in present:
+            raise EvpError(f"{src}: not an evp-anim track (no meta entry)")
+        _check_member("meta", _member_header(z, "meta", src), 0, src)
+        try:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise EvpError(f"{src}: track meta is not valid JSON ({str(e).splitlines()[0][:100]})") from None
+        if not isinstance(meta, dict):
+            raise EvpError(f"{src}: not an evp-anim track (meta is a {type(meta).__name__})")
+        names = meta.get("expression_names")
+        k = len(names) if isinstance(names, list) else 0
+        if k > MAX_CHANNELS:
+            raise EvpError(f"{src}: track declares {k} expression channels, more than {MAX_CHANNELS}")
+        data = {}
+        for name in (*_FRAME_FIELDS, "identity"):
+            if name in present:
+                _check_member(name, _member_header(z, name, src), k, src)
+                data[name] = z[name]
+    return data, meta
+
+
 def load_track(path: str | os.PathLike) -> Track:
-    """Read and validate a track file; raises :class:`EvpError` with a one-line reason."""
+    """Read and validate a track file; raises :class:`EvpError` with a one-line reason.
+
+    Only the known members are read, each after a size check of its header (see the module
+    docstring), so a small hostile file cannot make this allocate more than a sane track needs."""
     path = Path(path)
     src = str(path)
     if not path.is_file():
         raise EvpError(f"track file not found: {src}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise EvpError(f"{src}: not a readable track file ({type(e).__name__}: {e})") from None
-    if "meta" not in data:
-        raise EvpError(f"{src}: not an evp-anim track (no meta entry)")
-    try:
-        meta = json.loads(bytes(data.pop("meta")).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvpError(f"{src}: track meta is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise EvpError(f"{src}: not an evp-anim track (format tag is {meta.get('format') if isinstance(meta, dict) else meta!r})")
+        data, meta = _read_members(path, src)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, NotImplementedError,
+            RuntimeError, KeyError) as e:
+        msg = str(e).splitlines()[0][:120] if str(e) else ""
+        raise EvpError(f"{src}: not a readable track file ({type(e).__name__}{': ' + msg if msg else ''})") from None
+    if meta.get("format") != FORMAT:
+        raise EvpError(f"{src}: not an evp-anim track (format tag is {_short(meta.get('format'))})")
     version = meta.get("schema_version")
     if not isinstance(version, int):
         raise EvpError(f"{src}: track has no integer schema_version")
@@ -365,7 +476,7 @@ def load_track(path: str | os.PathLike) -> Track:
         track = Track(
             fps=meta["fps"],
             landmarks_2d=data["landmarks_2d"],
-            image_size=tuple(meta["image_size"]),
+            image_size=meta["image_size"],           # validate() checks it, then makes it a tuple
             pose_rotation=data["pose_rotation"],
             pose_translation=data["pose_translation"],
             pose_scale=data["pose_scale"],
@@ -375,12 +486,12 @@ def load_track(path: str | os.PathLike) -> Track:
             intensity=data["intensity"],
             identity=data.get("identity", np.zeros(0, np.float32)),
             landmarks_3d=data.get("landmarks_3d"),
-            phonemes=[tuple(p) for p in meta.get("phonemes", [])],
+            phonemes=[tuple(p) if isinstance(p, list) else p for p in meta.get("phonemes", [])],
             provenance=meta.get("provenance", {}),
             info=meta.get("info", {}),
         )
-    except (KeyError, TypeError) as e:
-        raise EvpError(f"{src}: track meta lacks or mangles {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvpError(f"{src}: track meta lacks or mangles {_short(str(e))}") from None
     track.validate(src)
     if meta.get("n_frames", track.n_frames) != track.n_frames:
         raise EvpError(f"{src}: meta says {meta['n_frames']} frames but arrays hold {track.n_frames}")

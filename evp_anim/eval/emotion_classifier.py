@@ -149,7 +149,8 @@ class EmotionClassifier:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = {"format": FORMAT, "version": VERSION, "config": self.config, "info": self.info,
-                "mean": self.mean, "std": self.std, "emotions": list(EMOTIONS),
+                # tensors, not numpy arrays: the file must load under torch.load(weights_only=True)
+                "mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std), "emotions": list(EMOTIONS),
                 "state_dict": self.net.state_dict()}
         buf = io.BytesIO()
         torch.save(blob, buf)
@@ -164,7 +165,9 @@ class EmotionClassifier:
         if not path.is_file():
             raise EvpError(f"emotion classifier not found: {path}")
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: the cache sits in a corpus folder that may come from anyone; a pickle
+            # that would build other objects than tensors and plain data is refused unbuilt.
+            blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
             raise EvpError(f"{path} is not a readable emotion classifier ({type(e).__name__}); "
                            "delete it to retrain") from None
@@ -178,7 +181,7 @@ class EmotionClassifier:
             net.load_state_dict(blob["state_dict"])
         except (RuntimeError, KeyError) as e:
             raise EvpError(f"{path}: classifier weights do not match its config ({e.__class__.__name__})") from None
-        return cls(net, blob["mean"], blob["std"], cfg, blob.get("info"))
+        return cls(net, np.asarray(blob["mean"]), np.asarray(blob["std"]), cfg, blob.get("info"))
 
 
 def train_classifier(sequences: Sequence[np.ndarray], references: Sequence[np.ndarray], labels,

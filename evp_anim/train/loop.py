@@ -1,8 +1,10 @@
 """The training loop shared by the EVP, EMOTE and renderer trainers.
 
-- ``StepLog`` — a run's ``log.csv`` (one row per step; a resumed run appends to it);
-- ``read_checkpoint`` / ``restore_run_state`` — load a checkpoint with a one-line error for a
-  damaged file, and put a trainer back where its checkpoint stopped;
+- ``StepLog`` — a run's ``log.csv`` (one row per step; a resumed run keeps the header and the rows
+  its checkpoint covers, and appends);
+- ``read_checkpoint`` / ``restore_run_state`` — load a checkpoint (``weights_only=True``: tensors and
+  plain data only, never code) with a one-line error for a damaged or refused file, and put a
+  trainer back where its checkpoint stopped;
 - ``train_stage_steps`` — the step loop of one stage: batch, forward, backward, optimiser step,
   log, periodic checkpoint;
 - ``dist_info`` / ``barrier`` / ``wrap_ddp`` — torch.distributed under ``torchrun`` (gloo on CPU,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,27 +29,62 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..errors import EvpError
 
 
 # ---------------------------------------------------------------------- the step loop
 class StepLog:
-    """``log.csv`` of a training run, opened for appending on the first row (so a resumed run adds
-    to it): one row per step with the stage, step, loss and the loss terms as JSON."""
+    """``log.csv`` of a training run: a header, then one row per step with the stage, step, loss and
+    the loss terms as JSON. A resumed run keeps the header and the rows of the steps its checkpoint
+    covers, and appends after them.
+
+    A killed run may leave rows for steps after its last checkpoint (the resumed run redoes those
+    steps), a half-written last line, or only an empty file; so the first :meth:`write` of a process
+    tidies the file once: it keeps the header (writing it if missing) and the earlier rows up to the
+    first old row of the step being written now, drops the rest, then appends. Every row is flushed,
+    so what a kill leaves on disk is complete up to the step it interrupted."""
+
+    HEADER = ["stage", "step", "loss", "terms"]
 
     def __init__(self, path: Path):
         self.path = path
         self._fh = None
         self._writer = None
 
+    def _kept_rows(self, stage: str, step: int) -> tuple[list[list[str]], bool]:
+        """(rows of the existing file before the row ``(stage, step)``, whether the file needs
+        rewriting: no header, a broken line, or rows from that step on to drop)."""
+        if not self.path.is_file():
+            return [], True
+        with open(self.path, newline="") as fh:
+            text = fh.read()
+        lines = list(csv.reader(text.splitlines()))
+        rewrite = not text.endswith("\n") or not lines or lines[0] != self.HEADER
+        kept: list[list[str]] = []
+        for row in lines[1:] if lines and lines[0] == self.HEADER else lines:
+            ok = len(row) == 4 and row[1].isdigit()
+            if not ok:                      # a half-written line of a killed run
+                rewrite = True
+                continue
+            if row[0] == stage and int(row[1]) >= step:
+                return kept, True           # this step and later ones are being redone
+            kept.append(row)
+        return kept, rewrite
+
     def write(self, stage: str, step: int, loss: float, terms: dict) -> None:
         if self._writer is None:
-            new = not self.path.is_file()
+            kept, rewrite = self._kept_rows(stage, step)
+            if rewrite:
+                with atomic_path(self.path) as tmp:
+                    with open(tmp, "w", newline="") as fh:
+                        w = csv.writer(fh)
+                        w.writerow(self.HEADER)
+                        w.writerows(kept)
             self._fh = open(self.path, "a", newline="")
             self._writer = csv.writer(self._fh)
-            if new:
-                self._writer.writerow(["stage", "step", "loss", "terms"])
         self._writer.writerow([stage, step, f"{loss:.5f}", json.dumps(terms)])
+        self._fh.flush()
 
     def flush(self) -> None:
         if self._fh is not None:
@@ -60,10 +98,18 @@ class StepLog:
 
 def read_checkpoint(path: Path, problem: str = "corrupt checkpoint",
                     hint: str = "; delete it to start over") -> Any:
-    """``torch.load`` a training checkpoint or model on the CPU; any failure (truncated zip, pickle
-    garbage, ...) becomes the one-line error ``"<path>: <problem> (<exception type>)<hint>"``."""
+    """``torch.load`` a training checkpoint or model on the CPU with ``weights_only=True``: a ``.pt``
+    file is a pickle, and a crafted one would otherwise run code while it loads. Checkpoints hold only
+    tensors and plain data (dicts, lists, ints, floats, strings; the numpy RNG state is a dict of ints),
+    so nothing of ours is refused. Any failure (truncated zip, pickle garbage, an object the safe
+    unpickler refuses, ...) becomes the one-line error ``"<path>: <problem> (<exception type>)<hint>"``
+    — raised before any object of the file has been built."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = ("holds objects other than tensors and plain data; not loaded" if "weights_only" in str(e).lower()
+               or "weights only" in str(e).lower() else type(e).__name__)
+        raise EvpError(f"{path}: {problem} ({why}){hint}") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
         raise EvpError(f"{path}: {problem} ({type(e).__name__}){hint}") from None
 
