@@ -712,12 +712,19 @@ def load_character(path: str | os.PathLike) -> list:
 
 
 def save_blend(path: str | os.PathLike) -> Path:
-    """Save the session as ``path`` (.blend) via a temporary name, so a failure leaves no half file."""
+    """Save the session as ``path`` (.blend) via a unique temporary name in its folder, so a failure
+    leaves no half file and two saves to one path do not collide."""
+    import uuid
     p = Path(path).resolve()
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
-    os.replace(tmp, p)
+    # a fresh name that does not exist yet (an existing file would make Blender keep a .blend1 of it)
+    tmp = str(p.with_name(f".{p.stem}.{uuid.uuid4().hex[:12]}.tmp.blend"))
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, compress=False)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return p
 
 
@@ -741,6 +748,11 @@ def export_scene(track_path: str | os.PathLike, fmt: str, output: str | os.PathL
     # seconds, so track frame i goes to frame i, i.e. i / fps seconds, and a clip starts at 0 s.
     res = import_track(track_path, sfm_dir=sfm_dir, landmarks=(fmt == "blend"), sound=(fmt == "blend"),
                        frame_start=1 if fmt == "blend" else 0, audio=audio)
+    # The take (FBX AnimStack, glTF animation) is named after the clip, i.e. the track file's
+    # stem: FBX names its one baked take after the scene, glTF its merged active actions after
+    # the name passed below (both would otherwise say "Scene" / "Animation").
+    clip = Path(track_path).stem
+    bpy.context.scene.name = clip
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "blend":
         save_blend(out)
@@ -755,7 +767,7 @@ def export_scene(track_path: str | os.PathLike, fmt: str, output: str | os.PathL
         bpy.ops.export_scene.gltf(filepath=str(out), export_format=fmt_, export_animations=True,
                                   export_morph=True, export_morph_animation=True, export_apply=False,
                                   export_animation_mode="ACTIVE_ACTIONS", export_optimize_animation_size=False,
-                                  export_force_sampling=True)
+                                  export_force_sampling=True, export_nla_strips_merged_animation_name=clip)
     else:
         raise EvpError(f"unknown Blender export format {fmt!r}: expected blend, fbx or gltf")
     return res

@@ -3,8 +3,11 @@
 Blender's own importers read each file back; the shape-key F-curves must equal the track's
 values at every frame, the head pose must match, and the frame rate must be the track's.
 FBX and glTF put track frame i at i / fps seconds; .blend keeps frame 1 = track frame 0.
+The take (FBX AnimStack, glTF animation) is named after the clip (the track file's stem).
 """
 
+import json
+import struct
 import subprocess
 import sys
 
@@ -58,6 +61,10 @@ def _check_readback(bpy, builder, tr, first_frame_expected=None):
 def test_gltf_export_round_trips(track_path, sfm_dir, tmp_path):
     out = tmp_path / "say.glb"
     _export(track_path, "gltf", out, sfm_dir)
+    data = out.read_bytes()                      # GLB: 12-byte header, then the JSON chunk
+    (json_len,) = struct.unpack("<I", data[12:16])
+    doc = json.loads(data[20:20 + json_len])
+    assert [a["name"] for a in doc["animations"]] == [track_path.stem]   # not "Animation"
     bpy, builder = blender(sfm_dir)
     builder._enable("io_scene_gltf2")
     bpy.context.scene.render.fps = 25   # glTF stores seconds, not fps: the importer uses the scene's
@@ -69,6 +76,8 @@ def test_gltf_export_round_trips(track_path, sfm_dir, tmp_path):
 def test_fbx_export_round_trips(track_path, sfm_dir, tmp_path):
     out = tmp_path / "say.fbx"
     _export(track_path, "fbx", out, sfm_dir)
+    data = out.read_bytes()                      # binary FBX: the take's name is stored "<name>\0\1AnimStack"
+    assert track_path.stem.encode() + b"\x00\x01AnimStack" in data and b"Scene\x00\x01AnimStack" not in data
     bpy, builder = blender(sfm_dir)
     builder._enable("io_scene_fbx")
     bpy.ops.import_scene.fbx(filepath=str(out))   # FBX carries the frame rate itself
@@ -89,3 +98,16 @@ def test_blend_export_round_trips_through_export_track(track_path, sfm_dir, tmp_
     np.testing.assert_allclose(back.pose_rotation, tr.pose_rotation, atol=1e-6)
     assert len(bpy.context.scene.sequence_editor.strips) == 1   # the audio came along
     assert head.evp.is_head and head.evp.frame_start == 1 and head.evp.fps == 25.0   # editable in the add-on
+
+
+def test_two_blend_exports_to_one_path_do_not_collide(track_path, sfm_dir, tmp_path):
+    out = tmp_path / "same.blend"
+    cmd = [sys.executable, "-m", "evp_anim", "export", str(track_path), "-f", "blend", "-o", str(out),
+           "--sfm-dir", str(sfm_dir)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate()
+        assert p.returncode == 0, err[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["same.blend"]   # no stray temp or .blend1 file
+    assert out.read_bytes()[:7] == b"BLENDER"

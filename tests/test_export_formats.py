@@ -60,27 +60,80 @@ def test_arkit_csv_round_trips(tmp_path):
     np.testing.assert_allclose(back.values, to_arkit52(tr.expression, tr.expression_names), atol=1e-6)
 
 
-def test_livelink_csv_header_and_round_trip(tmp_path):
+# ---------------------------------------------------------------- Live Link Face: the app's layout
+# Written from the public description of the CSV the Live Link Face iOS app records (Epic's ARKit
+# blendshape enum order, then the head and eye angles), not from the project's constants.
+LLF_COLUMNS = """Timecode BlendShapeCount
+EyeBlinkLeft EyeLookDownLeft EyeLookInLeft EyeLookOutLeft EyeLookUpLeft EyeSquintLeft EyeWideLeft
+EyeBlinkRight EyeLookDownRight EyeLookInRight EyeLookOutRight EyeLookUpRight EyeSquintRight EyeWideRight
+JawForward JawRight JawLeft JawOpen MouthClose MouthFunnel MouthPucker MouthRight MouthLeft
+MouthSmileLeft MouthSmileRight MouthFrownLeft MouthFrownRight MouthDimpleLeft MouthDimpleRight
+MouthStretchLeft MouthStretchRight MouthRollLower MouthRollUpper MouthShrugLower MouthShrugUpper
+MouthPressLeft MouthPressRight MouthLowerDownLeft MouthLowerDownRight MouthUpperUpLeft MouthUpperUpRight
+BrowDownLeft BrowDownRight BrowInnerUp BrowOuterUpLeft BrowOuterUpRight CheekPuff CheekSquintLeft
+CheekSquintRight NoseSneerLeft NoseSneerRight TongueOut
+HeadYaw HeadPitch HeadRoll LeftEyeYaw LeftEyePitch LeftEyeRoll RightEyeYaw RightEyePitch RightEyeRoll""".split()
+
+
+def _read_llf_by_position(path):
+    """A position-based reader, as many importers are: column i of each row is LLF_COLUMNS[i]
+    whatever the header says. Returns (header, timecodes, counts, {name: (T,) values})."""
+    lines = Path(path).read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    values = {name: np.array([float(r[i]) for r in rows]) for i, name in enumerate(LLF_COLUMNS) if i >= 2}
+    return lines[0].split(","), [r[0] for r in rows], [int(r[1]) for r in rows], values
+
+
+def _llf_seconds(tc: str, fps: float) -> float:
+    h, m, s, f = tc.split(":")            # HH:MM:SS:FF.fff, FF (+ sub-frame) at the clip's rate
+    return int(h) * 3600 + int(m) * 60 + int(s) + float(f) / fps
+
+
+def test_livelink_csv_matches_the_apps_layout_by_position(tmp_path):
+    assert len(LLF_COLUMNS) == 63 and LLF_COLUMNS[2 + 17] == "JawOpen"
+    n, fps = 40, 30.0
+    rng = np.random.default_rng(7)
+    camel = [c[0].lower() + c[1:] for c in LLF_COLUMNS[2:54]]       # ARKit's own spelling
+    names = list(rng.permutation(camel))                              # any channel order in the track
+    tr = Track.new(np.zeros((n, 68, 2), np.float32) + 100, fps=fps,
+                   expression=rng.uniform(0, 1, (n, 52)).astype(np.float32), expression_names=names,
+                   pose_rotation=rng.normal(0, 0.2, (n, 3)).astype(np.float32))
+    tr.expression[:, names.index("jawOpen")] = 0.58
+    p = write_livelink_csv(tr, tmp_path / "take.csv")
+    header, codes, counts, got = _read_llf_by_position(p)
+    assert header == LLF_COLUMNS                                       # byte-for-byte header
+    assert counts == [61] * n                                          # BlendShapeCount as the app writes
+    np.testing.assert_allclose(got["JawOpen"], 0.58, atol=1e-6)        # position 2 + 17
+    for name in LLF_COLUMNS[2:54]:
+        want = tr.expression[:, names.index(name[0].lower() + name[1:])]
+        np.testing.assert_allclose(got[name], want, atol=1e-6, err_msg=name)
+    pitch, yaw, roll = tr.pose_rotation.T                               # radians
+    np.testing.assert_allclose(got["HeadYaw"], yaw, atol=1e-6)
+    np.testing.assert_allclose(got["HeadPitch"], pitch, atol=1e-6)
+    np.testing.assert_allclose(got["HeadRoll"], roll, atol=1e-6)
+    for eye in LLF_COLUMNS[57:]:
+        assert np.all(got[eye] == 0.0), eye                            # no gaze in the track
+    assert codes[0] == "00:00:00:00.000" and codes[31] == "00:00:01:01.000"
+    np.testing.assert_allclose([_llf_seconds(c, fps) for c in codes], np.arange(n) / fps, atol=1e-9)
+
+
+def test_livelink_csv_round_trips_through_our_reader(tmp_path):
     tr = make_track(n=80)
     p = write_livelink_csv(tr, tmp_path / "l.csv")
-    lines = p.read_text().splitlines()
-    assert lines[0] == ",".join(LIVELINK_HEADER)
-    assert lines[0].startswith("Timecode,BlendShapeCount,EyeBlinkLeft,") is False  # ARKit order: Brow first
-    assert lines[0].endswith("TongueOut,HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,LeftEyePitch,LeftEyeRoll,"
-                             "RightEyeYaw,RightEyePitch,RightEyeRoll")
-    assert len(lines[1].split(",")) == 2 + 61
-    assert lines[1 + 26].split(",")[0] == "00:00:01:01.000"   # frame 26 at 25 fps
+    assert p.read_text().splitlines()[0] == ",".join(LIVELINK_HEADER)
     back = read_livelink_csv(p)                                 # fps inferred from the frame field
     assert back.fps == 25.0
     np.testing.assert_allclose(back.times, np.arange(80) / 25.0, atol=1e-9)
     np.testing.assert_allclose(back.values, to_arkit52(tr.expression, tr.expression_names), atol=1e-6)
     np.testing.assert_allclose(back.head_rotation, tr.pose_rotation, atol=1e-6)
-
-
-def test_livelink_header_has_arkit_names_in_pascal_case():
-    names = LIVELINK_HEADER[2:54]
-    assert len(names) == 52 and "EyeBlinkLeft" in names and names[-1] == "TongueOut"
-    assert LIVELINK_HEADER[:2] == ("Timecode", "BlendShapeCount")
+    # other tools write camelCase names or another order: the reader goes by name, in any case
+    lines = p.read_text().splitlines()
+    cols = [line.split(",") for line in lines]
+    order = [0, 1] + list(range(62, 1, -1))
+    lines = [",".join(c[i] if k else c[i][0].lower() + c[i][1:] for i in order) if k == 0 else
+             ",".join(c[i] for i in order) for k, c in enumerate(cols)]
+    p.write_text("\n".join(lines) + "\n")
+    np.testing.assert_allclose(read_livelink_csv(p).values, back.values)
 
 
 def test_livelink_timecode_at_track_fps():
@@ -90,28 +143,94 @@ def test_livelink_timecode_at_track_fps():
     assert livelink_timecode(31, 30) == "00:00:01:01.000"
 
 
+# ---------------------------------------------------------------- OpenFace 2.x FeatureExtraction
+def _openface_documented_columns():
+    """OpenFace 2.x FeatureExtraction's CSV columns with every output on, in order, from its
+    wiki page "Output Format" (written out here, independent of the project's constants)."""
+    cols = "frame face_id timestamp confidence success".split()
+    cols += "gaze_0_x gaze_0_y gaze_0_z gaze_1_x gaze_1_y gaze_1_z gaze_angle_x gaze_angle_y".split()
+    cols += [f"eye_lmk_{a}_{i}" for a in "xyXYZ" for i in range(56)]
+    cols += "pose_Tx pose_Ty pose_Tz pose_Rx pose_Ry pose_Rz".split()
+    cols += [f"{a}_{i}" for a in "xyXYZ" for i in range(68)]
+    cols += "p_scale p_rx p_ry p_rz p_tx p_ty".split() + [f"p_{i}" for i in range(34)]
+    aus = "01 02 04 05 06 07 09 10 12 14 15 17 20 23 25 26".split()
+    cols += [f"AU{a}_r" for a in aus + ["45"]] + [f"AU{a}_c" for a in aus + ["28", "45"]]
+    return cols
+
+
+def _openface_rows(path):
+    lines = Path(path).read_text().splitlines()
+    return lines[0].split(", "), [dict(zip(lines[0].split(", "), map(float, line.split(", ")))) for line in lines[1:]]
+
+
+def test_openface_csv_has_openfaces_columns_and_units(tmp_path):
+    from evp_anim.face.projection import euler_to_matrix, project
+    tr = make_track(n=12)
+    tr.pose_rotation[:] = tr.pose_rotation * 0 + [0.1, -0.2, 0.05]
+    tr.landmarks_2d = project(tr.landmarks_3d, tr.pose_rotation, tr.pose_translation, tr.pose_scale).astype(np.float32)
+    p = write_openface_csv(tr, tmp_path / "o.csv")
+    text = p.read_text()
+    header, rows = _openface_rows(p)
+    assert header == _openface_documented_columns() and len(header) == 714
+    assert all(len(r) == 714 for r in rows) and text.count(",") == text.count(", ")   # ", " separated
+    f = (500 * 256 / 640 + 500 * 256 / 480) / 2        # OpenFace's default focal length, px
+    for i in (0, 7):
+        r = rows[i]
+        assert (r["frame"], r["timestamp"], r["success"]) == (i + 1, pytest.approx(i / 25.0), 1.0)
+        tz = f / tr.pose_scale[i]                         # mm: the depth at which s px = 1 mm
+        assert r["pose_Tz"] == pytest.approx(tz, rel=1e-5)
+        assert r["pose_Tx"] == pytest.approx((tr.pose_translation[i, 0] - 128) * tz / f, abs=1e-4)
+        assert r["pose_Ty"] == pytest.approx((tr.pose_translation[i, 1] - 128) * tz / f, abs=1e-4)
+        # camera space, x right / y down / z forward: OpenFace's R = Rx Ry Rz of the flipped model rotation
+        a, b, c = r["pose_Rx"], r["pose_Ry"], r["pose_Rz"]
+        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+        flip = np.diag([1, -1, -1])
+        np.testing.assert_allclose(rx @ ry @ rz, flip @ euler_to_matrix(tr.pose_rotation[i]) @ flip, atol=1e-5)
+        # a 3D landmark in camera space projects (pinhole, OpenFace's camera) onto its 2D landmark
+        for k in (8, 30, 48):
+            X, Y, Z = r[f"X_{k}"], r[f"Y_{k}"], r[f"Z_{k}"]
+            assert f * X / tz + 128 == pytest.approx(r[f"x_{k}"], abs=1e-3)   # weak perspective at Tz
+            assert f * Y / tz + 128 == pytest.approx(r[f"y_{k}"], abs=1e-3)
+            assert abs(Z - tz) < 150                                         # a head's depth around Tz
+        assert r["p_scale"] == pytest.approx(tr.pose_scale[i], abs=1e-6)
+        assert (r["p_tx"], r["p_ty"]) == (pytest.approx(tr.pose_translation[i, 0], abs=1e-6),
+                                          pytest.approx(tr.pose_translation[i, 1], abs=1e-6))
+        assert all(r[c] == 0 for c in header if c.startswith(("gaze_", "eye_lmk_")))   # not estimated
+        assert all(r[f"p_{m}"] == 0 for m in range(34))
+        arkit = dict(zip(ARKIT_52, to_arkit52(tr.expression, tr.expression_names)[i]))   # smirk adds to smile
+        smile = (arkit["mouthSmileLeft"] + arkit["mouthSmileRight"]) / 2
+        assert r["AU12_r"] == pytest.approx(5 * smile, abs=0.006)                      # 0–5 intensity
+        assert r["AU26_r"] == pytest.approx(5 * arkit["jawOpen"], abs=0.006)
+        assert r["AU25_r"] == pytest.approx(5 * max(arkit["jawOpen"] - arkit["mouthClose"], 0), abs=0.006)
+        assert r["AU12_c"] == float(r["AU12_r"] >= 1.0)
+
+
 def test_openface_csv_round_trips_to_track(tmp_path):
     tr = make_track(n=40)
     p = write_openface_csv(tr, tmp_path / "o.csv")
-    header = p.read_text().splitlines()[0].split(",")
-    assert header[:11] == ["frame", "face_id", "timestamp", "confidence", "success", "pose_Tx", "pose_Ty",
-                           "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
-    assert header[11] == "x_0" and header[11 + 68] == "y_0" and "Z_67" in header
     back = read_openface_csv(p)
     assert back.fps == pytest.approx(25.0)
     rt = back.to_track(tr.image_size)
-    for field in ("landmarks_2d", "landmarks_3d", "pose_rotation", "pose_translation", "pose_scale"):
-        np.testing.assert_allclose(getattr(rt, field), getattr(tr, field), atol=1e-5, err_msg=field)
+    for field, tol in (("landmarks_2d", 1e-5), ("landmarks_3d", 1e-3), ("pose_rotation", 1e-5),
+                       ("pose_translation", 1e-5), ("pose_scale", 1e-5)):
+        np.testing.assert_allclose(getattr(rt, field), getattr(tr, field), atol=tol, err_msg=field)
 
 
-def test_openface_reads_openface_spacing(tmp_path):
+def test_openface_reads_a_file_without_3d_or_rigid_columns(tmp_path):
     tr = make_track(n=5, with_3d=False)
     p = write_openface_csv(tr, tmp_path / "o.csv")
-    text = p.read_text().replace(",", ", ")   # OpenFace's own files separate with ", "
-    p.write_text(text)
     back = read_openface_csv(p)
-    assert back.landmarks_3d is None
+    assert back.landmarks_3d is None                      # zero-filled 3D columns read as absent
     np.testing.assert_allclose(back.landmarks_2d, tr.landmarks_2d, atol=1e-5)
+    header, *rows = [line.split(", ") for line in p.read_text().splitlines()]
+    keep = [i for i, h in enumerate(header) if not h.startswith(("p_", "X_", "Y_", "Z_"))]
+    p.write_text("\n".join(",".join(r[i] for i in keep) for r in [header, *rows]) + "\n")   # "," too
+    back = read_openface_csv(p)
+    assert back.pose_scale is None
+    np.testing.assert_allclose(back.pose_rotation, tr.pose_rotation, atol=1e-5)   # from pose_R*
+    np.testing.assert_allclose(back.pose_translation, tr.landmarks_2d.mean(axis=1, dtype=np.float64), atol=1e-4)
 
 
 def test_rhubarb_json_round_trips_and_uses_phonemes(tmp_path):
@@ -264,3 +383,107 @@ def test_cli_exports_landmark_only_tracks_by_solving_weights(tmp_path, sfm_dir):
     assert "solved" in r.stderr
     back = read_arkit_csv(tmp_path / "a.csv")
     np.testing.assert_allclose(back.values[:, ARKIT_52.index("jawOpen")], np.linspace(0, 0.8, 10), atol=0.02)
+
+
+# ---------------------------------------------------------------- atomic outputs (issue 15 rows 3, 10)
+NUMPY_FORMATS = [("arkit-csv", "x.csv"), ("livelink-csv", "x.csv"), ("openface-csv", "x.csv"),
+                 ("rhubarb-json", "x.json")]
+
+
+def _disk_full_after(monkeypatch, nbytes=100):
+    """Make every Path.write_bytes write ``nbytes`` and then fail as a full disk does."""
+    import errno
+
+    def write_bytes(self, data):
+        with open(self, "wb") as f:
+            f.write(bytes(data)[:nbytes])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+@pytest.mark.parametrize("fmt,name", NUMPY_FORMATS)
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, fmt, name):
+    from evp_anim.export.commands import export_track_file
+    src = save_track(make_track(n=10), tmp_path / "t.npz")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "keep.csv").write_text("old\n")               # an earlier output under the final name
+    _disk_full_after(monkeypatch)
+    for target in (out_dir / name, out_dir / "keep.csv") if name.endswith(".csv") else (out_dir / name,):
+        with pytest.raises(EvpError, match=r"^cannot write .*No space left on device \(free some space"):
+            export_track_file(src, fmt, target)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["keep.csv"]    # no partial file, no temp file
+    assert (out_dir / "keep.csv").read_text() == "old\n"                # the old one untouched
+
+
+def test_cli_export_write_error_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from evp_anim import cli
+    src = save_track(make_track(n=10), tmp_path / "t.npz")
+    _disk_full_after(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["export", str(src), "-f", "livelink-csv", "-o", str(tmp_path / "o" / "l.csv")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write") and "No space left" in err[0]
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_cli_export_into_an_unwritable_place_fails_before_the_work(tmp_path):
+    src = save_track(make_track(n=10), tmp_path / "t.npz")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file\n")                             # the output's "folder" is a file
+    for fmt, name in [("openface-csv", "o.csv"), ("fbx", "o.fbx")]:   # fbx: refused before bpy starts
+        r = _cli("export", src, "-f", fmt, "-o", blocker / name)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {blocker / name}:"), r.stderr
+        assert "Traceback" not in r.stderr
+    assert blocker.read_text() == "a file\n" and sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder", "t.npz"]
+
+
+def test_atomic_writers_use_unique_temporary_names(tmp_path):
+    from evp_anim.atomic import atomic_output
+    target = tmp_path / "same.csv"
+    with atomic_output(target) as a, atomic_output(target) as b:      # two writers of one path at once
+        assert a != b and a.parent == b.parent == tmp_path
+        a.write_text("first\n")
+        b.write_text("second\n")
+    assert target.read_text() == "first\n"                           # the last rename wins (a's, outermost)
+    assert [p.name for p in tmp_path.iterdir()] == ["same.csv"]
+
+
+class _FakeBuilder:
+    """Stands in for the add-on's builder (no bpy): writes like Blender's exporters, then maybe fails."""
+
+    def __init__(self, fail: bool):
+        self.fail, self.paths = fail, []
+
+    def export_scene(self, track_path, fmt, output, sfm_dir=None, audio=None):
+        import errno
+        import types
+        out = Path(output)
+        self.paths.append(out)
+        if out.suffix == ".gltf":
+            out.with_suffix(".bin").write_bytes(b"\0" * 64)            # glTF's buffer, named after the .gltf
+        out.write_bytes(b"x" * 245_000)                                # e.g. FBX's partial file
+        if self.fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return types.SimpleNamespace(warnings=["w"])
+
+
+@pytest.mark.parametrize("fmt,name", [("fbx", "a.fbx"), ("gltf", "a.glb"), ("gltf", "a.gltf"), ("blend", "a.blend")])
+def test_blender_formats_write_atomically(tmp_path, monkeypatch, fmt, name):
+    from evp_anim.export import registry
+    out = tmp_path / "out" / name
+    fake = _FakeBuilder(fail=True)
+    monkeypatch.setattr(registry, "blender_builder", lambda: fake)
+    with pytest.raises(EvpError, match=r"^cannot write .*No space left on device"):
+        export_format(fmt).write(None, tmp_path / "t.npz", out)
+    assert fake.paths[0].parent != out.parent and fake.paths[0].name == name   # final name, private folder
+    assert list(out.parent.iterdir()) == []                                     # nothing partial, no temp
+    fake.fail = False
+    assert export_format(fmt).write(None, tmp_path / "t.npz", out) == ["w"]
+    expected = [name, "a.bin"] if name.endswith(".gltf") else [name]            # the .gltf's .bin comes along
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
+    assert out.stat().st_size == 245_000

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..atomic import atomic_output, check_writable
 from ..cli_common import SfmDirOpt, reporter, sfm
 from ..errors import EvpError
 from .registry import blender_builder, export_format, formats_help
@@ -15,12 +16,17 @@ from .registry import blender_builder, export_format, formats_help
 
 def export_track_file(track_path: Path, fmt: str, output: Path, sfm_dir: Optional[Path] = None,
                       audio: Optional[Path] = None) -> list[str]:
-    """Write ``track_path`` as ``fmt`` to ``output``; returns notes for the user (unmapped channels)."""
+    """Write ``track_path`` as ``fmt`` to ``output``; returns notes for the user (unmapped channels).
+
+    The output folder is checked for writability first (a one-line EvpError before any work);
+    the write itself is atomic (see :mod:`evp_anim.export.registry`).
+    """
     from ..tracks import load_track
     from .arkit import unmapped_channels
     spec = export_format(fmt)
     spec.check_output(output)
     track = load_track(track_path)
+    check_writable(output)
     if audio is not None and not Path(audio).is_file():
         raise EvpError(f"audio file not found: {audio}")
     notes = []
@@ -84,6 +90,7 @@ def register(app: typer.Typer) -> None:
         out = output or rig_cache_path(d)
         if out.suffix != ".npz":
             raise EvpError(f"rig output must end in .npz, got {out.name!r}")
+        check_writable(out)
         save_rig_data(FaceRig(d), out)
         rep = reporter()
         if rep.machine_readable:
@@ -107,12 +114,14 @@ def register(app: typer.Typer) -> None:
         load_track(track)
         if not mesh.is_file():
             raise EvpError(f"character file not found: {mesh}")
+        check_writable(output)
         builder = blender_builder()
         rep = reporter()
         rep.start("retarget")
         meshes = builder.load_character(mesh)
         report = builder.retarget(track, meshes)
-        builder.save_blend(output)
+        with atomic_output(output) as tmp:   # a unique temporary name: concurrent runs do not collide
+            builder.save_blend(tmp)
         rep.success(output=str(output), matched=sorted(report.matched), missing=report.missing,
                     not_arkit=report.not_arkit)
         rep.info(report.summary())

@@ -1,7 +1,9 @@
 """Writers and readers for the file formats animators and pipelines already use (numpy-only).
 
 Every writer takes a :class:`~evp_anim.tracks.Track` (any fps; timestamps are ``frame / fps``
-seconds) and writes atomically; every reader returns plain arrays plus the fps, so each format
+seconds) and writes through :func:`evp_anim.atomic.atomic_output` (a unique temporary file in the
+target folder, fsynced, renamed; an OS error such as a full disk is a one-line EvpError and leaves
+nothing behind); every reader returns plain arrays plus the fps, so each format
 round-trips (values equal to float precision of the text, 6 decimals). ``evp-anim export`` finds
 the writer of each ``--format`` through :data:`evp_anim.export.registry.EXPORT_FORMATS`.
 
@@ -9,11 +11,14 @@ the writer of each ``--format`` through :data:`evp_anim.export.registry.EXPORT_F
 format             columns / content
 =================  =====================================================================
 ``arkit-csv``      ``frame,time,<52 ARKit names>``; 0-based frames, seconds, weights 0–1
-``livelink-csv``   Live Link Face: ``Timecode,BlendShapeCount,EyeBlinkLeft,…,TongueOut,
-                   HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,…,RightEyeRoll`` (61 values);
-                   timecode ``HH:MM:SS:FF.fff`` at the track's fps, head angles in radians
-``openface-csv``   OpenFace 2: ``frame, face_id, timestamp, confidence, success,
-                   pose_Tx..pose_Rz, x_0..x_67, y_0..y_67[, X_0..Z_67]`` (1-based frames)
+``livelink-csv``   Live Link Face, as the iOS app writes it: ``Timecode,BlendShapeCount,`` then
+                   EyeBlinkLeft, EyeLookDownLeft, … TongueOut in the app's (ARKit enum) order,
+                   then HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,…,RightEyeRoll (61 values,
+                   BlendShapeCount = 61); timecode ``HH:MM:SS:FF.fff`` at the track's fps
+``openface-csv``   OpenFace 2.x ``FeatureExtraction``: all 714 columns, ", "-separated (frame,
+                   face_id, timestamp, confidence, success, gaze_*, eye_lmk_*, pose_T* in mm
+                   camera space, pose_R*, x_/y_, X_/Y_/Z_, p_scale…p_33, AU*_r, AU*_c); what a
+                   track cannot supply (gaze, eye landmarks, OpenFace's shape modes) is 0
 ``rhubarb-json``   Rhubarb Lip Sync: ``metadata`` (soundFile, duration, frameRate) and
                    ``mouthCues`` [{start, end, value}] with shapes A–H and X
 =================  =====================================================================
@@ -30,16 +35,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_output
 from ..errors import EvpError
+from ..face.projection import euler_to_matrix, matrix_to_euler
 from ..tracks import NUM_LANDMARKS, Track
-from .arkit import ARKIT_52, to_arkit52
+from .arkit import ARKIT_52, arkit_name, to_arkit52
 
 _DEC = 6  # decimals written for weights, angles and coordinates
 
 
 def _fmt(x: float) -> str:
     return f"{float(x):.{_DEC}f}"
+
+
+def _write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through the atomic writer (one-line EvpError on OS errors)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return Path(path)
 
 
 def _csv_text(header: list[str], rows) -> str:
@@ -97,8 +110,7 @@ def write_arkit_csv(track: Track, path: str | os.PathLike) -> Path:
     """``frame,time,<ARKIT_52>`` with one row per frame (frame 0-based, time = frame / fps s)."""
     w = to_arkit52(track.expression, track.expression_names)
     rows = ([str(i), f"{i / track.fps:.9f}"] + [_fmt(v) for v in w[i]] for i in range(track.n_frames))
-    write_text_atomic(path, _csv_text(["frame", "time", *ARKIT_52], rows))
-    return Path(path)
+    return _write_text(path, _csv_text(["frame", "time", *ARKIT_52], rows))
 
 
 def _fps_from_times(path, times: np.ndarray) -> float:
@@ -128,11 +140,29 @@ def _pascal(name: str) -> str:
     return name[0].upper() + name[1:]
 
 
-LIVELINK_BLENDSHAPES: tuple[str, ...] = tuple(_pascal(n) for n in ARKIT_52)
+# The 52 blendshape columns in the order Epic's Live Link Face app writes them (its ARKit
+# blendshape enum order, not alphabetical; note JawRight before JawLeft and MouthRight before
+# MouthLeft). Readers that go by position (many do) depend on this order.
+LIVELINK_BLENDSHAPES: tuple[str, ...] = (
+    "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft", "EyeLookUpLeft",
+    "EyeSquintLeft", "EyeWideLeft", "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight",
+    "EyeLookOutRight", "EyeLookUpRight", "EyeSquintRight", "EyeWideRight", "JawForward", "JawRight",
+    "JawLeft", "JawOpen", "MouthClose", "MouthFunnel", "MouthPucker", "MouthRight", "MouthLeft",
+    "MouthSmileLeft", "MouthSmileRight", "MouthFrownLeft", "MouthFrownRight", "MouthDimpleLeft",
+    "MouthDimpleRight", "MouthStretchLeft", "MouthStretchRight", "MouthRollLower", "MouthRollUpper",
+    "MouthShrugLower", "MouthShrugUpper", "MouthPressLeft", "MouthPressRight", "MouthLowerDownLeft",
+    "MouthLowerDownRight", "MouthUpperUpLeft", "MouthUpperUpRight", "BrowDownLeft", "BrowDownRight",
+    "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight", "CheekPuff", "CheekSquintLeft",
+    "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight", "TongueOut",
+)
 LIVELINK_POSE: tuple[str, ...] = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch",
                                   "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 LIVELINK_HEADER: tuple[str, ...] = ("Timecode", "BlendShapeCount", *LIVELINK_BLENDSHAPES, *LIVELINK_POSE)
-assert len(LIVELINK_BLENDSHAPES) + len(LIVELINK_POSE) == 61
+LIVELINK_VALUE_COUNT = 61  # what the app writes in BlendShapeCount: 52 blendshapes + 9 angles
+assert len(LIVELINK_BLENDSHAPES) + len(LIVELINK_POSE) == LIVELINK_VALUE_COUNT
+assert sorted(n.lower() for n in LIVELINK_BLENDSHAPES) == sorted(n.lower() for n in ARKIT_52)
+# column k of the Live Link blendshapes = column _LIVELINK_FROM_ARKIT[k] of to_arkit52's output
+_LIVELINK_FROM_ARKIT = np.array([ARKIT_52.index(arkit_name(n)) for n in LIVELINK_BLENDSHAPES])
 
 
 def livelink_timecode(frame: int, fps: float) -> str:
@@ -155,24 +185,30 @@ def _parse_timecode(path, tc: str, fps: float) -> float:
 
 
 def write_livelink_csv(track: Track, path: str | os.PathLike) -> Path:
-    """Live Link Face CSV: timecodes at the track's fps, 52 blendshapes, head yaw/pitch/roll in
-    radians (the track's pose), eye angles 0 (the track has no gaze)."""
-    w = to_arkit52(track.expression, track.expression_names)
+    """Live Link Face CSV as the app writes it: ``Timecode,BlendShapeCount,`` then the 52
+    blendshapes in the app's order (:data:`LIVELINK_BLENDSHAPES`), then HeadYaw, HeadPitch,
+    HeadRoll and each eye's yaw, pitch, roll; BlendShapeCount is 61 on every row.
+
+    Timecodes at the track's fps (:func:`livelink_timecode`); weights 0–1 (:func:`to_arkit52`);
+    head angles in radians from the track's pose (0 when it has none); eye angles 0 (the track
+    carries no gaze angles).
+    """
+    w = to_arkit52(track.expression, track.expression_names)[:, _LIVELINK_FROM_ARKIT]
     rot = track.pose_rotation  # [pitch, yaw, roll]
     rows = []
     for i in range(track.n_frames):
         pose = [rot[i, 1], rot[i, 0], rot[i, 2]] + [0.0] * 6
-        rows.append([livelink_timecode(i, track.fps), str(len(ARKIT_52))] + [_fmt(v) for v in w[i]]
+        rows.append([livelink_timecode(i, track.fps), str(LIVELINK_VALUE_COUNT)] + [_fmt(v) for v in w[i]]
                     + [_fmt(v) for v in pose])
-    write_text_atomic(path, _csv_text(list(LIVELINK_HEADER), rows))
-    return Path(path)
+    return _write_text(path, _csv_text(list(LIVELINK_HEADER), rows))
 
 
 def read_livelink_csv(path: str | os.PathLike, fps: float | None = None) -> BlendshapeTable:
-    """Read a Live Link Face CSV. The format has no fps field: pass ``fps``, else it is inferred
-    from the frame field (highest FF + 1, needs at least one second) — LLF's integer rates."""
+    """Read a Live Link Face CSV; columns are found by name (any case, any order). The format has
+    no fps field: pass ``fps``, else it is inferred from the frame field (highest FF + 1, needs
+    at least one second) — LLF's integer rates. Values come back in :data:`ARKIT_52` order."""
     header, rows = _read_csv(path, "Live Link Face CSV")
-    if not header or header[0] != "Timecode":
+    if not header or header[0].lower() != "timecode":
         raise EvpError(f"{path}: not a Live Link Face CSV (first column is {header[:1]}, expected Timecode)")
     codes = [r[0] for r in rows]
     if fps is None:
@@ -186,8 +222,8 @@ def read_livelink_csv(path: str | os.PathLike, fps: float | None = None) -> Blen
         fps = float(max(ffs) + 1)
     times = np.array([_parse_timecode(path, c, fps) for c in codes])
     times -= times[0]
-    data = _columns(path, header, rows, list(LIVELINK_BLENDSHAPES) + ["HeadYaw", "HeadPitch", "HeadRoll"],
-                    "Live Link Face CSV")
+    names = [_pascal(n) for n in ARKIT_52] + ["HeadYaw", "HeadPitch", "HeadRoll"]
+    data = _columns(path, [h.lower() for h in header], rows, [n.lower() for n in names], "Live Link Face CSV")
     yaw, pitch, roll = data[:, 52], data[:, 53], data[:, 54]
     return BlendshapeTable(fps=float(fps), times=times, names=list(ARKIT_52),
                            values=data[:, :52].astype(np.float32),
@@ -195,49 +231,159 @@ def read_livelink_csv(path: str | os.PathLike, fps: float | None = None) -> Blen
 
 
 # ---------------------------------------------------------------------- OpenFace 2 CSV
+OPENFACE_SEP = ", "            # OpenFace 2.x separates header names and values with ", "
+OPENFACE_EYE_LANDMARKS = 56    # eye_lmk_* points (28 per eye)
+OPENFACE_PDM_MODES = 34        # p_0 .. p_33: non-rigid parameters of OpenFace's own shape model
 OPENFACE_POSE = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
+OPENFACE_RIGID = ("p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty")
+OPENFACE_AU_INTENSITY = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14",
+                         "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45")
+OPENFACE_AU_PRESENCE = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14",
+                        "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU28", "AU45")
+
+# Each action unit estimated from ARKit weights (the mean of the listed channels; AU25 "lips part"
+# is jawOpen less mouthClose, the lips held shut over an open jaw). A FACS reading of ARKit's
+# shape descriptions, not a fit to OpenFace's detectors.
+OPENFACE_AU_FROM_ARKIT: dict[str, tuple[str, ...]] = {
+    "AU01": ("browInnerUp",), "AU02": ("browOuterUpLeft", "browOuterUpRight"),
+    "AU04": ("browDownLeft", "browDownRight"), "AU05": ("eyeWideLeft", "eyeWideRight"),
+    "AU06": ("cheekSquintLeft", "cheekSquintRight"), "AU07": ("eyeSquintLeft", "eyeSquintRight"),
+    "AU09": ("noseSneerLeft", "noseSneerRight"), "AU10": ("mouthUpperUpLeft", "mouthUpperUpRight"),
+    "AU12": ("mouthSmileLeft", "mouthSmileRight"), "AU14": ("mouthDimpleLeft", "mouthDimpleRight"),
+    "AU15": ("mouthFrownLeft", "mouthFrownRight"), "AU17": ("mouthShrugLower",),
+    "AU20": ("mouthStretchLeft", "mouthStretchRight"), "AU23": ("mouthPressLeft", "mouthPressRight"),
+    "AU25": ("jawOpen",), "AU26": ("jawOpen",), "AU28": ("mouthRollLower", "mouthRollUpper"),
+    "AU45": ("eyeBlinkLeft", "eyeBlinkRight"),
+}
+AU_PRESENT_AT = 1.0  # intensity (0–5) from which an AU counts as present (our threshold)
+
+# Model space (x right, y up, z toward the viewer) <-> OpenFace's camera space (x right, y down,
+# z away from the camera): flip y and z.
+_FLIP = np.diag([1.0, -1.0, -1.0])
 
 
-def _openface_header(with_3d: bool) -> list[str]:
-    h = ["frame", "face_id", "timestamp", "confidence", "success", *OPENFACE_POSE]
-    h += [f"x_{i}" for i in range(NUM_LANDMARKS)] + [f"y_{i}" for i in range(NUM_LANDMARKS)]
-    if with_3d:
-        for ax in "XYZ":
-            h += [f"{ax}_{i}" for i in range(NUM_LANDMARKS)]
-    h.append("evp_scale")
+def openface_columns() -> list[str]:
+    """The 714 column names of OpenFace 2.x ``FeatureExtraction`` (all outputs on), in its order."""
+    h = ["frame", "face_id", "timestamp", "confidence", "success",
+         "gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y"]
+    for ax in ("x", "y", "X", "Y", "Z"):
+        h += [f"eye_lmk_{ax}_{i}" for i in range(OPENFACE_EYE_LANDMARKS)]
+    h += list(OPENFACE_POSE)
+    for ax in ("x", "y", "X", "Y", "Z"):
+        h += [f"{ax}_{i}" for i in range(NUM_LANDMARKS)]
+    h += list(OPENFACE_RIGID) + [f"p_{i}" for i in range(OPENFACE_PDM_MODES)]
+    h += [f"{au}_r" for au in OPENFACE_AU_INTENSITY] + [f"{au}_c" for au in OPENFACE_AU_PRESENCE]
     return h
 
 
-def write_openface_csv(track: Track, path: str | os.PathLike) -> Path:
-    """OpenFace 2 landmark CSV (1-based frames, timestamp = (frame-1)/fps s, confidence 1).
+OPENFACE_COLUMNS: tuple[str, ...] = tuple(openface_columns())
+assert len(OPENFACE_COLUMNS) == 714
 
-    ``pose_Tx, pose_Ty`` carry the track's 2D translation (pixels), ``pose_Tz`` is 0 (the track
-    is scaled-orthographic), ``pose_Rx/Ry/Rz`` = pitch/yaw/roll radians, ``x_i, y_i`` the 2D
-    landmarks (pixels), ``X_i..Z_i`` the pose-invariant 3D landmarks (mm) when the track has
-    them; the extra last column ``evp_scale`` (pixels per mm) makes the pose complete.
+
+def openface_camera(image_size: tuple[int, int]) -> tuple[float, float, float]:
+    """(f, cx, cy) pixels: OpenFace's default intrinsics for a ``(width, height)`` image when none
+    are given (fx = fy = the mean of 500·w/640 and 500·h/480, principal point at the centre)."""
+    w, h = float(image_size[0]), float(image_size[1])
+    return (500.0 * w / 640.0 + 500.0 * h / 480.0) / 2.0, w / 2.0, h / 2.0
+
+
+def openface_euler_to_matrix(euler: np.ndarray) -> np.ndarray:
+    """(..., 3) OpenFace angles [Rx, Ry, Rz] rad -> (..., 3, 3) ``Rx @ Ry @ Rz`` (its XYZ convention)."""
+    e = np.asarray(euler, np.float64)
+    c, s = np.cos(e), np.sin(e)
+    one, zero = np.ones(e.shape[:-1]), np.zeros(e.shape[:-1])
+
+    def mat(rows):
+        return np.stack([np.stack(r, -1) for r in rows], -2)
+
+    rx = mat([[one, zero, zero], [zero, c[..., 0], -s[..., 0]], [zero, s[..., 0], c[..., 0]]])
+    ry = mat([[c[..., 1], zero, s[..., 1]], [zero, one, zero], [-s[..., 1], zero, c[..., 1]]])
+    rz = mat([[c[..., 2], -s[..., 2], zero], [s[..., 2], c[..., 2], zero], [zero, zero, one]])
+    return rx @ ry @ rz
+
+
+def openface_matrix_to_euler(r: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) -> (..., 3) [Rx, Ry, Rz] rad, the inverse of :func:`openface_euler_to_matrix`
+    (Ry in [-pi/2, pi/2])."""
+    r = np.asarray(r, np.float64)
+    return np.stack([np.arctan2(-r[..., 1, 2], r[..., 2, 2]), np.arcsin(np.clip(r[..., 0, 2], -1.0, 1.0)),
+                     np.arctan2(-r[..., 0, 1], r[..., 0, 0])], -1)
+
+
+def openface_action_units(track: Track) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 17) AU intensities 0–5 in :data:`OPENFACE_AU_INTENSITY` order and (T, 18) presences 0/1
+    in :data:`OPENFACE_AU_PRESENCE` order, estimated from the track's ARKit weights
+    (:data:`OPENFACE_AU_FROM_ARKIT`, intensity = 5 × weight, present from :data:`AU_PRESENT_AT`);
+    all 0 for a track without expression channels."""
+    w = to_arkit52(track.expression, track.expression_names).astype(np.float64)
+    col = {n: i for i, n in enumerate(ARKIT_52)}
+
+    def level(au: str) -> np.ndarray:
+        v = w[:, [col[n] for n in OPENFACE_AU_FROM_ARKIT[au]]].mean(axis=1)
+        if au == "AU25":
+            v = np.clip(v - w[:, col["mouthClose"]], 0.0, 1.0)
+        return 5.0 * v
+
+    r = np.stack([level(au) for au in OPENFACE_AU_INTENSITY], 1)
+    c = np.stack([level(au) >= AU_PRESENT_AT for au in OPENFACE_AU_PRESENCE], 1).astype(np.float64)
+    return r, c
+
+
+def write_openface_csv(track: Track, path: str | os.PathLike) -> Path:
+    """OpenFace 2.x ``FeatureExtraction`` CSV: all 714 of its columns (:data:`OPENFACE_COLUMNS`) in
+    its order, separated by ", " as OpenFace writes them.
+
+    What each column carries (units as OpenFace's):
+
+    * ``frame`` 1-based, ``face_id`` 0, ``timestamp`` = (frame-1)/fps s, ``confidence`` 1, ``success`` 1.
+    * ``pose_Tx, pose_Ty, pose_Tz``: head position in camera space, mm, for OpenFace's default
+      camera of the track's image size (:func:`openface_camera`): the track's scaled-orthographic
+      pose seen at depth Tz = f / pose_scale; ``pose_Rx, Ry, Rz``: the head rotation in camera
+      space (x right, y down, z forward), radians, OpenFace's R = Rx·Ry·Rz.
+    * ``x_i, y_i``: the 2D landmarks, pixels.
+    * ``X_i, Y_i, Z_i``: the 3D landmarks in camera space, mm (pose applied), when the track has
+      3D landmarks; otherwise 0.
+    * ``p_scale`` (pixels per mm), ``p_rx..p_rz`` (as pose_R*), ``p_tx, p_ty`` (pixels): the
+      track's scaled-orthographic pose, which OpenFace's rigid shape parameters also are.
+    * ``AU*_r`` (0–5) and ``AU*_c`` (0/1): estimated from the ARKit weights
+      (:func:`openface_action_units`).
+    * Filled with 0 because the track has no such data: ``gaze_*`` (no gaze), ``eye_lmk_*`` (no
+      eye landmarks), ``p_0..p_33`` (OpenFace's own shape-model coefficients).
     """
-    with_3d = track.landmarks_3d is not None
-    lm = track.landmarks_2d
-    rows = []
-    for i in range(track.n_frames):
-        r = [str(i + 1), "0", f"{i / track.fps:.9f}", "1.00", "1"]
-        tx, ty = track.pose_translation[i]
-        r += [_fmt(tx), _fmt(ty), _fmt(0.0)] + [_fmt(v) for v in track.pose_rotation[i]]
-        r += [_fmt(v) for v in lm[i, :, 0]] + [_fmt(v) for v in lm[i, :, 1]]
-        if with_3d:
-            for ax in range(3):
-                r += [_fmt(v) for v in track.landmarks_3d[i, :, ax]]
-        r.append(_fmt(track.pose_scale[i]))
-        rows.append(r)
-    write_text_atomic(path, _csv_text(_openface_header(with_3d), rows))
-    return Path(path)
+    n = track.n_frames
+    f, cx, cy = openface_camera(track.image_size)
+    rc = _FLIP @ euler_to_matrix(track.pose_rotation) @ _FLIP           # (T, 3, 3) camera frame
+    angles = openface_matrix_to_euler(rc)
+    s = track.pose_scale.astype(np.float64)
+    tz = np.where(s > 0, f / np.maximum(s, 1e-12), 0.0)                   # mm: pixels per mm = f / depth
+    tcam = np.stack([(track.pose_translation[:, 0] - cx) * tz / f, (track.pose_translation[:, 1] - cy) * tz / f,
+                     tz], 1)
+    if track.landmarks_3d is not None:
+        lm3 = np.einsum("tij,tkj->tki", rc, track.landmarks_3d.astype(np.float64) @ _FLIP) + tcam[:, None, :]
+    else:
+        lm3 = np.zeros((n, NUM_LANDMARKS, 3))
+    au_r, au_c = openface_action_units(track)
+    unknown_gaze = ["0"] * (8 + 5 * OPENFACE_EYE_LANDMARKS)
+    unknown_modes = ["0"] * OPENFACE_PDM_MODES
+    lines = [OPENFACE_SEP.join(OPENFACE_COLUMNS)]
+    for i in range(n):
+        r = [str(i + 1), "0", f"{i / track.fps:.6f}", "1.00", "1", *unknown_gaze]
+        r += [_fmt(v) for v in tcam[i]] + [_fmt(v) for v in angles[i]]
+        r += [_fmt(v) for v in track.landmarks_2d[i, :, 0]] + [_fmt(v) for v in track.landmarks_2d[i, :, 1]]
+        for ax in range(3):
+            r += [_fmt(v) for v in lm3[i, :, ax]]
+        r += [_fmt(s[i])] + [_fmt(v) for v in angles[i]] + [_fmt(v) for v in track.pose_translation[i]]
+        r += unknown_modes + [f"{v:.2f}" for v in au_r[i]] + [f"{v:.1f}" for v in au_c[i]]
+        lines.append(OPENFACE_SEP.join(r))
+    return _write_text(path, "\n".join(lines) + "\n")
 
 
 @dataclasses.dataclass
 class OpenFaceTable:
     """An OpenFace CSV read back. times (T,) s; landmarks_2d (T, 68, 2) px; landmarks_3d
-    (T, 68, 3) mm or None; pose_rotation (T, 3) [pitch, yaw, roll] rad; pose_translation (T, 2);
-    pose_scale (T,) or None (OpenFace's own files lack it); success (T,) bool."""
+    (T, 68, 3) mm, pose-invariant (model frame, like a Track's) or None; pose_rotation (T, 3)
+    [pitch, yaw, roll] rad in the Track convention; pose_translation (T, 2) px; pose_scale (T,)
+    px per mm or None (a file without ``p_scale``); success (T,) bool."""
 
     fps: float
     times: np.ndarray
@@ -257,25 +403,41 @@ class OpenFaceTable:
 
 
 def read_openface_csv(path: str | os.PathLike) -> OpenFaceTable:
-    """Read an OpenFace 2 CSV (ours or OpenFace's own ``FeatureExtraction`` output); fps from the
-    timestamps. OpenFace's headers carry ", " separators, which are stripped."""
+    """Read an OpenFace 2 CSV (ours or ``FeatureExtraction``'s own; ", " or "," separated); fps
+    from the timestamps.
+
+    The pose comes from the rigid shape parameters (``p_scale, p_rx..p_rz, p_tx, p_ty``: a
+    scaled-orthographic pose, exactly a Track's); a file without them gets its rotation from
+    ``pose_R*``, its translation from the landmarks' mean and no scale. The 3D landmarks
+    (camera space) are brought back to the head's own frame with ``pose_T*`` and ``pose_R*``;
+    all-zero 3D columns (our writer's fill for a track without them) read as None.
+    """
     header, rows = _read_csv(path, "OpenFace CSV")
+    index = set(header)
     xs = [f"x_{i}" for i in range(NUM_LANDMARKS)]
     ys = [f"y_{i}" for i in range(NUM_LANDMARKS)]
-    base = _columns(path, header, rows, ["timestamp", "success", *OPENFACE_POSE, *xs, *ys], "OpenFace CSV")
+    base = _columns(path, header, rows, ["timestamp", "success", *xs, *ys], "OpenFace CSV")
     times = base[:, 0]
-    lm2 = np.stack([base[:, 8:8 + 68], base[:, 8 + 68:8 + 136]], axis=2).astype(np.float32)
+    lm2 = np.stack([base[:, 2:2 + NUM_LANDMARKS], base[:, 2 + NUM_LANDMARKS:]], axis=2)
+    if all(c in index for c in OPENFACE_RIGID):
+        rigid = _columns(path, header, rows, OPENFACE_RIGID, "OpenFace CSV")
+        scale, rc, trans = rigid[:, 0], openface_euler_to_matrix(rigid[:, 1:4]), rigid[:, 4:6]
+    else:
+        rot = _columns(path, header, rows, OPENFACE_POSE[3:], "OpenFace CSV")
+        scale, rc, trans = None, openface_euler_to_matrix(rot), lm2.mean(axis=1)
     lm3 = None
-    if "X_0" in header:
-        d3 = _columns(path, header, rows, [f"{a}_{i}" for a in "XYZ" for i in range(NUM_LANDMARKS)],
-                      "OpenFace CSV")
-        lm3 = d3.reshape(len(rows), 3, NUM_LANDMARKS).transpose(0, 2, 1).astype(np.float32)
-    scale = None
-    if "evp_scale" in header:
-        scale = _columns(path, header, rows, ["evp_scale"], "OpenFace CSV")[:, 0].astype(np.float32)
-    return OpenFaceTable(fps=_fps_from_times(path, times), times=times, landmarks_2d=lm2, landmarks_3d=lm3,
-                         pose_rotation=base[:, 5:8].astype(np.float32),
-                         pose_translation=base[:, 2:4].astype(np.float32), pose_scale=scale,
+    if "X_0" in index:
+        d3 = _columns(path, header, rows, [f"{a}_{i}" for a in "XYZ" for i in range(NUM_LANDMARKS)], "OpenFace CSV")
+        if np.any(d3 != 0):
+            pose = _columns(path, header, rows, OPENFACE_POSE, "OpenFace CSV")
+            cam = d3.reshape(len(rows), 3, NUM_LANDMARKS).transpose(0, 2, 1) - pose[:, None, :3]
+            head = np.einsum("tji,tkj->tki", openface_euler_to_matrix(pose[:, 3:]), cam)   # R^T (X - T)
+            lm3 = (head @ _FLIP).astype(np.float32)
+    return OpenFaceTable(fps=_fps_from_times(path, times), times=times, landmarks_2d=lm2.astype(np.float32),
+                         landmarks_3d=lm3,
+                         pose_rotation=matrix_to_euler(_FLIP @ rc @ _FLIP).astype(np.float32),
+                         pose_translation=trans.astype(np.float32),
+                         pose_scale=None if scale is None else scale.astype(np.float32),
                          success=base[:, 1] > 0.5)
 
 
@@ -350,8 +512,7 @@ def write_rhubarb_json(track: Track, path: str | os.PathLike, sound_file: str = 
     doc = {"metadata": {"soundFile": sound_file or str(track.info.get("audio", "")),
                         "duration": round(track.duration, 3), "frameRate": track.fps},
            "mouthCues": rhubarb_cues(track)}
-    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
-    return Path(path)
+    return _write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def read_rhubarb_json(path: str | os.PathLike) -> tuple[dict, list[dict]]:

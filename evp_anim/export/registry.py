@@ -12,6 +12,11 @@ numpy nor bpy (stdlib only here):
   (:mod:`blender_addon.builder`, loaded by :func:`blender_builder`), called as
   ``writer(track_path, fmt, output, sfm_dir=..., audio=...)`` and returning a result whose
   ``warnings`` are passed on to the user.
+
+Every format writes atomically: the numpy writers through :func:`evp_anim.atomic.atomic_output`,
+the Blender ones into a unique hidden folder beside the output (:func:`evp_anim.atomic.atomic_output_files`)
+whose files are then renamed into place, so a failed export leaves neither a partial file under
+the final name nor a temporary file, and two exports to one path never share a temporary name.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from ..atomic import atomic_output_files
 from ..errors import EvpError
 
 
@@ -51,7 +57,11 @@ class ExportFormat:
               audio: Path | None = None) -> list[str]:
         """Write ``track`` (loaded from ``track_path``) to ``output``; returns the writer's warnings."""
         if self.needs_bpy:
-            res = getattr(blender_builder(), self.writer)(track_path, self.name, output, sfm_dir=sfm_dir, audio=audio)
+            writer = getattr(blender_builder(), self.writer)
+            # Blender's exporters write (and glTF names its .bin after) the path they are given:
+            # give them the final name inside a private folder, then move the files into place.
+            with atomic_output_files(output, companions=output.suffix.lower() == ".gltf") as tmp:
+                res = writer(track_path, self.name, tmp, sfm_dir=sfm_dir, audio=audio)
             return list(res.warnings)
         getattr(importlib.import_module(".formats", __package__), self.writer)(track, output)
         return []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_path
+from ..atomic import atomic_output
 from ..errors import EvpError
 
 RIG_DATA_FORMAT = "evp-anim-rig"
@@ -100,12 +100,13 @@ def rig_cache_path(sfm_dir: str | os.PathLike) -> Path:
 
 
 def save_rig_data(rig, path: str | os.PathLike) -> Path:
-    """Write ``rig`` (a FaceRig or RigData) to ``path`` (.npz) atomically."""
+    """Write ``rig`` (a FaceRig or RigData) to ``path`` (.npz) atomically (a full disk or an
+    unwritable folder is a one-line EvpError and leaves no file)."""
     data = rig if isinstance(rig, RigData) else RigData.from_rig(rig)
     meta = {"format": RIG_DATA_FORMAT, "version": RIG_DATA_VERSION, "channels": list(data.channels),
             "evp_anim": __version__}
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, mean=data.mean, identity_basis=data.identity_basis, deltas=data.deltas,
                      triangles=data.triangles, landmark_vertices=data.landmark_vertices,
