@@ -12,6 +12,7 @@ Timing conventions (all stages rely on them):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -38,6 +39,7 @@ VAD_MIN_RANGE_DB = 6.0       # dB between quiet and loud frames below which a cl
 VAD_STATIONARY_DB = -40.0    # dBFS a stationary clip must reach to count as voice throughout
 VAD_REL_THRESHOLD = 0.35     # threshold at this fraction of the way from noise floor to loudness
 VAD_HANGOVER = 2             # frames (80 ms) kept active after the last loud frame
+_ENERGY_BLOCK = 1500         # video frames per block of energy(): 60 s at 25 fps
 
 
 def check_waveform(audio: np.ndarray, what: str = "audio", allow_empty: bool = False) -> np.ndarray:
@@ -82,26 +84,148 @@ def _to_16k(audio: np.ndarray, sr: float) -> np.ndarray:
     return soxr.resample(audio.astype(np.float32), sr, SAMPLE_RATE, quality="HQ")
 
 
+# MFCC frames per STFT block: bounds the transient arrays (frames, spectrum, mel power) to a few
+# MB whatever the clip length (41 s of audio per block), so long clips need no more memory than
+# their (M, 12) result.
+_MFCC_BLOCK = 4096
+_DB_AMIN = 1e-10             # power floor of the dB conversion (-100 dB)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (the Auditory Toolbox's, librosa's ``htk=False``): linear at 200/3 Hz per
+    mel below 1 kHz, logarithmic above (27 mels per factor 6.4)."""
+    f = np.asarray(f, np.float64)
+    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    mel = f / f_sp
+    high = f >= min_log_hz
+    mel[high] = min_log_mel + np.log(f[high] / min_log_hz) / logstep
+    return mel
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_hz_to_mel`."""
+    m = np.asarray(m, np.float64)
+    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    f = f_sp * m
+    high = m >= min_log_mel
+    f[high] = min_log_hz * np.exp(logstep * (m[high] - min_log_mel))
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filters(sr: int = SAMPLE_RATE, n_fft: int = _N_FFT, n_mels: int = N_MELS,
+                fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangular mel filters with Slaney area normalisation.
+
+    Band edges are ``n_mels + 2`` points evenly spaced on Slaney's mel scale from ``fmin`` to
+    ``fmax`` (default sr / 2); filter i rises linearly from edge i to edge i+1 and falls to edge
+    i+2, scaled by 2 / (edge i+2 − edge i) in Hz so every filter has the same area. These are the
+    filters the shipped models were trained with (librosa's ``filters.mel(htk=False,
+    norm='slaney')``); stored as float32 as those were. Read-only (cached).
+    """
+    fmax = sr / 2.0 if fmax is None else float(fmax)
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([fmin]))[0], _hz_to_mel(np.array([fmax]))[0],
+                                   n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    w = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    w = w.astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+@functools.lru_cache(maxsize=None)
+def _dct_ortho(n_in: int, n_out: int) -> np.ndarray:
+    """(n_in, n_out) float64 matrix of the orthonormal DCT-II: ``x @ D`` gives coefficients 0..n_out-1."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    d = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * math.sqrt(2.0 / n_in)
+    d[:, 0] /= math.sqrt(2.0)
+    d.setflags(write=False)
+    return d
+
+
+@functools.lru_cache(maxsize=None)
+def _hann(n: int) -> np.ndarray:
+    """Periodic ("DFT-even") Hann window of n samples, float64: the window of librosa's ``"hann"``."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    w.setflags(write=False)
+    return w
+
+
+def _mfcc_block(y: np.ndarray, m0: int, m1: int) -> np.ndarray:
+    """MFCC c1…c12 of frames ``m0 … m1-1`` of the 16 kHz signal ``y``: (m1 - m0, 12) float32.
+
+    Frame m covers samples ``[m*160 - 200, m*160 + 200)``; samples outside the clip are zeros (the
+    ``center=True, pad_mode="constant"`` framing). Precision follows the reference pipeline the
+    models were trained on: windowed frames and the FFT in float64, the spectrum rounded to
+    complex64, power, mel power and dB in float32; the DCT runs in float64 on those dB values.
+    """
+    half = _N_FFT // 2
+    start = m0 * _HOP - half
+    stop = (m1 - 1) * _HOP + half
+    seg = np.zeros(stop - start, np.float32)
+    lo, hi = max(start, 0), min(stop, y.size)
+    if hi > lo:
+        seg[lo - start: hi - start] = y[lo:hi]
+    frames = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]       # (m1-m0, 400) view
+    spec = np.fft.rfft(frames * _hann(_N_FFT), axis=-1).astype(np.complex64)     # (m1-m0, 201)
+    power = np.abs(spec) ** 2                                                     # float32
+    mel = power @ mel_filters().T                                                 # (m1-m0, 40) float32
+    log_mel = 10.0 * np.log10(np.maximum(np.float32(_DB_AMIN), mel))             # dB re 1.0, float32
+    coeffs = log_mel.astype(np.float64) @ _dct_ortho(N_MELS, N_MFCC + 1)
+    return coeffs[:, 1:].astype(np.float32)
+
+
 def mfcc(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """MFCC c1…c12 at 100 Hz: (M, 12) float32 with ``M = 1 + N16 // 160`` (N16 = samples at 16 kHz).
 
     Row ``m`` describes the 25 ms Hann window centred at ``m * 10 ms`` (the signal is zero-padded
     by half a window at both ends). Mel spectrogram: n_fft 400, hop 160, 40 Slaney mel bands over
-    0–8 kHz, power → dB with a fixed floor of -100 dB (``amin=1e-10``, no per-clip ``top_db`` so a
-    frame's features do not depend on the loudest part of its clip), then an orthonormal DCT-II.
-    Audio at another rate is first resampled to 16 kHz.
+    0–8 kHz (:func:`mel_filters`), power → dB with a fixed floor of -100 dB (``amin=1e-10``, no
+    per-clip ``top_db`` so a frame's features do not depend on the loudest part of its clip), then
+    an orthonormal DCT-II. These are librosa's ``feature.mfcc`` features for those parameters (the
+    models were trained on them; tests/test_mfcc_compat.py checks the match), computed with numpy
+    alone so that no numba JIT runs at start-up, in blocks of 4096 frames so that memory beyond
+    the result does not grow with the clip. Audio at another rate is first resampled to 16 kHz.
     """
-    import librosa
-
     a = check_waveform(audio)
     _check_rate(sr)
     y = _to_16k(a, sr)
-    mel = librosa.feature.melspectrogram(
-        y=y, sr=SAMPLE_RATE, n_fft=_N_FFT, hop_length=_HOP, win_length=_N_FFT, window="hann",
-        center=True, pad_mode="constant", power=2.0, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2)
-    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
-    c = librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC + 1, dct_type=2, norm="ortho")
-    return np.ascontiguousarray(c[1:].T, dtype=np.float32)
+    m_total = 1 + y.size // _HOP
+    out = np.empty((m_total, N_MFCC), np.float32)
+    for m0 in range(0, m_total, _MFCC_BLOCK):
+        m1 = min(m0 + _MFCC_BLOCK, m_total)
+        out[m0:m1] = _mfcc_block(y, m0, m1)
+    return out
+
+
+def mfcc_window_view(feats: np.ndarray, n_frames: int) -> np.ndarray:
+    """EVP's per-video-frame windows (n_frames, 28, 12) float32 as a strided view over the MFCC
+    rows ``feats`` (M, 12) (:func:`mfcc`), edge rows repeated as in :func:`mfcc_windows`.
+
+    The view shares memory between overlapping windows (7× less than the copy :func:`mfcc_windows`
+    returns: 48 bytes per MFCC row instead of 1,344 per video frame), which is what inference over
+    long clips uses; do not write to it. Empty (0, 28, 12) for ``n_frames == 0``.
+    """
+    T = int(n_frames)
+    if T == 0:
+        return np.zeros((0, MFCC_WINDOW, N_MFCC), np.float32)
+    M = feats.shape[0]
+    rows_needed = MFCC_PER_FRAME * (T - 1) + MFCC_WINDOW          # padded rows the last window reaches
+    back = max(0, rows_needed - _WIN_BEFORE - M)
+    padded = np.concatenate([
+        np.repeat(feats[:1], _WIN_BEFORE, axis=0), feats, np.repeat(feats[-1:], back, axis=0)]
+    ).astype(np.float32, copy=False)
+    s_row, s_col = padded.strides
+    # Left writeable (torch.from_numpy warns on read-only arrays); nothing writes through it.
+    return np.lib.stride_tricks.as_strided(
+        padded, shape=(T, MFCC_WINDOW, N_MFCC), strides=(MFCC_PER_FRAME * s_row, s_row, s_col))
 
 
 def mfcc_windows(audio: np.ndarray, sr: int = SAMPLE_RATE, n_frames: int | None = None) -> np.ndarray:
@@ -111,24 +235,12 @@ def mfcc_windows(audio: np.ndarray, sr: int = SAMPLE_RATE, n_frames: int | None 
     ``T`` defaults to :func:`n_frames` of the audio (at 25 fps). Rows before the first or after the
     last MFCC frame repeat that edge frame: clip edges are usually the clip's own room tone, which
     an edge copy reproduces, whereas the MFCC of digital silence never occurs inside real speech.
-    Built with a strided view (no Python loop), then copied once.
+    Built with a strided view (:func:`mfcc_window_view`, no Python loop), then copied once.
     """
     a = check_waveform(audio)
     _check_rate(sr)
     T = _frames_for(a, sr, DEFAULT_FPS, n_frames)
-    feats = mfcc(a, sr)
-    if T == 0:
-        return np.zeros((0, MFCC_WINDOW, N_MFCC), np.float32)
-    M = feats.shape[0]
-    rows_needed = MFCC_PER_FRAME * (T - 1) + MFCC_WINDOW          # padded rows the last window reaches
-    back = max(0, rows_needed - _WIN_BEFORE - M)
-    padded = np.concatenate([
-        np.repeat(feats[:1], _WIN_BEFORE, axis=0), feats, np.repeat(feats[-1:], back, axis=0)])
-    s_row, s_col = padded.strides
-    view = np.lib.stride_tricks.as_strided(
-        padded, shape=(T, MFCC_WINDOW, N_MFCC), strides=(MFCC_PER_FRAME * s_row, s_row, s_col),
-        writeable=False)
-    return np.ascontiguousarray(view)
+    return np.ascontiguousarray(mfcc_window_view(mfcc(a, sr), T))
 
 
 def _frames_for(a: np.ndarray, sr: float, fps: float, n: int | None) -> int:
@@ -151,11 +263,18 @@ def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS,
     _check_rate(sr)
     _check_rate(fps, "fps")
     T = _frames_for(a, sr, fps, n_frames)
-    # Cumulative sums give every frame's sum of squares in one pass whatever sr/fps is.
-    csum = np.concatenate([[0.0], np.cumsum(np.square(a, dtype=np.float64))])
     bounds = np.minimum(np.floor(np.arange(T + 1) * (sr / fps) + 1e-9).astype(np.int64), a.size)
     counts = np.diff(bounds)
-    sums = np.maximum(csum[bounds[1:]] - csum[bounds[:-1]], 0.0)
+    sums = np.zeros(T)
+    # Cumulative sums give every frame's sum of squares whatever sr/fps is; taken over blocks of
+    # frames so the float64 temporaries stay a few MB however long the clip is.
+    for f0 in range(0, T, _ENERGY_BLOCK):
+        f1 = min(f0 + _ENERGY_BLOCK, T)
+        s0, s1 = bounds[f0], bounds[f1]
+        csum = np.zeros(s1 - s0 + 1)
+        np.cumsum(np.square(a[s0:s1], dtype=np.float64), out=csum[1:])
+        b = bounds[f0:f1 + 1] - s0
+        sums[f0:f1] = np.maximum(csum[b[1:]] - csum[b[:-1]], 0.0)
     mean_sq = np.divide(sums, counts, out=np.zeros(T), where=counts > 0)
     floor_power = 10.0 ** (ENERGY_FLOOR_DB / 10.0)
     return (10.0 * np.log10(np.maximum(mean_sq, floor_power))).astype(np.float32)

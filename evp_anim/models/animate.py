@@ -79,11 +79,13 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
     ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) feeds the phones' visemes to the
     phone content encoder Ep in Ec's place (a model without Ep keeps Ec, with a warning).
     """
-    from ..audio.features import mfcc_windows, voice_activity
+    from ..audio.features import mfcc, mfcc_window_view, mfcc_windows, n_frames, voice_activity
     from ..audio.io import load_audio
     from ..face.projection import aligned_crop_transform, aligned_landmarks
 
-    windows = mfcc_windows(audio, sample_rate)
+    # A strided view over the (M, 12) MFCC rows: the windows' values without their 7x copy
+    # (121 MB an hour); predict_lm3d reads it chunk by chunk. mfcc() checks the waveform first.
+    windows = mfcc_window_view(mfcc(audio, sample_rate), n_frames(np.asarray(audio).size, sample_rate))
     n = windows.shape[0]
     duration = n / FPS
     if reference is None:
@@ -127,13 +129,21 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
         silent = mfcc_windows(np.zeros(int(sample_rate * 0.6), np.float32), sample_rate)
         # The model's own closed mouth for this emotion: its prediction on silence, per frame code.
         uniq, which = _unique_codes(codes)
-        rest = np.stack([model.predict_lm3d(silent, reference, c)[-1] for c in uniq])[which]
-        g = gate[:, None, None]
-        lm3d[:, MOUTH] = (1 - g) * lm3d[:, MOUTH] + g * rest[:, MOUTH]
+        # Only the gated frames' mouth rows are blended (elsewhere g = 0 leaves them as they are),
+        # so the temporaries are (gated frames, 20, 3) rather than (T, 68, 3) on long clips.
+        on = np.flatnonzero(gate)
+        rest = np.stack([model.predict_lm3d(silent, reference, c)[-1] for c in uniq])[:, MOUTH][which[on]]
+        g = gate[on, None, None]
+        lm3d[on, MOUTH] = (1 - g) * lm3d[on, MOUTH] + g * rest
 
     scale, trans = aligned_crop_transform(CROP)
+    # Projected in blocks of frames: the projection works in float64 (T, 68, 3) temporaries
+    # (230 MB for 30 minutes at once); the track stores float32 anyway.
+    lm2d = np.empty((n, lm3d.shape[1], 2), np.float32)
+    for a in range(0, n, 4096):
+        lm2d[a:a + 4096] = aligned_landmarks(lm3d[a:a + 4096], CROP)
     return Track.new(
-        aligned_landmarks(lm3d, CROP), fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
+        lm2d, fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
         pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
         pose_scale=np.full(n, scale, np.float32),
         identity=np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32),
@@ -227,7 +237,7 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
     (:class:`~evp_anim.audio.phones.SpeechContent`, phones heard by the recogniser or aligned from a
     transcript) replaces the content encoder's visemes with the phones' (the front end for real
     speech) and seals the lips on /p b m/ (:func:`~evp_anim.face.lip_contact.close_lips`)."""
-    from ..audio.features import mfcc_windows
+    from ..audio.features import mfcc, mfcc_window_view, n_frames
     from ..face.projection import aligned_crop_transform, aligned_landmarks
     from .emote import label_condition
 
@@ -236,7 +246,8 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
     if style is not None and style not in model.speakers:
         known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
         raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
-    windows = mfcc_windows(audio, sample_rate)
+    # Windows as a strided view over the MFCC rows (see animate); predict copies one chunk at a time.
+    windows = mfcc_window_view(mfcc(audio, sample_rate), n_frames(np.asarray(audio).size, sample_rate))
     n = windows.shape[0]
     if spec.keys is not None:
         validate_keys(spec.keys, n / FPS)
@@ -255,10 +266,15 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
     coeffs = model.predict(windows, weights, intensity, model.speaker_id(style), visemes=visemes)
     if content is not None:
         coeffs = seal_bilabials(rig, coeffs, content.phones, ident)
-    lm3d = rig.landmarks_3d(ident, coeffs).astype(np.float32)
+    # Landmarks and their projection in blocks of frames (float64 temporaries; see animate).
+    lm3d = np.empty((n, 68, 3), np.float32)
+    lm2d = np.empty((n, 68, 2), np.float32)
+    for a in range(0, n, 4096):
+        lm3d[a:a + 4096] = rig.landmarks_3d(ident, coeffs[a:a + 4096])
+        lm2d[a:a + 4096] = aligned_landmarks(lm3d[a:a + 4096], CROP)
     scale, trans = aligned_crop_transform(CROP)
     return Track.new(
-        aligned_landmarks(lm3d, CROP), fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
+        lm2d, fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
         pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
         pose_scale=np.full(n, scale, np.float32),
         identity=np.zeros(0, np.float32) if ident is None else ident,
