@@ -83,7 +83,8 @@ def _rig_from_cache(sfm_dir: str):
         if not cli:
             raise EvpError("Blender's Python lacks scipy, so the face rig must be exported once: run "
                            f"`evp-anim export-rig --sfm-dir {sfm_dir}` (or put evp-anim on PATH)")
-        r = subprocess.run([cli, "export-rig", "--sfm-dir", sfm_dir, "-o", str(cache)],
+        # absolute paths: a folder named like an option ("-x") stays an argument
+        r = subprocess.run([cli, "export-rig", "--sfm-dir", os.path.abspath(sfm_dir), "-o", os.path.abspath(cache)],
                            capture_output=True, text=True)
         if r.returncode != 0 or not cache.is_file():
             why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]

@@ -24,8 +24,14 @@ DEFAULT_COMMAND = "evp-anim --machine-readable animate {audio} --emotion-keys {k
 
 def build_argv(template: str, **values: str) -> list[str]:
     """Split ``template`` like a shell would, then fill ``{audio}``, ``{keys}``, ``{output}``,
-    ``{python}`` per argument (so paths with spaces stay one argument)."""
-    values = dict(values, python=sys.executable)
+    ``{python}`` per argument (so paths with spaces stay one argument).
+
+    The path values are made absolute first: a file named ``-o.wav`` or ``--help.npz`` given as a
+    relative path would otherwise be read by the CLI as an option. An absolute path starts with
+    ``/`` (or a drive letter), so it is always an argument, whatever the template puts around it.
+    """
+    values = {k: os.path.abspath(os.fspath(v)) if str(v) else str(v) for k, v in values.items()}
+    values["python"] = sys.executable
     try:
         parts = shlex.split(template)
     except ValueError as e:

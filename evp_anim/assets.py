@@ -7,18 +7,27 @@ commit; their sha256 sums are embedded below, so a download is checked byte for 
 Lookup order (:func:`find_sfm_dir`): an explicit ``--sfm-dir`` → the environment variable
 ``EVP_ANIM_SFM_DIR`` → the per-user cache ``$XDG_CACHE_HOME/evp-anim/sfm`` (default
 ``~/.cache/evp-anim/sfm``), which is where ``evp-anim assets download`` puts them.
+
+The download treats both the server and the destination folder as not its own (issue 15): it
+reads at most each file's pinned size, writes to a unique temporary file that any failure or
+interrupt removes, and never deletes or replaces a file in ``--dest`` that it did not create
+(see :func:`download_sfm`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import re
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .atomic import atomic_path
+from .atomic import write_error
 from .errors import EvpError
 
 SFM_LICENCE = (
@@ -131,30 +140,135 @@ def _file_url(base_url: str, name: str) -> str:
     return base_url.rstrip("/") + "/" + name
 
 
-def _fetch(url: str, target: Path, digest: str, on_bytes: Callable[[int], None]) -> None:
-    """Download ``url`` to ``target`` atomically, failing (and leaving nothing) on a bad sum."""
+# Temporary download files: ``.<name>.<pid>.<random>.evp-part`` in the destination folder. The pid
+# lets a later run tell a leftover of a killed download (SIGKILL cannot be caught) from the
+# temporary file of a download still running in another process.
+_PART_SUFFIX = ".evp-part"
+_PART_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+" + re.escape(_PART_SUFFIX) + "$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
-        with atomic_path(target) as tmp:
-            h = hashlib.sha256()
-            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp, tmp.open("wb") as out:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    h.update(chunk)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # EPERM: the process exists but belongs to someone else
+        return True
+    return True
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove temporary files that a killed earlier download left in ``dest``: only names this module
+    makes (one of :data:`SFM_FILES`, then the pid of a process that no longer runs), never anything
+    else in the folder."""
+    for p in dest.glob("." + "*" + _PART_SUFFIX):
+        m = _PART_RE.match(p.name)
+        if m and m["name"] in SFM_FILES and not _pid_alive(int(m["pid"])) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _one_line(reason: object) -> str:
+    text = str(reason).strip()
+    return text.splitlines()[0] if text else type(reason).__name__
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Move the verified ``tmp`` to ``target`` without ever replacing a file: a hard link fails if
+    ``target`` appeared meanwhile (another process, the user); where the filesystem has no hard
+    links, a check then a rename (the race window is tiny, and the file was absent a moment ago)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise EvpError(f"{target} appeared while it was being downloaded; it was left as it is: "
+                       "check it, then retry `evp-anim assets download`") from None
+    except OSError:
+        if target.exists() or target.is_symlink():
+            raise EvpError(f"{target} appeared while it was being downloaded; it was left as it is: "
+                           "check it, then retry `evp-anim assets download`") from None
+        os.rename(tmp, target)
+        return
+    tmp.unlink()
+
+
+def _fetch(url: str, target: Path, digest: str, size: int, on_bytes: Callable[[int], None]) -> None:
+    """Download ``url`` into a unique temporary file beside ``target``, reading at most ``size`` bytes
+    (one more is an error: a server that keeps streaming cannot fill the disk), check the sha256,
+    then move it to ``target``. On any failure or interrupt (KeyboardInterrupt, which is also how
+    the CLI delivers SIGTERM) the temporary file is removed; ``target`` is never written otherwise."""
+    tmp: Path | None = None
+    try:
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=_PART_SUFFIX,
+                                            dir=target.parent)
+        except OSError as e:
+            raise write_error(target, e) from None
+        tmp = Path(tmp_name)
+        h = hashlib.sha256()
+        got = 0
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            declared = (resp.headers.get("Content-Length") or "").strip()
+            if declared.isdigit() and int(declared) > size:
+                raise EvpError(f"download of {url} announces {int(declared)} bytes, more than the {size} "
+                               f"bytes of the pinned file; refused (pass --base-url pointing at eos commit "
+                               f"{EOS_COMMIT})")
+            while True:
+                chunk = resp.read(min(_CHUNK, size + 1 - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > size:
+                    raise EvpError(f"download of {url} sent more than the {size} bytes of the pinned file; "
+                                   f"stopped and removed it (pass --base-url pointing at eos commit {EOS_COMMIT})")
+                h.update(chunk)
+                try:
                     out.write(chunk)
-                    on_bytes(len(chunk))
-            if h.hexdigest() != digest:
-                raise EvpError(
-                    f"download of {url} has sha256 {h.hexdigest()}, not the pinned {digest}; "
-                    "the server sent a different file: retry, or pass --base-url pointing at eos "
-                    f"commit {EOS_COMMIT}")
+                except OSError as e:
+                    raise write_error(target, e) from None
+                on_bytes(len(chunk))
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as e:
+                raise write_error(target, e) from None
+        if h.hexdigest() != digest:   # also a short (incomplete) transfer
+            raise EvpError(
+                f"download of {url} has sha256 {h.hexdigest()} ({got} bytes), not the pinned {digest} "
+                f"({size} bytes); the server sent a different or incomplete file: retry, or pass "
+                f"--base-url pointing at eos commit {EOS_COMMIT}")
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            _install(tmp, target)
+        except OSError as e:
+            raise write_error(target, e) from None
+        tmp = None
+        with contextlib.suppress(OSError):
+            dfd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except EvpError:
         raise
     except urllib.error.HTTPError as e:
-        raise EvpError(f"download of {url} failed: HTTP {e.code} {e.reason}; check --base-url "
+        raise EvpError(f"download of {url} failed: HTTP {e.code} {_one_line(e.reason)}; check --base-url "
                        "and your connection, then retry `evp-anim assets download`") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = _one_line(getattr(e, "reason", None) or e)
         raise EvpError(f"download of {url} failed: {reason}; check --base-url and your connection, "
                        "then retry `evp-anim assets download`") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def download_sfm(dest: str | os.PathLike | None = None, base_url: str | None = None,
@@ -164,13 +278,17 @@ def download_sfm(dest: str | os.PathLike | None = None, base_url: str | None = N
     ``dest`` defaults to ``$EVP_ANIM_SFM_DIR`` if set, else the per-user cache (so that
     :func:`find_sfm_dir` then finds the files). ``base_url`` is the folder URL the file names are
     appended to (``https://``, ``http://`` or ``file://``); it defaults to the pinned commit's raw
-    GitHub URL. Files already present with the right sum are skipped. Each file is written to a
-    temporary name and renamed only after its sum matched, so a failure (HTTP error, refused
-    connection, wrong sum) never leaves a partial or wrong file under a final name; a file that was
-    already present but wrong is removed before it is fetched again. ``progress`` receives the
-    fraction of bytes done, in [0, 1].
+    GitHub URL. ``progress`` receives the fraction of bytes done, in [0, 1].
 
-    Raises :class:`EvpError` on the first failure; files completed before it stay.
+    ``dest`` may be any folder, so the download never touches a file it did not create: files
+    already present with the right sum are skipped, and a file under one of the SFM names with
+    another content is the user's (or a damaged copy): that is an error before anything is fetched,
+    naming the file, never a deletion. Each file goes to a unique temporary name (removed on any
+    failure or interrupt; a leftover of a killed run is removed by the next one), at most its
+    pinned size is read, and it is moved into place only after its sum matched, without replacing
+    anything that appeared meanwhile.
+
+    Raises :class:`EvpError` (one line) on the first failure; files completed before it stay.
     """
     if dest is None or not str(dest).strip():
         env = os.environ.get(ENV_VAR, "").strip()
@@ -181,6 +299,20 @@ def download_sfm(dest: str | os.PathLike | None = None, base_url: str | None = N
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EvpError(f"cannot create the SFM folder {dest}: {e.strerror}; choose another with --sfm-dir") from None
+    if not dest.is_dir():
+        raise EvpError(f"{dest} is not a folder; choose another with --dest")
+    _remove_stale_parts(dest)
+
+    present = set()
+    for name, (digest, _size) in SFM_FILES.items():
+        target = dest / name
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if target.is_file() and sha256_file(target) == digest:
+            present.add(name)
+            continue
+        raise EvpError(f"{target} exists and is not the pinned {name}; evp-anim does not overwrite files "
+                       "it did not create: move or delete it, or choose another --dest")
 
     total = sum(size for _, size in SFM_FILES.values())
     done = 0
@@ -194,18 +326,12 @@ def download_sfm(dest: str | os.PathLike | None = None, base_url: str | None = N
     if progress is not None:
         progress(0.0)
     for name, (digest, size) in SFM_FILES.items():
-        target = dest / name
-        if target.is_file():
-            if sha256_file(target) == digest:
-                report(size)
-                continue
-            try:
-                target.unlink()  # a wrong copy must not survive a failed re-download
-            except OSError as e:
-                raise EvpError(f"cannot replace the wrong file {target}: {e.strerror}; delete it and retry") from None
+        if name in present:
+            report(size)
+            continue
         start = done
-        _fetch(_file_url(base_url, name), target, digest, report)
-        done = start + size  # the real byte count may differ only if the sum failed (raised above)
+        _fetch(_file_url(base_url, name), dest / name, digest, size, report)
+        done = start + size
     if progress is not None:
         progress(1.0)
     return dest

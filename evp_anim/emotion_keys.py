@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -108,21 +109,47 @@ def write_emotion_keys(keys: EmotionKeys, path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
+def _number(value) -> float:
+    """A finite float from a TOML number (not a bool, string, table or array), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{_shown(value)} is not a number")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{_shown(value)} is not a finite number")
+    return v
+
+
+def _shown(value, limit: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 def _parse_key(path: Path, n: int, k) -> EmotionKey:
     if not isinstance(k, dict) or "time" not in k or "emotion" not in k:
         raise EvpError(f"{path}: key {n} needs at least time and emotion")
     try:
-        t = float(k["time"])
-    except (TypeError, ValueError):
-        raise EvpError(f"{path}: key {n} has a non-numeric time {k['time']!r}") from None
-    return EmotionKey(t, canonical_emotion(k["emotion"]), check_intensity(k.get("intensity", 1.0)))
+        t = _number(k["time"])
+    except ValueError:
+        raise EvpError(f"{path}: key {n} has a non-numeric time {_shown(k['time'])}") from None
+    if not isinstance(k["emotion"], str):
+        raise EvpError(f"{path}: key {n} has a non-text emotion {_shown(k['emotion'])}")
+    try:
+        intensity = _number(k.get("intensity", 1.0))
+    except ValueError:
+        raise EvpError(f"{path}: key {n} has a non-numeric intensity {_shown(k.get('intensity'))}") from None
+    return EmotionKey(t, canonical_emotion(k["emotion"]), check_intensity(intensity))
 
 
 def _parse_adjust(path: Path, keys: list[EmotionKey], adj) -> EmotionKeys:
     try:
-        mult = {str(n): float(v) for n, v in adj.get("multipliers", {}).items()}
-        out = EmotionKeys(keys, float(adj.get("strength", 1.0)), int(adj.get("smoothing", 0)), mult)
-    except (TypeError, ValueError, AttributeError) as e:
+        if not isinstance(adj, dict) or not isinstance(adj.get("multipliers", {}), dict):
+            raise ValueError("it must be a table, with a [adjust.multipliers] table")
+        mult = {str(n): _number(v) for n, v in adj.get("multipliers", {}).items()}
+        smoothing = _number(adj.get("smoothing", 0))
+        if smoothing != int(smoothing):
+            raise ValueError(f"smoothing {_shown(adj.get('smoothing'))} is not a whole number of frames")
+        out = EmotionKeys(keys, _number(adj.get("strength", 1.0)), int(smoothing), mult)
+    except ValueError as e:
         raise EvpError(f"{path}: bad [adjust] table ({e})") from None
     if out.smoothing < 0 or out.strength < 0:
         raise EvpError(f"{path}: strength and smoothing must be >= 0")
@@ -136,8 +163,9 @@ def read_emotion_keys(path: str | os.PathLike) -> EmotionKeys:
         raise EvpError(f"emotion keys file not found: {path}")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise EvpError(f"{path}: not valid TOML ({e})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise EvpError(f"{path}: not valid TOML ({reason})") from None
     raw = doc.get("key")
     if not isinstance(raw, list) or not raw:
         raise EvpError(f"{path}: no [[key]] tables (each needs time, emotion, intensity)")

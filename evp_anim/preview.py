@@ -20,18 +20,50 @@ from .errors import EvpError
 from .tracks import Track
 
 
-def find_track_audio(track: Track, track_path: Path | None) -> Path | None:
-    """The track's source audio, if it sits where the synthetic corpus puts it (verified by hash)."""
+def _warn_cli(message: str) -> None:
+    from .cli_common import reporter
+    reporter().info(f"warning: {message}")
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    r = repr(name)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def find_track_audio(track: Track, track_path: Path | None,
+                     warn: Callable[[str], None] | None = None) -> Path | None:
+    """The track's source audio, if a file at ``info["audio"]`` (absolute, or relative to a folder
+    above the track, as the synthetic corpus records it) has the sha256 the track's provenance
+    recorded (``source_audio_sha256``); else None.
+
+    A track file may come from anyone, and ``info["audio"]`` may name any file on disk: without
+    the sum check a preview would mux (and so disclose) whatever file it names. So a track without
+    a recorded sum, or whose named file differs, gets no audio; ``warn`` (default: the CLI's
+    ``warning:`` line) says why and that ``--audio`` gives it explicitly.
+    """
+    warn = warn or _warn_cli
     rel = track.info.get("audio")
-    if not rel or track_path is None:
+    if not rel or not isinstance(rel, str) or track_path is None:
         return None
+    want = track.provenance.get("source_audio_sha256")
+    if not isinstance(want, str) or not want:
+        warn(f"the track names its audio {_shown(rel)} but records no source_audio_sha256 to check it "
+             "against, so it is not used; give the audio explicitly (--audio)")
+        return None
+    found = False
     for parent in Path(track_path).resolve().parents[:6]:
-        cand = parent / rel
-        if cand.is_file():
-            want = track.provenance.get("source_audio_sha256")
-            if want and audio_sha256(cand) != want:
+        try:
+            cand = parent / rel
+            if not cand.is_file():
                 continue
+        except (OSError, ValueError):    # a name too long, or with a NUL byte
+            return None
+        found = True
+        if audio_sha256(cand) == want:
             return cand
+    if found:
+        warn(f"the track's audio {_shown(rel)} differs from the source_audio_sha256 it records (a "
+             "different file), so it is not used; give the audio explicitly (--audio)")
     return None
 
 
@@ -62,12 +94,14 @@ def _label(img: np.ndarray, text: str, y: int) -> None:
 
 def write_preview(track: Track, output: str | Path, audio_path: str | Path | None = None,
                   sfm_dir: Path | None = None, size: int = 384,
-                  progress: Callable[[int], None] | None = None, track_path: Path | None = None) -> Path:
+                  progress: Callable[[int], None] | None = None, track_path: Path | None = None,
+                  warn: Callable[[str], None] | None = None) -> Path:
     """Write a side-by-side preview mp4 (2·size × size pixels, the track's fps) of ``track``.
 
     ``audio_path`` (any format :func:`evp_anim.audio.io.load_audio` reads) is muxed in; when
-    absent, the track's own source audio is used if it can be found next to ``track_path``.
-    ``progress(frames_done)`` is called per frame.
+    absent, the track's own source audio is used if it can be found next to ``track_path`` and
+    has the sha256 the track records (:func:`find_track_audio`; otherwise ``warn`` is told and the
+    preview is silent). ``progress(frames_done)`` is called per frame.
     """
     from .audio.io import load_audio
     from .face.raster import FaceRenderer
@@ -78,7 +112,7 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
     size = int(size) // 2 * 2
     audio = None
     if audio_path is None:
-        audio_path = find_track_audio(track, track_path)
+        audio_path = find_track_audio(track, track_path, warn=warn)
     if audio_path is not None:
         audio = load_audio(audio_path)
     if sfm_dir is None:

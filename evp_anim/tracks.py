@@ -161,10 +161,10 @@ class Track:
         def fail(msg: str) -> None:
             raise EvpError(f"{source}: {msg}")
 
-        if (isinstance(self.fps, bool) or not isinstance(self.fps, (int, float, np.integer, np.floating))
-                or not np.isfinite(self.fps) or not MIN_FPS <= self.fps <= MAX_FPS):
+        fps = _finite(self.fps)
+        if fps is None or not MIN_FPS <= fps <= MAX_FPS:
             fail(f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {_short(self.fps)}")
-        self.fps = float(self.fps)
+        self.fps = fps
         if not _image_size_ok(self.image_size):
             fail(f"image_size must be two integers (width, height) in 1..{MAX_IMAGE_SIDE}, "
                  f"got {_short(self.image_size)}")
@@ -229,7 +229,7 @@ class Track:
         for seg in self.phonemes:
             try:
                 s, e, sym = float(seg[0]), float(seg[1]), str(seg[2])
-            except (TypeError, ValueError, IndexError, KeyError):
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError):
                 fail(f"phoneme segment {_short(seg)} is not (start_s, end_s, symbol)")
             if not (np.isfinite(s) and np.isfinite(e)) or e < s:
                 fail(f"phoneme segment {_short(seg)} has end before start")
@@ -314,15 +314,26 @@ def _short(value: Any, limit: int = 60) -> str:
     return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float if it is a real number (not a bool); else None. A JSON integer
+    too large for a float (``1e400`` written out) is None too, not an OverflowError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    try:
+        v = float(value)
+    except OverflowError:
+        return None
+    return v if np.isfinite(v) else None
+
+
 def _image_size_ok(size: Any) -> bool:
     """Whether ``size`` is (width, height): two integers (or integral floats, as JSON may give) in
     1..MAX_IMAGE_SIDE. Strings ("ab"), nested lists and booleans are not."""
     if isinstance(size, (str, bytes)) or not isinstance(size, (tuple, list, np.ndarray)) or len(size) != 2:
         return False
     for v in size:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-            return False
-        if not np.isfinite(v) or int(v) != v or not 1 <= v <= MAX_IMAGE_SIDE:
+        f = _finite(v)
+        if f is None or int(f) != f or not 1 <= f <= MAX_IMAGE_SIDE:
             return False
     return True
 
@@ -465,7 +476,7 @@ def load_track(path: str | os.PathLike) -> Track:
     if not isinstance(version, int):
         raise EvpError(f"{src}: track has no integer schema_version")
     if version > SCHEMA_VERSION:
-        raise EvpError(f"{src}: track schema version {version} is newer than this evp-anim supports "
+        raise EvpError(f"{src}: track schema version {_short(version)} is newer than this evp-anim supports "
                        f"({SCHEMA_VERSION}); upgrade evp-anim")
     if meta.get("emotion_names", list(EMOTIONS)) != list(EMOTIONS):
         raise EvpError(f"{src}: emotion columns {meta.get('emotion_names')} differ from {list(EMOTIONS)}")
@@ -494,5 +505,5 @@ def load_track(path: str | os.PathLike) -> Track:
         raise EvpError(f"{src}: track meta lacks or mangles {_short(str(e))}") from None
     track.validate(src)
     if meta.get("n_frames", track.n_frames) != track.n_frames:
-        raise EvpError(f"{src}: meta says {meta['n_frames']} frames but arrays hold {track.n_frames}")
+        raise EvpError(f"{src}: meta says {_short(meta['n_frames'])} frames but arrays hold {track.n_frames}")
     return track

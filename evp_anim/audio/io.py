@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -67,7 +68,50 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+# Source sample rates accepted. Below 1 kHz a file is not speech audio, and resampling it to 16 kHz
+# would multiply its size (a 100 kB file "at 1 Hz" would become 3 GB of samples).
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 1_000_000
+
+
+def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(declared, held)`` byte counts of a RIFF/WAVE file's ``data`` chunk when its header
+    declares more data than the file holds (a truncated copy or download); None otherwise,
+    including for files that are not WAV and for the open sizes (0 or 0xFFFFFFFF) that streaming
+    writers leave. Reads only the chunk headers."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            for _ in range(256):            # fmt, fact, LIST, ... come before data
+                f.seek(pos)
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                declared = int.from_bytes(hdr[4:], "little")
+                if hdr[:4] == b"data":
+                    held = size - (pos + 8)
+                    if declared in (0, 0xFFFFFFFF):
+                        return None
+                    return (declared, held) if declared > held else None
+                pos += 8 + declared + (declared & 1)
+                if pos >= size:
+                    return None
+    except OSError:
+        return None
+    return None
+
+
+def _warn_cli(message: str) -> None:
+    from ..cli_common import reporter
+    reporter().info(f"warning: {message}")
+
+
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE,
+               warn: Callable[[str], None] | None = None) -> np.ndarray:
     """Load an audio (or video) file as (N,) float32 mono samples in [-1, 1] at ``sr`` Hz.
 
     Any bit depth (8-bit unsigned, 16/24/32-bit, float) and any rate (8, 44.1, 48 kHz, …) is
@@ -76,7 +120,10 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     the file records it (MP3 LAME header, MP4 edit list).
 
     Raises :class:`EvpError` for a missing file, an empty or sample-less file, a file no decoder
-    can read, and a video without an audio stream.
+    can read, a sample rate outside [:data:`MIN_SOURCE_RATE`, :data:`MAX_SOURCE_RATE`] Hz, and a
+    video without an audio stream. A WAV whose header declares more data than the file holds
+    (:func:`wav_shortfall`) is read as far as it goes, and ``warn`` (default: the CLI's
+    ``warning:`` line) is told, since the clip is shorter than it should be.
     """
     path = Path(path)
     if sr <= 0:
@@ -106,12 +153,23 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
                        "re-export or re-download it (WAV and FLAC always work)")
     if audio.size == 0 or not rate:
         raise EvpError(f"{path} contains no audio samples; give a file with sound in it")
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise EvpError(f"{path} has a sample rate of {rate} Hz, outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz; "
+                       "the file is corrupt or not speech audio: re-export it (16 or 48 kHz)")
+    short = wav_shortfall(path)
+    if short is not None:
+        declared, held = short
+        (warn or _warn_cli)(f"{path} is truncated: its header declares {declared} bytes of audio but the file "
+                            f"holds {max(held, 0)}; using the {audio.size / rate:.2f} s present (re-export or "
+                            "re-download it for the whole clip)")
 
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if rate != sr:
         import soxr
 
         audio = soxr.resample(audio, rate, sr, quality="HQ").astype(np.float32, copy=False)
+        if audio.size == 0:    # shorter than one sample at ``sr``
+            raise EvpError(f"{path} holds less than one sample at {sr} Hz; give a longer recording")
     # Resampling can overshoot a full-scale signal slightly; keep the [-1, 1] promise.
     np.clip(audio, -1.0, 1.0, out=audio)
     return audio

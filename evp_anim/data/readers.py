@@ -9,6 +9,8 @@ Splits hold out whole speakers and whole sentences (see :mod:`evp_anim.data.mani
 ``test_speakers`` and ``test_sentences`` name them in the corpus's own ids; a name that matches no
 clip is an error (a typo would otherwise hold out nothing).
 
+Files that resolve (through a symlink) to outside the corpus folder are skipped with that reason.
+
 Levels and intensity follow MEAD: level 1/2/3 → intensity 1/3, 2/3, 1, and neutral is always
 level 1 (MEAD records neutral at level 1 only).
 """
@@ -45,6 +47,22 @@ def _check_root(root: str | Path, name: str) -> Path:
 
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+# Reason given in ``skipped`` for a file that is (or sits under) a symlink leading out of the corpus.
+OUTSIDE_REASON = "a symlink to outside the corpus folder: not imported"
+
+
+def _outside(path: Path, real_root: Path) -> bool:
+    """Whether ``path`` resolves, through any symlink (of the file or of a folder above it), to a
+    place outside ``real_root`` (the corpus folder, resolved). A corpus copy may come from anyone;
+    a link to e.g. a private recording elsewhere on disk must not become training data or be read
+    by later stages under a corpus path. Links that stay inside the folder are fine."""
+    try:
+        path.resolve(strict=True).relative_to(real_root)
+        return False
+    except (ValueError, OSError, RuntimeError):   # outside, dangling, or a symlink loop
+        return True
 
 
 def _normalise(ids: Iterable[str | int], fix) -> set[str]:
@@ -94,6 +112,7 @@ def read_mead(root: str | Path, test_speakers: Iterable[str] = (),
     ``audio.tar``/``video.tar`` archives are reported in ``skipped``.
     """
     root = _check_root(root, "MEAD")
+    real_root = root.resolve()
     tests_spk = _normalise(test_speakers, lambda s: s.upper())
     tests_sen = _normalise(test_sentences, _mead_sentence)
     skipped: list[tuple[str, str]] = []
@@ -111,7 +130,9 @@ def read_mead(root: str | Path, test_speakers: Iterable[str] = (),
             for f in sorted(p for p in base.rglob("*") if p.is_file()):
                 parts = f.relative_to(base).parts
                 reason = None
-                if len(parts) != 3:
+                if _outside(f, real_root):
+                    reason = OUTSIDE_REASON
+                elif len(parts) != 3:
                     reason = f"not at {kind}/<emotion>/level_<n>/<nnn>{sorted(exts)[0]}"
                 elif parts[0] not in EMOTIONS:
                     reason = f"unknown emotion folder {parts[0]!r} (expected one of {', '.join(EMOTIONS)})"
@@ -172,6 +193,7 @@ def read_ravdess(root: str | Path, test_speakers: Iterable[str] = (),
     sentence_id = the statement ``"01"``/``"02"``, with its text.
     """
     root = _check_root(root, "RAVDESS")
+    real_root = root.resolve()
     tests_spk = _normalise(test_speakers, _ravdess_speaker)
     tests_sen = _normalise(test_sentences, _ravdess_sentence)
     skipped: list[tuple[str, str]] = []
@@ -182,6 +204,9 @@ def read_ravdess(root: str | Path, test_speakers: Iterable[str] = (),
     for f in files:
         rel = _rel(f, root)
         m = _RAVDESS_RE.match(f.stem)
+        if _outside(f, real_root):
+            skipped.append((rel, OUTSIDE_REASON))
+            continue
         if not m:
             skipped.append((rel, "not a RAVDESS name (MM-VV-EE-II-SS-RR-AA.wav/.mp4)"))
             continue
@@ -264,6 +289,7 @@ def read_cremad(root: str | Path, test_speakers: Iterable[str] = (),
     the naming convention are listed in ``skipped``. ``root`` may also be the ``AudioWAV`` folder.
     """
     root = _check_root(root, "CREMA-D")
+    real_root = root.resolve()
     audio_dir = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
     tests_spk = _normalise(test_speakers, lambda s: s)
     tests_sen = _normalise(test_sentences, lambda s: s.upper())
@@ -273,7 +299,9 @@ def read_cremad(root: str | Path, test_speakers: Iterable[str] = (),
         rel = _rel(f, root)
         m = _CREMAD_RE.match(f.stem)
         reason = None
-        if f.suffix.lower() != ".wav" or not m:
+        if _outside(f, real_root):
+            reason = OUTSIDE_REASON
+        elif f.suffix.lower() != ".wav" or not m:
             reason = "not a CREMA-D name (AAAA_SSS_EEE_LL.wav)"
         else:
             actor, sent, emo, lvl = m.groups()
@@ -291,6 +319,9 @@ def read_cremad(root: str | Path, test_speakers: Iterable[str] = (),
         for folder, ext in _CREMAD_VIDEO:
             v = root / folder / (f.stem + ext)
             if v.is_file():
+                if _outside(v, real_root):
+                    skipped.append((_rel(v, root), OUTSIDE_REASON))
+                    continue
                 video = _rel(v, root)
                 break
         clips.append(dict(
