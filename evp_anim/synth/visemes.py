@@ -82,15 +82,16 @@ TARGETS: dict[str, np.ndarray] = {
     "PP": _pose(jawOpen=0.06, mouthClose=0.62, mouthPucker=0.05, mouthRollLower=0.2,
                 mouthRollUpper=0.12, press=0.45),
     # /f v/: the lower lip tucks under the upper teeth, a narrow gap at most.
-    "FF": _pose(jawOpen=0.08, mouthClose=0.10, mouthRollLower=0.55, press=0.10, upperUp=0.10,
+    "FF": _pose(jawOpen=0.08, mouthClose=0.10, mouthRollLower=0.55, press=0.10, upperUp=0.20,
                 stretch=0.05),
     # Coronals and velars hold the jaw high (the tongue tip or body needs it): the mouth is far
-    # less open than on the vowels around them, as in real speech.
-    "TH": _pose(jawOpen=0.14, upperUp=0.08, lowerDown=0.12, stretch=0.10),
-    "DD": _pose(jawOpen=0.10, upperUp=0.06, lowerDown=0.06, stretch=0.12),
-    "SS": _pose(jawOpen=0.05, stretch=0.30, upperUp=0.12, lowerDown=0.08),
+    # less open than on the vowels around them, as in real speech, but the lips stay apart
+    # (teeth showing: about a quarter of an open vowel's gap, not shut).
+    "TH": _pose(jawOpen=0.14, upperUp=0.10, lowerDown=0.14, stretch=0.10),
+    "DD": _pose(jawOpen=0.12, upperUp=0.14, lowerDown=0.14, stretch=0.12),
+    "SS": _pose(jawOpen=0.08, stretch=0.30, upperUp=0.22, lowerDown=0.18),
     "CH": _pose(jawOpen=0.10, mouthFunnel=0.45, mouthPucker=0.25, upperUp=0.18, lowerDown=0.12),
-    "KK": _pose(jawOpen=0.16, lowerDown=0.08, stretch=0.10, upperUp=0.04),
+    "KK": _pose(jawOpen=0.16, lowerDown=0.12, stretch=0.10, upperUp=0.08),
     "RR": _pose(jawOpen=0.12, mouthFunnel=0.30, mouthPucker=0.30, upperUp=0.06),
     "WW": _pose(jawOpen=0.10, mouthFunnel=0.35, mouthPucker=0.75),
     # Vowels open by their height: open > mid > close.
