@@ -111,20 +111,26 @@ def synth(
                                                  "(default: a fifth)."),
     emotions: Optional[str] = typer.Option(None, "--emotions", help="Comma-separated subset of the 8 emotions."),
     pairs: bool = typer.Option(True, "--pairs/--no-pairs", help="Also compute the DTW pseudo pairs."),
+    voices: str = typer.Option("espeak", "--voices", help="Speech engines, comma-separated: espeak, "
+                               "festival (Debian's voices from real recordings), or both (speakers alternate)."),
+    augment: float = typer.Option(0.0, "--augment", help="Share of clips (0-1) given recording conditions: "
+                                  "reverb, noise, band-limiting, codec, level."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Make a synthetic MEAD-like corpus: speakers × sentences × 8 emotions × 3 levels.
 
-    Speech from espeak-ng with per-emotion prosody and exact phoneme timing; ground-truth Tracks
-    from the SFM rig (visemes with coarticulation, emotion dynamics, blinks, head motion).
+    Speech from espeak-ng (and, with --voices espeak,festival, Festival voices) with per-emotion
+    prosody and exact phoneme timing; ground-truth Tracks from the SFM rig (visemes with coarticulation, emotion dynamics, blinks, head motion).
     Deterministic from --seed; a killed run resumes when run again with the same options.
     """
     from .emotions import EMOTIONS, canonical_emotion
     from .synth.corpus import CorpusConfig, synthesize_corpus
+    from .synth.speakers import check_voices
     emo = tuple(EMOTIONS) if not emotions else tuple(
         dict.fromkeys(canonical_emotion(e) for e in emotions.split(",") if e.strip()))
     config = CorpusConfig(n_speakers=speakers, n_sentences=sentences, seed=seed,
-                          test_speakers=test_speakers, test_sentences=test_sentences, emotions=emo)
+                          test_speakers=test_speakers, test_sentences=test_sentences, emotions=emo,
+                          voices=check_voices(voices), augment=augment)
     config.validate()
     sfm = _sfm(sfm_dir)
     rep = _reporter()

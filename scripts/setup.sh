@@ -7,12 +7,17 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-# 1. System packages: espeak-ng speaks the synthetic corpus (its library is used in-process).
-if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1; then
+# 1. System packages: espeak-ng speaks the synthetic corpus (its library is used in-process);
+#    festival and three of its voices from real recordings serve `evp-anim synth --voices espeak,festival`.
+if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 \
+        || ! [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] \
+        || ! [ -d /usr/share/festival/voices/english/ked_diphone ] \
+        || ! [ -d /usr/share/festival/voices/english/kal_diphone ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "[setup] installing espeak-ng (apt)"
+    echo "[setup] installing espeak-ng and festival (apt)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng libespeak-ng1 \
+        festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts >/dev/null
 fi
 
 # 2. Python environment with the pinned dependencies.
@@ -20,9 +25,9 @@ if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv with $($PY --version)"
     "$PY" -m venv .venv
 fi
-# Extras: test (pytest), blender (bpy 5.0.1, for the add-on tests and .blend/FBX/glTF export),
+# Extras: test (pytest, hypothesis), blender (bpy 5.0.1, for the add-on tests and .blend/FBX/glTF export),
 # tracking (dlib + its 68-point model, for target footage).
-if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, pytest, bpy, dlib, face_recognition_models" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, pytest, hypothesis, bpy, dlib, face_recognition_models" >/dev/null 2>&1; then
     echo "[setup] installing evp-anim and its dependencies (pip)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test,blender,tracking]"

@@ -129,3 +129,101 @@ def test_bad_config_is_rejected_with_one_line():
         CorpusConfig(n_sentences=10_000).validate()
     with pytest.raises(EvpError, match="unknown emotion"):
         CorpusConfig(emotions=("joyful",)).validate()
+
+
+# ---------------------------------------------------------------------- rerun verifies what it reuses
+TINY = CorpusConfig(n_speakers=1, n_sentences=2, seed=3, emotions=("neutral", "happy"),
+                    test_speakers=0, test_sentences=1)
+
+
+def _state(root, rows):
+    """bytes and mtime of every clip file."""
+    out = {}
+    for r in rows:
+        for rel in (r.audio, r.track):
+            out[rel] = ((root / rel).read_bytes(), (root / rel).stat().st_mtime_ns)
+    return out
+
+
+def _same_track(a, b):
+    ta, tb = load_track(a), load_track(b)
+    for name, arr in ta.arrays().items():
+        np.testing.assert_array_equal(getattr(tb, name), arr)
+    assert ta.meta() == tb.meta()
+
+
+def test_rerun_remakes_truncated_and_corrupted_files_and_reuses_the_rest(tmp_path, sfm_dir):
+    # Issue 15 row 6: a rerun used to trust any existing track. Now each clip's files are checked
+    # against the size + sha256 recorded when they were written.
+    root = tmp_path / "c"
+    rows = synthesize_corpus(root, TINY, sfm_dir, workers=1)
+    assert len(rows) == 8
+    log = [json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines()]
+    assert sorted(rec["clip"] for rec in log) == sorted(r.clip_id for r in rows)
+    first = next(rec for rec in log if rec["clip"] == rows[0].clip_id)
+    assert first["audio"]["size"] == (root / rows[0].audio).stat().st_size
+    import hashlib
+    assert first["track"]["sha256"] == hashlib.sha256((root / rows[0].track).read_bytes()).hexdigest()
+
+    before = _state(root, rows)
+    pristine = tmp_path / "pristine"
+    for r in rows:
+        for rel in (r.audio, r.track):
+            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
+            (pristine / rel).write_bytes(before[rel][0])
+
+    truncated, corrupted = rows[1], rows[5]
+    data = before[truncated.track][0]
+    (root / truncated.track).write_bytes(data[: len(data) // 2])
+    wav = bytearray(before[corrupted.audio][0])
+    mid = len(wav) // 2
+    wav[mid:mid + 64] = bytes(b ^ 0x5A for b in wav[mid:mid + 64])   # same size, other samples
+    (root / corrupted.audio).write_bytes(bytes(wav))
+
+    again = synthesize_corpus(root, TINY, sfm_dir, workers=1)
+    assert again == sorted(rows, key=lambda r: r.clip_id)
+    # The two damaged clips are remade exactly (generation is seeded; the wav byte for byte, the
+    # track array for array: its zip stores write times).
+    assert (root / corrupted.audio).read_bytes() == before[corrupted.audio][0]
+    assert (root / truncated.audio).read_bytes() == before[truncated.audio][0]
+    _same_track(pristine / truncated.track, root / truncated.track)
+    _same_track(pristine / corrupted.track, root / corrupted.track)
+    assert (root / truncated.track).stat().st_mtime_ns != before[truncated.track][1]
+    assert (root / corrupted.audio).stat().st_mtime_ns != before[corrupted.audio][1]
+    # Everything else is reused untouched.
+    remade = {truncated.clip_id, corrupted.clip_id}
+    after = _state(root, rows)
+    for r in rows:
+        if r.clip_id not in remade:
+            for rel in (r.audio, r.track):
+                assert after[rel] == before[rel], rel
+    assert len((root / "clips.jsonl").read_text().splitlines()) == 8     # compacted
+
+    # Without the log (a corpus from before it, or a run killed before it recorded a clip), a clip is
+    # reused when its track validates and its wav has the sum the track's provenance recorded.
+    (root / "clips.jsonl").unlink()
+    victim = rows[6]
+    wav = bytearray((root / victim.audio).read_bytes())
+    wav[-100:] = bytes(b ^ 0xFF for b in wav[-100:])
+    (root / victim.audio).write_bytes(bytes(wav))
+    # A torn line, as a kill in the middle of an append leaves it, spoils nothing.
+    (root / "clips.jsonl").write_text('{"clip": "S001_neutral_1_0')
+    before = _state(root, rows)
+    synthesize_corpus(root, TINY, sfm_dir, workers=1)
+    after = _state(root, rows)
+    assert (root / victim.audio).read_bytes() == (pristine / victim.audio).read_bytes()
+    for r in rows:
+        if r.clip_id != victim.clip_id:
+            for rel in (r.audio, r.track):
+                assert after[rel] == before[rel], rel
+    log = [json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines()]
+    assert sorted(rec["clip"] for rec in log) == sorted(r.clip_id for r in rows)
+
+
+def test_damaged_settings_file_is_one_line_error(tmp_path, sfm_dir):
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "corpus.json").write_bytes(b"\x00{not json")
+    with pytest.raises(EvpError, match="damaged") as err:
+        synthesize_corpus(root, TINY, sfm_dir, workers=1)
+    assert "\n" not in str(err.value)

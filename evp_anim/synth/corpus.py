@@ -3,14 +3,22 @@
 Layout (MEAD's, with tracks in place of video)::
 
     <root>/corpus.json                                   settings; a resumed run must match them
+    <root>/clips.jsonl                                   size + sha256 of each clip's files (below)
     <root>/manifest.csv                                  one row per clip (evp_anim.data.manifest)
     <root>/<speaker>/audio/<emotion>/level_<n>/<sid>.wav     16 kHz mono PCM16
     <root>/<speaker>/tracks/<emotion>/level_<n>/<sid>.npz    ground-truth Track, 25 fps
 
 Each clip is made from its own seed (derived from the corpus seed and the clip's speaker,
 sentence, emotion and level), so the result does not depend on worker count or order, and a
-killed run resumes: clips whose track file exists are skipped (files are written atomically,
-audio first, track last, so an existing track means a complete clip).
+killed run resumes. A rerun reuses only what it can verify: when a clip is written, the size and
+sha256 of its wav and track are appended to ``clips.jsonl`` (one JSON line per clip, flushed as
+clips finish, so a killed run keeps the records of its finished clips; a line torn by the kill is
+ignored). A clip is reused only if both files still have the recorded size and sum; a missing,
+truncated or corrupted file (a disk that filled up, a copy that broke, a hand edit) makes the
+clip be remade, which gives the same samples and arrays since generation is seeded. A clip with
+files but no record (killed between writing and recording, or a corpus from before the log) is
+reused only if its track loads and validates (the zip's CRCs cover every array) and its wav
+has the sha256 the track's provenance recorded at write time; it is then recorded.
 
 Ground truth per clip: the speaker's SFM identity; mouth articulation from the exact phoneme
 timing with coarticulation; the emotion's rig weights (scaled by intensity) with an
@@ -30,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import __version__
+from ..assets import sha256_file
 from ..atomic import write_text_atomic
 from ..data.manifest import ClipRow, split_for, write_manifest
 from ..emotions import EMOTIONS, level_to_intensity
@@ -59,6 +68,8 @@ class CorpusConfig:
     test_sentences: int | None = None  # default: a fifth of the sentences (at least 1 when ≥ 2)
     emotions: tuple[str, ...] = EMOTIONS
     head_motion_deg: float = 4.0
+    voices: tuple[str, ...] = ("espeak",)   # speech engines: "espeak" and/or "festival" (speakers.py)
+    augment: float = 0.0                    # share of clips through the augmentation chain (augment.py)
 
     def held_out_counts(self) -> tuple[int, int]:
         ts = self.test_speakers if self.test_speakers is not None else (
@@ -82,11 +93,23 @@ class CorpusConfig:
         for e in self.emotions:
             if e not in EMOTIONS:
                 raise EvpError(f"unknown emotion {e!r}: expected one of {', '.join(EMOTIONS)}")
+        from .speakers import check_voices
+        if tuple(self.voices) != check_voices(self.voices):
+            raise EvpError(f"--voices must be distinct names from espeak, festival in that order, "
+                           f"got {','.join(self.voices)}")
+        if not 0.0 <= float(self.augment) <= 1.0:
+            raise EvpError(f"--augment must be a share between 0 and 1, got {self.augment}")
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["emotions"] = list(self.emotions)
         d["test_speakers"], d["test_sentences"] = self.held_out_counts()
+        # Left out at their defaults, so corpora made before these options resume unchanged.
+        d["voices"] = list(self.voices)
+        if d["voices"] == ["espeak"]:
+            del d["voices"]
+        if not self.augment:
+            del d["augment"]
         return d
 
 
@@ -156,7 +179,7 @@ class ClipMaker:
 
         self.config = config
         self.rig = FaceRig(sfm_dir)
-        self.speakers = make_speakers(config.n_speakers, config.seed)
+        self.speakers = make_speakers(config.n_speakers, config.seed, voices=config.voices)
         self.identities = [
             self.rig.sample_identity(np.random.default_rng(np.random.SeedSequence([config.seed, i, 99])))
             for i in range(config.n_speakers)]
@@ -180,6 +203,14 @@ class ClipMaker:
         intensity = 0.0 if emotion == "neutral" else float(intensity)
         speaker = self.speakers[speaker_index]
         utt = synthesize_utterance(text, speaker, emotion, intensity, speech_seed)
+        augmented = None
+        if self.config.augment > 0:
+            # Recording conditions: a seeded share of clips; audio only (length and timing kept).
+            from .augment import augment
+            arng = np.random.default_rng([speech_seed, 0xA06])
+            if arng.random() < self.config.augment:
+                audio, augmented = augment(utt.audio, utt.sample_rate, arng)
+                utt = dataclasses.replace(utt, audio=audio)
         n = count_frames(len(utt.audio), utt.sample_rate, DEFAULT_FPS)
 
         weights = np.zeros((n, len(RIG_CHANNELS)), np.float32)
@@ -216,8 +247,10 @@ class ClipMaker:
             intensity=np.full(n, intensity, np.float32),
             phonemes=list(utt.phonemes),
             info={"speaker": f"S{speaker_index + 1:03d}", "text": text, "emotion": emotion,
-                  "voice": speaker.voice, "duration_s": round(len(utt.audio) / utt.sample_rate, 4)},
+                  "voice": speaker.voice_label, "duration_s": round(len(utt.audio) / utt.sample_rate, 4)},
         )
+        if self.config.augment > 0:
+            track.info["augment"] = augmented or {}
         return utt, track
 
     def make(self, job: ClipJob, root: Path) -> ClipRow:
@@ -250,18 +283,106 @@ def clip_row(job: ClipJob, n_frames: int, duration_s: float) -> ClipRow:
         text=SENTENCES[job.sentence_index], n_frames=n_frames, duration_s=round(duration_s, 4))
 
 
-def _existing_row(job: ClipJob, root: Path) -> ClipRow | None:
-    """The row of an already-made clip (its track exists), read from the track's meta only."""
-    track_path = root / job.track_rel()
-    if not (track_path.is_file() and (root / job.audio_rel()).is_file()):
+CLIP_LOG = "clips.jsonl"
+
+
+def _file_record(path: Path) -> dict:
+    """Size and sha256 of a file just written (what a rerun checks before reusing it)."""
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def clip_record(job: ClipJob, root: Path, row: ClipRow) -> dict:
+    """The ``clips.jsonl`` line of a made clip: its files' sizes and sums plus its manifest facts."""
+    return {"clip": job.clip_id, "audio": _file_record(root / job.audio_rel()),
+            "track": _file_record(root / job.track_rel()), "n_frames": row.n_frames,
+            "duration_s": row.duration_s}
+
+
+def _file_matches(path: Path, rec: object) -> bool:
+    """Whether ``path`` is a file of the recorded size and sha256 (size first: a truncated file is
+    refused without reading it)."""
+    try:
+        if not isinstance(rec, dict) or not path.is_file() or path.stat().st_size != rec["size"]:
+            return False
+        return sha256_file(path) == rec["sha256"]
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def _recorded_row(job: ClipJob, root: Path, rec: dict) -> ClipRow | None:
+    """The row of a clip whose files match its record, else None (the clip is remade)."""
+    if not (_file_matches(root / job.audio_rel(), rec.get("audio"))
+            and _file_matches(root / job.track_rel(), rec.get("track"))):
         return None
     try:
-        with np.load(track_path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-        n = int(meta["n_frames"])
-        return clip_row(job, n, float(meta["info"]["duration_s"]))
-    except Exception:  # a damaged file from outside our atomic writes: remake the clip
+        return clip_row(job, int(rec["n_frames"]), float(rec["duration_s"]))
+    except (KeyError, TypeError, ValueError):
         return None
+
+
+def _adopted_row(job: ClipJob, root: Path) -> ClipRow | None:
+    """The row of a clip with files but no record, if they verify without one: the track loads and
+    validates (every array is CRC-checked as it is read) and is this clip's, and the wav has the
+    sha256 the track recorded when the clip was made. Else None (the clip is remade)."""
+    from ..tracks import load_track
+
+    track_path, audio_path = root / job.track_rel(), root / job.audio_rel()
+    if not (track_path.is_file() and audio_path.is_file()):
+        return None
+    try:
+        track = load_track(track_path)
+        want = track.provenance.get("source_audio_sha256")
+        if track.info.get("audio") != job.audio_rel() or not isinstance(want, str):
+            return None
+        if sha256_file(audio_path) != want:
+            return None
+        return clip_row(job, track.n_frames, float(track.info["duration_s"]))
+    except (EvpError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def read_clip_log(path: Path) -> dict[str, dict]:
+    """The records of ``clips.jsonl`` by clip id (the last line of a clip wins); lines that are not
+    a JSON object with a clip id (one torn by a kill) are skipped."""
+    records: dict[str, dict] = {}
+    if not path.is_file():
+        return records
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("clip"), str):
+                records[rec["clip"]] = rec
+    return records
+
+
+class _ClipLog:
+    """Appends records to ``clips.jsonl``, one flushed line per clip, so a killed run keeps what it
+    finished; a torn last line from an earlier kill is closed first, so it spoils only itself."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = None
+
+    def append(self, rec: dict) -> None:
+        if self._f is None:
+            torn = False
+            if self.path.is_file() and self.path.stat().st_size:
+                with self.path.open("rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+            self._f = self.path.open("ab")
+            if torn:
+                self._f.write(b"\n")
+        self._f.write((json.dumps(rec, sort_keys=True) + "\n").encode("utf-8"))
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 # ---------------------------------------------------------------------- worker plumbing
@@ -275,10 +396,11 @@ def _init_worker(config: CorpusConfig, sfm_dir: str) -> None:
     _MAKER = ClipMaker(config, Path(sfm_dir))
 
 
-def _work(args: tuple[ClipJob, str]) -> ClipRow:
+def _work(args: tuple[ClipJob, str]) -> tuple[ClipRow, dict]:
     job, root = args
     assert _MAKER is not None
-    return _MAKER.make(job, Path(root))
+    row = _MAKER.make(job, Path(root))
+    return row, clip_record(job, Path(root), row)   # hashed right after writing, in the worker
 
 
 def synthesize_corpus(root: str | Path, config: CorpusConfig, sfm_dir: Path, workers: int | None = None,
@@ -291,10 +413,17 @@ def synthesize_corpus(root: str | Path, config: CorpusConfig, sfm_dir: Path, wor
     config.validate()
     from .espeak import engine  # fail fast (one-line error) before any worker starts
     engine()
+    if "festival" in config.voices:
+        from .festival import check_voices
+        check_voices()
     settings = root / "corpus.json"
     wanted = {"format": "evp-anim-synthetic-corpus", "version": 1, **config.to_json()}
     if settings.is_file():
-        have = json.loads(settings.read_text())
+        try:
+            have = json.loads(settings.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError):
+            raise EvpError(f"{settings} is damaged (not readable JSON); use a new folder, or delete it to "
+                           "resume with the same options") from None
         if have != wanted:
             raise EvpError(f"{root} holds a corpus made with other settings ({settings}); "
                            "use a new folder or the same options to resume")
@@ -305,26 +434,49 @@ def synthesize_corpus(root: str | Path, config: CorpusConfig, sfm_dir: Path, wor
 
     jobs = plan_jobs(config)
     total = len(jobs)
-    # Rows of clips made by an earlier (killed) run, read from their track meta.
+    # Clips made by an earlier (killed) run are reused only when their files verify (module docstring).
+    log_path = root / CLIP_LOG
+    recorded = read_clip_log(log_path)
+    records: dict[str, dict] = {}
     rows: list[ClipRow] = []
     todo: list[ClipJob] = []
-    for job in jobs:
-        r = _existing_row(job, root)
-        (rows.append(r) if r is not None else todo.append(job))
-    if progress:
-        progress(len(rows), total)
+    log = _ClipLog(log_path)
+    try:
+        for job in jobs:
+            rec = recorded.get(job.clip_id)
+            if rec is not None:
+                r = _recorded_row(job, root, rec)
+            else:
+                r = _adopted_row(job, root)
+                if r is not None:
+                    rec = clip_record(job, root, r)
+                    log.append(rec)
+            if r is None:
+                todo.append(job)
+            else:
+                rows.append(r)
+                records[job.clip_id] = rec
+        if progress:
+            progress(len(rows), total)
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    if todo:
-        for row in _run(todo, root, config, sfm_dir, workers):
-            rows.append(row)
-            if progress:
-                progress(len(rows), total)
+        workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+        if todo:
+            for row, rec in _run(todo, root, config, sfm_dir, workers):
+                log.append(rec)
+                rows.append(row)
+                records[row.clip_id] = rec
+                if progress:
+                    progress(len(rows), total)
+    finally:
+        log.close()
+    # Compact the appended log to one line per clip of this corpus.
+    write_text_atomic(log_path, "".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)))
     write_manifest(root / "manifest.csv", rows)
     return sorted(rows, key=lambda r: r.clip_id)
 
 
-def _run(todo: list[ClipJob], root: Path, config: CorpusConfig, sfm_dir: Path, workers: int) -> Iterator[ClipRow]:
+def _run(todo: list[ClipJob], root: Path, config: CorpusConfig, sfm_dir: Path,
+         workers: int) -> Iterator[tuple[ClipRow, dict]]:
     if workers == 1:
         _init_worker(config, str(sfm_dir))
         for job in todo:

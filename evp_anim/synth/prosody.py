@@ -66,7 +66,7 @@ _FLUTTER_HZ = 3.0   # the cutoff that means "off" at 16 kHz (interpolation start
 class Prosody:
     """Everything needed to render one clip of one speaker in one emotion.
 
-    ``voice`` is the espeak name (``"en-us+f3"``); ``pitch``/``pitch_range`` espeak 0–100;
+    ``voice`` is the espeak name (``"en-us+f3"``) or the Festival voice's; ``pitch``/``pitch_range`` espeak 0–100;
     ``rate`` wpm; ``word_gap`` extra inter-word pause in 10 ms units; ``loudness_db`` target
     active level (dBFS); ``tilt_db`` high-shelf gain at 1.5 kHz; ``lowpass_hz`` cutoff (0 = off);
     ``drive`` saturation 0–1; ``breathiness`` noise/speech RMS ratio; ``tremolo`` amplitude
@@ -129,7 +129,7 @@ def emotion_prosody(speaker: Speaker, emotion: str, intensity: float,
     return Prosody(
         emotion=emotion,
         intensity=intensity,
-        voice=speaker.espeak_voice,
+        voice=speaker.espeak_voice if speaker.engine == "espeak" else speaker.voice,
         pitch=float(np.clip(speaker.pitch + s * p["pitch"] + 1.0 * j_pitch, 0, 100)),
         pitch_range=float(np.clip(speaker.pitch_range + s * p["range"] + 1.5 * j_range, 0, 100)),
         rate=float(np.clip(speaker.rate * (1.0 + s * (p["rate"] - 1.0)) * (1.0 + 0.02 * j_rate), 80, 450)),

@@ -3,7 +3,9 @@
 :func:`synthesize_utterance` renders text with espeak-ng (in-process), takes phoneme boundaries
 from espeak's own phoneme events (sample-exact at 22050 Hz), resamples to 16 kHz with soxr,
 applies the emotion's voice-quality filters, sets the loudness and pads silence. The phoneme list
-therefore describes the audio exactly: it tiles [0, duration] with no gaps.
+therefore describes the audio exactly: it tiles [0, duration] with no gaps. Speakers whose
+``engine`` is ``"festival"`` are rendered by :mod:`evp_anim.synth.festival` instead and share the
+same post-processing (:func:`finish_speech`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import soxr
 from ..audio.features import SAMPLE_RATE
 from ..emotions import canonical_emotion, check_intensity
 from ..errors import EvpError
-from . import espeak
+from . import espeak, festival
 from .prosody import Prosody, apply_voice_quality, emotion_prosody
 from .speakers import Speaker
 
@@ -128,7 +130,7 @@ def _words_from_events(events: list[espeak.Event], text: str,
     return out
 
 
-def _active_level_db(x: np.ndarray, sr: int) -> float:
+def active_level_db(x: np.ndarray, sr: int) -> float:
     """Active speech level in dBFS: mean power of 20 ms frames within 35 dB of the loudest."""
     hop = max(1, int(0.02 * sr))
     n = len(x) // hop
@@ -142,7 +144,7 @@ def _active_level_db(x: np.ndarray, sr: int) -> float:
     return 10.0 * math.log10(float(act.mean()))
 
 
-def _soft_limit(x: np.ndarray, ceiling: float = PEAK_LIMIT, knee: float = 0.8) -> np.ndarray:
+def soft_limit(x: np.ndarray, ceiling: float = PEAK_LIMIT, knee: float = 0.8) -> np.ndarray:
     """Identity below ``knee``; above it a tanh curve that approaches but never passes ``ceiling``."""
     a = np.abs(x)
     over = a > knee
@@ -165,9 +167,11 @@ def synthesize_utterance(text: str, speaker: Speaker, emotion: str = "neutral", 
                          seed: int = 0) -> Utterance:
     """Speak ``text`` as ``speaker`` in ``emotion`` at ``intensity`` ∈ [0, 1] → :class:`Utterance`.
 
-    Deterministic: equal arguments give bit-identical audio and timings. Raises
-    :class:`EvpError` for an unknown emotion, an intensity outside [0, 1], empty text, or a
-    missing espeak-ng.
+    The speaker's ``engine`` picks the synthesiser: espeak-ng (in-process) or a Festival voice
+    (:mod:`evp_anim.synth.festival`); both go through the same emotion prosody and
+    :func:`finish_speech`. Deterministic: equal arguments give bit-identical audio and timings.
+    Raises :class:`EvpError` for an unknown emotion, an intensity outside [0, 1], empty text, or a
+    missing synthesiser.
     """
     emotion = canonical_emotion(emotion)
     intensity = check_intensity(intensity)
@@ -176,6 +180,12 @@ def synthesize_utterance(text: str, speaker: Speaker, emotion: str = "neutral", 
         raise EvpError("cannot synthesise empty text: give at least one word")
     rng = clip_rng(speaker, text, seed)
     pros = emotion_prosody(speaker, emotion, intensity, rng)
+
+    if speaker.engine == "festival":
+        r = festival.render(text, speaker.voice, pros, speaker.warp)
+        return finish_speech(r.audio, r.segments, r.words, r.duration_s, text, speaker, pros, rng)
+    if speaker.engine != "espeak":
+        raise EvpError(f"unknown speech engine {speaker.engine!r}: expected espeak or festival")
 
     eng = espeak.engine()
     res = eng.synth(text, pros.voice, rate=pros.rate, pitch=pros.pitch, pitch_range=pros.pitch_range,
@@ -190,29 +200,43 @@ def synthesize_utterance(text: str, speaker: Speaker, emotion: str = "neutral", 
     # 22050 → 16000. soxr compensates its filter delay, so sample k here is time k / 16000
     # of the original; event times map by plain scaling.
     y = soxr.resample(raw, esr, SAMPLE_RATE, quality="HQ").astype(np.float64)
+    return finish_speech(y, [(s / esr, e / esr, sym) for s, e, sym in segs],
+                         [(s / esr, e / esr, w) for s, e, w in words], len(raw) / esr,
+                         text, speaker, pros, rng)
+
+
+def finish_speech(y: np.ndarray, segments: list[tuple[float, float, str]],
+                  words: list[tuple[float, float, str]], source_duration_s: float, text: str,
+                  speaker: Speaker, pros: Prosody, rng: np.random.Generator) -> Utterance:
+    """The post-processing every engine shares → :class:`Utterance`.
+
+    ``y``: (N,) float audio at 16000 Hz as the engine made it; ``segments``: its phones
+    [(start_s, end_s, symbol)] tiling [0, ``source_duration_s``] (the engine's own length,
+    ≈ N / 16000), pauses ``"_"``; ``words``: [(start_s, end_s, word)] on the same clock.
+    Applies the emotion's voice quality, sets the active level to ``pros.loudness_db``, pads
+    silence to ``pros.lead_s`` / ``pros.trail_s``, adds the dither floor and soft-limits the
+    peak; the phone times move with the padding and still tile the clip exactly.
+    """
     y = apply_voice_quality(y, SAMPLE_RATE, pros, rng).astype(np.float64)
 
-    gain_db = pros.loudness_db - _active_level_db(y, SAMPLE_RATE)
+    gain_db = pros.loudness_db - active_level_db(y, SAMPLE_RATE)
     y *= 10.0 ** (gain_db / 20.0)
 
-    # Silence padding: espeak leaves a few ms before the first phoneme and ~0.1 s after the
-    # last; top both up to the prosody's lead/trail silence.
-    first_speech = next((s for s, _, sym in segs if sym != SILENCE), 0) / esr
-    last_speech = next((e for s, e, sym in reversed(segs) if sym != SILENCE), len(raw)) / esr
+    # Silence padding: engines leave a little silence before the first phoneme and after the
+    # last (espeak a few ms and ~0.1 s); top both up to the prosody's lead/trail silence.
+    first_speech = next((s for s, _, sym in segments if sym != SILENCE), 0.0)
+    last_speech = next((e for s, e, sym in reversed(segments) if sym != SILENCE), source_duration_s)
     pad_front = max(0, int(round((pros.lead_s - first_speech) * SAMPLE_RATE)))
-    pad_back = max(0, int(round((pros.trail_s - (len(raw) / esr - last_speech)) * SAMPLE_RATE)))
+    pad_back = max(0, int(round((pros.trail_s - (source_duration_s - last_speech)) * SAMPLE_RATE)))
     y = np.concatenate([np.zeros(pad_front), y, np.zeros(pad_back)])
     y += _DITHER * rng.standard_normal(len(y))
-    y = _soft_limit(y).astype(np.float32)
+    y = soft_limit(y).astype(np.float32)
 
     n = len(y)
     dur = n / SAMPLE_RATE
     off = pad_front / SAMPLE_RATE
 
-    def to_s(sample: int) -> float:
-        return off + sample / esr
-
-    phonemes = [[to_s(s), to_s(e), sym] for s, e, sym in segs]
+    phonemes = [[off + a, off + b, sym] for a, b, sym in segments]
     # Stretch the tiling over the padding: the edges become (or join) silence, and the last
     # boundary is the exact clip end (resampling rounds the length by < 1 sample).
     if phonemes[0][2] == SILENCE:
@@ -224,7 +248,7 @@ def synthesize_utterance(text: str, speaker: Speaker, emotion: str = "neutral", 
     else:
         phonemes.append([phonemes[-1][1], dur, SILENCE])
     phonemes = [(float(a), float(b), sym) for a, b, sym in phonemes if b > a]
-    word_times = [(to_s(s), min(to_s(e), dur), w) for s, e, w in words]
+    word_times = [(off + a, min(off + b, dur), w) for a, b, w in words]
     return Utterance(audio=y, sample_rate=SAMPLE_RATE, phonemes=phonemes, words=word_times, text=text,
-                     speaker_id=speaker.speaker_id, emotion=emotion,
+                     speaker_id=speaker.speaker_id, emotion=pros.emotion,
                      intensity=pros.intensity, prosody=pros)
