@@ -53,6 +53,20 @@ def test_wrong_or_empty_transcript_is_refused(spades_audio):
         align_transcript(spades_audio, " ... ")
 
 
+def test_an_aligner_failure_is_a_mismatch_not_a_traceback(spades_audio, monkeypatch):
+    """pocketsphinx raises a bare RuntimeError when its search finds no path (seen on some
+    synthetic voices): the user gets the one-line mismatch, which animate falls back from."""
+    import pocketsphinx
+
+    class FailingDecoder(pocketsphinx.Decoder):
+        def end_utt(self):
+            raise RuntimeError("Failed to stop utterance processing")
+
+    monkeypatch.setattr(pocketsphinx, "Decoder", FailingDecoder)
+    with pytest.raises(TranscriptMismatch, match="aligner failed: Failed to stop"):
+        align_transcript(spades_audio, SPADES)
+
+
 def test_unknown_words_get_letter_to_sound_with_a_warning(spades_audio):
     assert letter_to_sound("clubz")[:2] == ["K", "L"]
     said = []

@@ -197,17 +197,23 @@ def align_transcript(audio: np.ndarray, text: str,
     pcm = _pcm16(audio)
     n_frames = max(1, len(pcm) // 2 // int(PS_SAMPLE_RATE * PS_FRAME_S))
     # Pass 1 aligns the words; pass 2 (set_alignment) aligns their phones inside them.
-    dec.set_align_text(" ".join(words))
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    if dec.hyp() is None:
-        raise TranscriptMismatch("the transcript does not match the audio (no alignment found)")
-    dec.set_alignment()
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    alignment = dec.get_alignment()
+    try:
+        dec.set_align_text(" ".join(words))
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+        if dec.hyp() is None:
+            raise TranscriptMismatch("the transcript does not match the audio (no alignment found)")
+        dec.set_alignment()
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+        alignment = dec.get_alignment()
+    except RuntimeError as e:
+        # pocketsphinx raises a bare RuntimeError ("Failed to stop utterance processing") when the
+        # search finds no path through the words: a mismatch, as far as the user can act on it.
+        raise TranscriptMismatch(f"the transcript does not match the audio (the aligner failed: "
+                                 f"{str(e).splitlines()[0] if str(e) else 'no path'})") from None
     if alignment is None:
         raise TranscriptMismatch("the transcript does not match the audio (no alignment found)")
     segs: list[Segment] = []
