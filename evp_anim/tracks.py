@@ -26,7 +26,8 @@ field                  shape / dtype    meaning
 On disk a track is one ``.npz`` (no pickles) with a JSON ``meta`` entry carrying the format tag,
 ``schema_version``, fps, image size, names and the lists/dicts. :func:`load_track` validates
 everything and raises :class:`~evp_anim.errors.EvpError` with a one-line message on any problem;
-:func:`save_track` writes atomically (temporary file + rename).
+:func:`save_track` writes atomically (temporary file + rename); :class:`TrackWriter` writes the
+same file from chunks of frames as they are made (long clips: memory bounded by the chunk).
 
 Track files may come from anyone, so loading is bounded: only the known members are read (an extra
 member is never decompressed), each member's ``.npy`` header (shape, dtype) is checked against
@@ -41,14 +42,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_output, atomic_path, write_error
 from .emotions import EMOTIONS, NUM_EMOTIONS
 from .errors import EvpError
 
@@ -382,6 +384,149 @@ def _write_npz(track: Track, f) -> None:
     meta = json.dumps(track.meta(), allow_nan=False)
     np.savez_compressed(f, **track.arrays(), identity=track.identity,
                         meta=np.frombuffer(meta.encode("utf-8"), np.uint8))
+
+
+class TrackWriter:
+    """Write a track file chunk by chunk: :meth:`append` takes consecutive frames as a
+    :class:`Track` (any number of frames), :meth:`close` writes the ``.npz``. The file loads with
+    :func:`load_track` and holds what :func:`save_track` of the concatenated track would.
+
+    Memory does not grow with the track: each per-frame array is spooled to an unnamed temporary
+    file in the target's folder as chunks arrive (raw float32 rows), and :meth:`close` streams the
+    spools into the zip member by member (the ``.npy`` header gets the final frame count), through
+    :func:`~evp_anim.atomic.atomic_output`: a temporary file renamed onto ``path`` at the end. So a
+    failure at any point (an exception, :meth:`abort`, leaving a ``with`` block by an exception)
+    leaves neither a partial track nor a temporary file; unnamed spools vanish even on SIGKILL.
+
+    The first chunk fixes fps, image size, expression channels, identity and whether
+    ``landmarks_3d`` is present; later chunks must match. ``provenance`` and ``info`` come from the
+    first chunk and may be edited until :meth:`close`; ``phonemes`` of every chunk are shifted to
+    the chunk's start, as :func:`concat` does. OS errors (disk full, a read-only folder) become a
+    one-line :class:`EvpError`.
+
+        with TrackWriter("out.npz") as w:
+            for chunk in chunks:        # Track of frames [a, b)
+                w.append(chunk)
+    """
+
+    _COPY_BYTES = 1 << 22               # spool → zip copy block (4 MiB)
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.suffix != ".npz":
+            raise EvpError(f"track files end in .npz, got {self.path.name!r}")
+        self.n_frames = 0
+        self.provenance: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
+        self.phonemes: list[tuple[float, float, str]] = []
+        self._first: Track | None = None
+        self._spools: dict[str, BinaryIO] = {}
+        self._closed = False
+
+    def __enter__(self) -> "TrackWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def append(self, chunk: Track) -> None:
+        """Add the frames of ``chunk`` (validated) after those written so far."""
+        if self._closed:
+            raise EvpError(f"{self.path}: the track writer is closed")
+        chunk.validate(f"{self.path} (frames from {self.n_frames})")
+        first = self._first
+        if first is None:
+            # A one-frame copy is all the header needs; holding the chunk would hold its arrays.
+            first = self._first = dataclasses.replace(chunk, **{k: v[:1].copy() for k, v in chunk.arrays().items()})
+            self.provenance = json.loads(json.dumps(chunk.provenance))
+            self.info = json.loads(json.dumps(chunk.info))
+        elif (chunk.fps != first.fps or chunk.image_size != first.image_size
+              or chunk.expression_names != first.expression_names
+              or (chunk.landmarks_3d is None) != (first.landmarks_3d is None)
+              or not np.array_equal(chunk.identity, first.identity)):
+            raise EvpError(f"{self.path}: frames from {self.n_frames} differ from the first chunk in fps, "
+                           "image size, expression channels, identity or landmarks_3d")
+        if self.n_frames + chunk.n_frames > MAX_FRAMES:
+            raise EvpError(f"{self.path}: more than the {MAX_FRAMES} frames a track may hold")
+        offset = self.n_frames / first.fps
+        self.phonemes += [(s + offset, e + offset, p) for s, e, p in chunk.phonemes]
+        try:
+            for name, arr in chunk.arrays().items():
+                spool = self._spools.get(name)
+                if spool is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    # Unnamed (O_TMPFILE where the filesystem has it) beside the target: on the
+                    # output's disk, not in a RAM-backed /tmp, and gone whatever ends the process.
+                    spool = self._spools[name] = tempfile.TemporaryFile(
+                        prefix=f".{self.path.name}.{name}.", dir=self.path.parent)
+                spool.write(np.ascontiguousarray(arr, np.float32).data)
+        except OSError as e:
+            self.abort()
+            raise write_error(self.path, e) from None
+        self.n_frames += chunk.n_frames
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON ``meta`` of the file as it stands (the frames appended so far)."""
+        if self._first is None:
+            raise EvpError(f"{self.path}: track has 0 frames")
+        meta = self._first.meta()
+        meta.update(n_frames=self.n_frames, phonemes=[[s, e, p] for s, e, p in self.phonemes],
+                    provenance=self.provenance, info=self.info)
+        return meta
+
+    def close(self) -> Path:
+        """Write the file atomically, drop the spools; returns the path."""
+        if self._closed:
+            raise EvpError(f"{self.path}: the track writer is closed")
+        try:
+            meta = json.dumps(self.meta(), allow_nan=False).encode("utf-8")
+            first = self._first
+            members = []
+            for name, tail in _FRAME_FIELDS.items():
+                if name in self._spools:
+                    shape = (self.n_frames,) + tuple(len(first.expression_names) if d is None else d for d in tail)
+                    members.append((name, np.dtype(np.float32), shape, self._spool_bytes(self._spools[name])))
+            members.append(("identity", np.dtype(np.float32), first.identity.shape, [first.identity.tobytes()]))
+            members.append(("meta", np.dtype(np.uint8), (len(meta),), [meta]))
+            with atomic_output(self.path) as tmp:
+                with open(tmp, "wb") as f:
+                    _write_npz_members(f, members)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far (nothing was ever under the target's name)."""
+        self._closed = True
+        for spool in self._spools.values():
+            spool.close()
+        self._spools.clear()
+
+    def _spool_bytes(self, spool: BinaryIO):
+        spool.flush()
+        spool.seek(0)
+        while True:
+            block = spool.read(self._COPY_BYTES)
+            if not block:
+                return
+            yield block
+
+
+def _write_npz_members(f, members) -> None:
+    """Write an ``.npz`` to the open binary file ``f`` as :func:`numpy.savez_compressed` does
+    (deflated zip, zip64 entries, one ``<name>.npy`` per member, header version 1.0), from
+    ``(name, dtype, shape, byte blocks)`` rows: the data arrive block by block, C order."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for name, dtype, shape, blocks in members:
+            with zf.open(name + ".npy", "w", force_zip64=True) as fid:
+                np.lib.format.write_array_header_1_0(fid, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                    "shape": tuple(int(d) for d in shape)})
+                for block in blocks:
+                    fid.write(block)
 
 
 def _member_header(z, name: str, src: str) -> tuple[tuple[int, ...], np.dtype, int]:

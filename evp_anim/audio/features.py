@@ -88,6 +88,7 @@ def _to_16k(audio: np.ndarray, sr: float) -> np.ndarray:
 # MB whatever the clip length (41 s of audio per block), so long clips need no more memory than
 # their (M, 12) result.
 _MFCC_BLOCK = 4096
+_SPAN_BLOCK = 1024           # the same for mfcc_window_span (streaming: a chunk's rows, transients ~7 MB)
 _DB_AMIN = 1e-10             # power floor of the dB conversion (-100 dB)
 
 
@@ -158,21 +159,23 @@ def _hann(n: int) -> np.ndarray:
     return w
 
 
-def _mfcc_block(y: np.ndarray, m0: int, m1: int) -> np.ndarray:
+def _mfcc_block(y: np.ndarray, m0: int, m1: int, offset: int = 0) -> np.ndarray:
     """MFCC c1…c12 of frames ``m0 … m1-1`` of the 16 kHz signal ``y``: (m1 - m0, 12) float32.
 
     Frame m covers samples ``[m*160 - 200, m*160 + 200)``; samples outside the clip are zeros (the
     ``center=True, pad_mode="constant"`` framing). Precision follows the reference pipeline the
     models were trained on: windowed frames and the FFT in float64, the spectrum rounded to
     complex64, power, mel power and dB in float32; the DCT runs in float64 on those dB values.
+    ``y`` may be a stretch of a longer clip starting at sample ``offset`` (streaming,
+    :func:`mfcc_window_span`): it must then hold every clip sample these frames cover.
     """
     half = _N_FFT // 2
     start = m0 * _HOP - half
     stop = (m1 - 1) * _HOP + half
     seg = np.zeros(stop - start, np.float32)
-    lo, hi = max(start, 0), min(stop, y.size)
+    lo, hi = max(start, offset), min(stop, offset + y.size)
     if hi > lo:
-        seg[lo - start: hi - start] = y[lo:hi]
+        seg[lo - start: hi - start] = y[lo - offset:hi - offset]
     frames = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]       # (m1-m0, 400) view
     spec = np.fft.rfft(frames * _hann(_N_FFT), axis=-1).astype(np.complex64)     # (m1-m0, 201)
     power = np.abs(spec) ** 2                                                     # float32
@@ -226,6 +229,50 @@ def mfcc_window_view(feats: np.ndarray, n_frames: int) -> np.ndarray:
     # Left writeable (torch.from_numpy warns on read-only arrays); nothing writes through it.
     return np.lib.stride_tricks.as_strided(
         padded, shape=(T, MFCC_WINDOW, N_MFCC), strides=(MFCC_PER_FRAME * s_row, s_row, s_col))
+
+
+def _span_rows(f0: int, f1: int, n_samples: int) -> tuple[int, int, int]:
+    """(first row, end row, M): the MFCC rows that the windows of video frames ``f0 … f1-1`` of a
+    clip of ``n_samples`` (16 kHz) read, edge rows standing in for the rows beyond the clip."""
+    m_total = 1 + int(n_samples) // _HOP
+    r0 = min(max(MFCC_PER_FRAME * f0 - _WIN_BEFORE, 0), m_total - 1)
+    r1 = min(max(MFCC_PER_FRAME * (f1 - 1) - _WIN_BEFORE + MFCC_WINDOW - 1, 0), m_total - 1) + 1
+    return r0, r1, m_total
+
+
+def window_span_samples(f0: int, f1: int, n_samples: int) -> tuple[int, int]:
+    """Samples ``[s0, s1)`` of a clip of ``n_samples`` (16 kHz) that the MFCC windows of video frames
+    ``f0 … f1-1`` depend on: what a stream must hold to call :func:`mfcc_window_span` (about 0.13 s
+    either side of the frames: 14 MFCC rows of context plus half an analysis window)."""
+    if not 0 <= f0 < f1 <= n_frames(n_samples):
+        raise EvpError(f"frames [{f0}, {f1}) are outside the clip's {n_frames(n_samples)}")
+    r0, r1, _ = _span_rows(f0, f1, n_samples)
+    half = _N_FFT // 2
+    return max(r0 * _HOP - half, 0), min((r1 - 1) * _HOP + half, int(n_samples))
+
+
+def mfcc_window_span(samples: np.ndarray, offset: int, n_samples: int, f0: int, f1: int) -> np.ndarray:
+    """Frames ``f0 … f1-1`` of :func:`mfcc_windows` of a 16 kHz clip of ``n_samples`` samples, from a
+    stretch of it: ``samples`` = clip[offset : offset + len(samples)], which must cover
+    :func:`window_span_samples` ``(f0, f1, n_samples)``. → (f1 - f0, 28, 12) float32, equal to the
+    whole clip's windows (the same rows, framing and edge repeats), so a long clip can be
+    featurised in chunks with only a chunk of samples in memory. The MFCC rows are computed in
+    blocks of 1024 (:func:`mfcc` uses 4096: a stream keeps its transient arrays small, 7 MB rather
+    than 27, at the cost of float rounding: rows agree with :func:`mfcc`'s to ~1e-6)."""
+    s0, s1 = window_span_samples(f0, f1, n_samples)
+    y = np.asarray(samples, np.float32)
+    if offset > s0 or offset + y.size < s1:
+        raise EvpError(f"samples [{offset}, {offset + y.size}) do not cover [{s0}, {s1}) that frames "
+                       f"[{f0}, {f1}) need")
+    r0, r1, m_total = _span_rows(f0, f1, n_samples)
+    rows = np.empty((r1 - r0, N_MFCC), np.float32)
+    for m0 in range(r0, r1, _SPAN_BLOCK):
+        m1 = min(m0 + _SPAN_BLOCK, r1)
+        rows[m0 - r0:m1 - r0] = _mfcc_block(y, m0, m1, offset)
+    # windows[t, r] is MFCC row 4t - 12 + r, clamped to the clip's rows (mfcc_window_view's edge copies)
+    t = np.arange(f0, f1)[:, None]
+    idx = np.clip(MFCC_PER_FRAME * t - _WIN_BEFORE + np.arange(MFCC_WINDOW)[None, :], 0, m_total - 1) - r0
+    return rows[idx]
 
 
 def mfcc_windows(audio: np.ndarray, sr: int = SAMPLE_RATE, n_frames: int | None = None) -> np.ndarray:
@@ -291,7 +338,15 @@ def voice_activity(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAUL
     Each active frame keeps the next 2 frames (80 ms) active (hangover), so trailing weak
     consonants are not cut. Digital silence and low-level noise give all False.
     """
-    e = energy(audio, sr, fps, n_frames).astype(np.float64)
+    return voice_activity_from_energy(energy(audio, sr, fps, n_frames))
+
+
+def voice_activity_from_energy(energy_db: np.ndarray) -> np.ndarray:
+    """:func:`voice_activity` from the clip's per-frame levels (T,) dBFS (:func:`energy`): (T,) bool.
+
+    The thresholds are percentiles over the whole clip, so a stream computes the levels chunk by
+    chunk (4 bytes a frame) and decides voice activity once they are all known."""
+    e = np.asarray(energy_db, np.float32).astype(np.float64)
     if e.size == 0:
         return np.zeros(0, bool)
     floor_db, loud_db = np.percentile(e, [5.0, 95.0])

@@ -4,13 +4,15 @@ EVP audio-features file (:func:`write_features`).
 WAV/FLAC/OGG are read with soundfile (libsndfile); MP3, M4A/AAC and every container PyAV's
 FFmpeg can open (including the audio track of a video) go through PyAV. Channels are averaged and
 the sample rate is converted with soxr, so every stage sees the same signal whatever the source.
+Files are decoded block by block (:func:`iter_audio_blocks`, soxr's streaming resampler), so a long
+recording can be processed without holding it; :func:`load_audio` joins the same blocks.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,17 +28,35 @@ class _DecodeFailed(Exception):
     """Internal: the decoder could not read the file (turned into one EvpError by the caller)."""
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+# Source frames per decoded block: about 3 s at 44.1 kHz, 1 MB of stereo float32.
+_DECODE_BLOCK = 1 << 17
+
+
+def _soundfile_blocks(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(rate, (n,) float32 mono block at that rate) from libsndfile; _DecodeFailed if it cannot open
+    the file (the caller then tries PyAV), EvpError if the data break off later."""
     import soundfile as sf
 
+    errors = (RuntimeError, sf.LibsndfileError, TypeError, ValueError)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
+        f = sf.SoundFile(str(path))
+    except errors as e:
         raise _DecodeFailed(str(e)) from None
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], int(rate)
+    with f:
+        rate = int(f.samplerate)
+        while True:
+            try:
+                data = f.read(_DECODE_BLOCK, dtype="float32", always_2d=True)
+            except errors as e:
+                raise EvpError(f"cannot decode {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                               "the file is corrupt: re-export or re-download it") from None
+            if not len(data):
+                return
+            yield rate, data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
 
 
-def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+def _pyav_blocks(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(rate, (n,) float32 mono block) from PyAV, as :func:`_soundfile_blocks`."""
     import av
 
     try:
@@ -53,19 +73,51 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
         # channels ourselves (FFmpeg's downmix matrix is not a plain mean) and resample with soxr.
         resampler = av.AudioResampler(format="fltp")
         chunks: list[np.ndarray] = []
+        held = 0
         rate = 0
-        try:
-            for frame in container.decode(stream):
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames, None)
+                outs = resampler.resample(frame)      # None flushes the resampler
+            except (av.FFmpegError, ValueError) as e:
+                raise _DecodeFailed(getattr(e, "strerror", None) or str(e)) from None
+            if frame is not None:
                 rate = rate or int(frame.sample_rate)
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
-            for out in resampler.resample(None):
+            for out in outs:
                 chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
-        except (av.FFmpegError, ValueError) as e:
-            raise _DecodeFailed(getattr(e, "strerror", None) or str(e)) from None
-        rate = rate or int(stream.codec_context.sample_rate or 0)
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return audio, rate
+                held += chunks[-1].size
+            # Decoded frames are small (about a thousand samples): hand them on in blocks.
+            if chunks and (held >= _DECODE_BLOCK or frame is None):
+                yield rate or int(stream.codec_context.sample_rate or 0), np.concatenate(chunks)
+                chunks, held = [], 0
+            if frame is None:
+                return
+
+
+def _source_blocks(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """The decoded blocks of ``path``: libsndfile for its formats, else (or when libsndfile cannot
+    open the file, e.g. a .wav holding MP3 data) PyAV. One EvpError if neither can read it."""
+    errors = []
+    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+        try:
+            yield from _soundfile_blocks(path)
+            return
+        except _DecodeFailed as e:
+            errors.append(str(e))
+    started = False
+    try:
+        for item in _pyav_blocks(path):
+            started = True
+            yield item
+    except _DecodeFailed as e:
+        errors.append(str(e))
+        detail = errors[-1].splitlines()[0] if errors and errors[-1] else "unknown format"
+        if started:
+            raise EvpError(f"cannot decode {path} ({detail}); the file is corrupt: "
+                           "re-export or re-download it") from None
+        raise EvpError(f"cannot decode {path} ({detail}); the file is corrupt or not audio: "
+                       "re-export or re-download it (WAV and FLAC always work)") from None
 
 
 # Source sample rates accepted. Below 1 kHz a file is not speech audio, and resampling it to 16 kHz
@@ -110,6 +162,72 @@ def _warn_cli(message: str) -> None:
     reporter().info(f"warning: {message}")
 
 
+def check_audio_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it names a non-empty file; else the one-line EvpError that
+    :func:`load_audio` gives (checked before any decoding)."""
+    path = Path(path)
+    if not path.exists():
+        raise EvpError(f"audio file not found: {path}; check the path")
+    if not path.is_file():
+        raise EvpError(f"{path} is not a file; give the path of an audio or video file")
+    if path.stat().st_size == 0:
+        raise EvpError(f"{path} is empty (0 bytes); re-export or re-download it")
+    return path
+
+
+def iter_audio_blocks(path: str | os.PathLike, sr: int = SAMPLE_RATE,
+                      warn: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+    """Decode an audio (or video) file block by block: (n,) float32 mono blocks in [-1, 1] at ``sr``
+    Hz, which joined are :func:`load_audio`'s samples exactly (channels averaged per block, the
+    rate converted by soxr's streaming resampler, which gives the one-shot result bit for bit).
+
+    Blocks hold a few seconds each, so memory does not grow with the recording. The checks and
+    errors are :func:`load_audio`'s; those that need the whole file (no samples, the truncated-WAV
+    warning) come when the last block has been read, and the file is opened only when iteration
+    starts.
+    """
+    path = check_audio_file(path)
+    if sr <= 0:
+        raise EvpError(f"sample rate must be positive, got {sr}")
+
+    rate = 0
+    n_in = n_out = 0
+    stream = None
+    for block_rate, block in _source_blocks(path):
+        if not block.size:
+            continue
+        if not rate:
+            rate = block_rate
+            if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+                raise EvpError(f"{path} has a sample rate of {rate} Hz, outside {MIN_SOURCE_RATE}.."
+                               f"{MAX_SOURCE_RATE} Hz; the file is corrupt or not speech audio: re-export "
+                               "it (16 or 48 kHz)")
+            if rate != sr:
+                import soxr
+                stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+        n_in += block.size
+        out = np.ascontiguousarray(block, np.float32) if stream is None else stream.resample_chunk(block)
+        if out.size:
+            n_out += out.size
+            # Resampling can overshoot a full-scale signal slightly; keep the [-1, 1] promise.
+            yield np.clip(out, -1.0, 1.0, out=out)     # a fresh buffer of ours: clip in place
+    if not n_in or not rate:
+        raise EvpError(f"{path} contains no audio samples; give a file with sound in it")
+    short = wav_shortfall(path)
+    if short is not None:
+        declared, held = short
+        (warn or _warn_cli)(f"{path} is truncated: its header declares {declared} bytes of audio but the file "
+                            f"holds {max(held, 0)}; using the {n_in / rate:.2f} s present (re-export or "
+                            "re-download it for the whole clip)")
+    if stream is not None:
+        out = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        if out.size:
+            n_out += out.size
+            yield np.clip(out, -1.0, 1.0, out=out)
+    if not n_out:    # shorter than one sample at ``sr``
+        raise EvpError(f"{path} holds less than one sample at {sr} Hz; give a longer recording")
+
+
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE,
                warn: Callable[[str], None] | None = None) -> np.ndarray:
     """Load an audio (or video) file as (N,) float32 mono samples in [-1, 1] at ``sr`` Hz.
@@ -117,7 +235,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE,
     Any bit depth (8-bit unsigned, 16/24/32-bit, float) and any rate (8, 44.1, 48 kHz, …) is
     accepted; channels are averaged; resampling uses soxr's high-quality filter, so N is
     ``duration_s * sr`` to within a sample. Compressed formats lose their encoder priming where
-    the file records it (MP3 LAME header, MP4 edit list).
+    the file records it (MP3 LAME header, MP4 edit list). The samples are those of
+    :func:`iter_audio_blocks`, joined.
 
     Raises :class:`EvpError` for a missing file, an empty or sample-less file, a file no decoder
     can read, a sample rate outside [:data:`MIN_SOURCE_RATE`, :data:`MAX_SOURCE_RATE`] Hz, and a
@@ -125,54 +244,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE,
     (:func:`wav_shortfall`) is read as far as it goes, and ``warn`` (default: the CLI's
     ``warning:`` line) is told, since the clip is shorter than it should be.
     """
-    path = Path(path)
-    if sr <= 0:
-        raise EvpError(f"sample rate must be positive, got {sr}")
-    if not path.exists():
-        raise EvpError(f"audio file not found: {path}; check the path")
-    if not path.is_file():
-        raise EvpError(f"{path} is not a file; give the path of an audio or video file")
-    if path.stat().st_size == 0:
-        raise EvpError(f"{path} is empty (0 bytes); re-export or re-download it")
-
-    audio = rate = None
-    errors = []
-    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
-        try:
-            audio, rate = _read_soundfile(path)
-        except _DecodeFailed as e:
-            errors.append(str(e))  # e.g. a .wav holding MP3 data: FFmpeg may still read it
-    if audio is None:
-        try:
-            audio, rate = _read_pyav(path)
-        except _DecodeFailed as e:
-            errors.append(str(e))
-    if audio is None:
-        detail = errors[-1].splitlines()[0] if errors and errors[-1] else "unknown format"
-        raise EvpError(f"cannot decode {path} ({detail}); the file is corrupt or not audio: "
-                       "re-export or re-download it (WAV and FLAC always work)")
-    if audio.size == 0 or not rate:
-        raise EvpError(f"{path} contains no audio samples; give a file with sound in it")
-    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
-        raise EvpError(f"{path} has a sample rate of {rate} Hz, outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz; "
-                       "the file is corrupt or not speech audio: re-export it (16 or 48 kHz)")
-    short = wav_shortfall(path)
-    if short is not None:
-        declared, held = short
-        (warn or _warn_cli)(f"{path} is truncated: its header declares {declared} bytes of audio but the file "
-                            f"holds {max(held, 0)}; using the {audio.size / rate:.2f} s present (re-export or "
-                            "re-download it for the whole clip)")
-
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
-    if rate != sr:
-        import soxr
-
-        audio = soxr.resample(audio, rate, sr, quality="HQ").astype(np.float32, copy=False)
-        if audio.size == 0:    # shorter than one sample at ``sr``
-            raise EvpError(f"{path} holds less than one sample at {sr} Hz; give a longer recording")
-    # Resampling can overshoot a full-scale signal slightly; keep the [-1, 1] promise.
-    np.clip(audio, -1.0, 1.0, out=audio)
-    return audio
+    blocks = list(iter_audio_blocks(path, sr, warn))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:

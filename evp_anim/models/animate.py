@@ -8,13 +8,26 @@ the 256×256 aligned crop, an identity pose, per-frame emotion weights and inten
 Silence closes the mouth: where voice activity is off for a while, the mouth landmarks are
 eased towards the model's own prediction for silent input with the same emotion, so noise in
 pauses does not make the lips flutter.
+
+Speech of any length goes through one path, in chunks of :data:`CHUNK_FRAMES` frames, so memory
+does not grow with the recording (issue 15). The audio is read twice, block by block: once for
+its per-frame levels (voice activity thresholds the whole clip's level percentiles: 4 bytes a
+frame), once for each chunk's MFCC windows plus the context the networks read beyond the chunk.
+EVP carries its LSTM state from chunk to chunk (its content encoder sees ±2 frames of overlap);
+EMOTE runs overlapping spans placed exactly where :meth:`EmoteModel.predict` places its own, so
+both give what one whole-clip call gives. Each chunk becomes a Track of its frames (lifted to the
+rig and lip-sealed per chunk: both are per frame), which :func:`animate_speech_to_file` appends
+to a :class:`~evp_anim.tracks.TrackWriter` as it comes and the Track-returning functions
+(:func:`animate`, :func:`animate_emote`, :func:`animate_speech_file`) concatenate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -23,13 +36,25 @@ from .. import __version__
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
 from ..audio.features import SAMPLE_RATE
-from ..tracks import DEFAULT_FPS, MOUTH, Track
+from ..tracks import DEFAULT_FPS, MOUTH, Track, TrackWriter, concat
 from ..emotion_keys import EmotionKey, validate_keys
 from .emotion_control import per_frame
 from .evp import EvpModel
 
 FPS = DEFAULT_FPS
 CROP = 256
+
+# Frames per chunk: 120 s at 25 fps. A multiple of EvpModel.predict_lm3d's 500-frame steps and of
+# energy()'s 1500-frame blocks, and EmoteModel.predict's own chunk, so chunked results are the
+# whole-clip call's. Memory per chunk: ~8 MB of samples, ~4 MB of windows, the network's activations.
+CHUNK_FRAMES = 3000
+_EVP_STEP = 500              # frames per LSTM step of EvpModel.predict_lm3d (same boundaries, same sums)
+_EMOTE_OVERLAP = 64          # EmoteModel.predict's overlap either side of a chunk (its receptive field < 2 s)
+_PROJECT_BLOCK = 500        # frames per projection / rig evaluation block
+_LIFT_BLOCK = 500           # frames per rig solve in lift_to_rig (bounds the solver's temporaries)
+_LEVEL_FRAMES = 1500         # frames per block of levels in the first pass: energy()'s own block
+_ARRAY_BLOCK = 1 << 17       # samples per block when the speech is already in memory
+_SAMPLES_PER_FRAME = int(SAMPLE_RATE // FPS)     # 640 at 16 kHz, 25 fps
 
 
 @dataclasses.dataclass
@@ -70,51 +95,302 @@ def _silence_gate(vad: np.ndarray, min_frames: int = 5, ramp: int = 3) -> np.nda
     return gate.astype(np.float32)
 
 
-def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
-            identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE, content=None) -> Track:
-    """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
+class _Speech:
+    """16 kHz mono speech read in passes of blocks: ``passes(first)`` starts a pass (a file is
+    decoded again for each; ``first`` says whether warnings should be given)."""
 
-    ``reference`` (68, 3) mm is the neutral face to animate (default: the SFM mean face, stored in
-    the model as the mean training reference); ``identity`` (63,) is recorded in the track if given.
-    ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) feeds the phones' visemes to the
-    phone content encoder Ep in Ec's place (a model without Ep keeps Ec, with a warning).
-    """
-    from ..audio.features import mfcc, mfcc_window_view, mfcc_windows, n_frames, voice_activity
+    def __init__(self, passes: Callable[[bool], Iterable[np.ndarray]]):
+        self._passes = passes
+
+    def blocks(self, first: bool = False) -> Iterator[np.ndarray]:
+        return iter(self._passes(first))
+
+    @classmethod
+    def from_array(cls, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> "_Speech":
+        """Samples already in memory, at any rate (converted to 16 kHz first, as :func:`mfcc` does)."""
+        from ..audio.features import check_waveform
+        a = check_waveform(audio)
+        if not (isinstance(sample_rate, (int, float, np.integer, np.floating)) and np.isfinite(sample_rate)
+                and sample_rate > 0):
+            raise EvpError(f"sample rate must be a positive number, got {sample_rate!r}")
+        if sample_rate != SAMPLE_RATE:
+            import soxr
+            a = soxr.resample(a.astype(np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
+        a = np.asarray(a, np.float32)
+        return cls(lambda first: (a[i:i + _ARRAY_BLOCK] for i in range(0, a.size, _ARRAY_BLOCK)))
+
+    @classmethod
+    def from_file(cls, path: str | Path, warn: Callable[[str], None] | None = None) -> "_Speech":
+        """A file decoded block by block (:func:`~evp_anim.audio.io.iter_audio_blocks`)."""
+        from ..audio.io import iter_audio_blocks
+        return cls(lambda first: iter_audio_blocks(path, warn=warn if first else (lambda m: None)))
+
+
+def _reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The samples of ``blocks`` in blocks of exactly ``size`` (the last one shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += block.size
+        while held >= size:
+            joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            # The remainder is copied so that the joined block is freed once the consumer is done.
+            rest = joined[size:].copy()
+            yield joined[:size]
+            joined = None
+            pending, held = ([rest] if rest.size else []), rest.size
+    if held:
+        yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+
+def _scan(speech: _Speech) -> tuple[int, np.ndarray]:
+    """First pass: (number of 16 kHz samples N, per-frame levels (T,) dBFS), T = n_frames(N). The
+    levels are computed per block of :data:`_LEVEL_FRAMES` frames, the blocks energy() itself
+    sums in, so they are the whole clip's to the bit."""
+    from ..audio.features import check_waveform, energy, n_frames
+    levels, n = [], 0
+    for block in _reblock(speech.blocks(first=True), _LEVEL_FRAMES * _SAMPLES_PER_FRAME):
+        check_waveform(block)        # NaN / inf samples (a float WAV can hold them)
+        levels.append(energy(block, n_frames=n_frames(block.size)))
+        n += block.size
+    if n == 0:
+        raise EvpError("the audio has no samples; give at least one sample of audio")
+    return n, np.concatenate(levels)
+
+
+def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
+                   span: Callable[[int, int], tuple[int, int]]) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """Second pass: for each chunk of frames [a, b) (``chunk`` frames, the last one shorter),
+    ``(a, b, f0, windows)``: the MFCC windows (f1 - f0, 28, 12) of the frames [f0, f1) =
+    ``span(a, b)`` the network reads for that chunk (the chunk and its context), equal to the whole
+    clip's. Holds only the samples those windows need."""
+    from ..audio.features import mfcc_window_span, window_span_samples
+    blocks = speech.blocks()
+    buf, buf_start = np.zeros(0, np.float32), 0
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        f0, f1 = span(a, b)
+        s0, s1 = window_span_samples(f0, f1, n_samples)
+        pieces, end = [buf[s0 - buf_start:]], buf_start + buf.size
+        buf_start = s0
+        while end < s1:
+            block = next(blocks, None)
+            if block is None:
+                raise EvpError("the audio ended before its first reading did (did the file change?)")
+            pieces.append(block)
+            end += block.size
+        if len(pieces) > 1:
+            buf = np.concatenate(pieces)
+        else:
+            buf = pieces[0]
+        pieces = block = None
+        windows = mfcc_window_span(buf, buf_start, n_samples, f0, f1)
+        # Keep only the samples the next span needs (spans only move forward), as a copy, so that
+        # this chunk's buffer is freed before the network runs on its windows.
+        # (Consecutive spans overlap: a frame's window reaches 14 MFCC rows either side.)
+        end = buf_start + buf.size
+        keep = min(window_span_samples(*span(b, min(b + chunk, n)), n_samples)[0], end) if b < n else end
+        buf, buf_start = buf[keep - buf_start:].copy(), keep
+        yield a, b, f0, windows
+        del windows             # not held while the next chunk's samples are read
+
+
+class _EvpSteps:
+    """EVP's audio-to-landmark pass over consecutive chunks of one clip: the loop of
+    :meth:`EvpModel.predict_lm3d` (same 500-frame steps, same ±2-frame content context), with the
+    LSTM state carried from one call to the next instead of within one call."""
+
+    def __init__(self, model: EvpModel, reference: np.ndarray, n: int, visemes: np.ndarray | None):
+        self.net = model.net
+        self.ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, 68, 3))
+        self.ref_n = self.net.normalise_reference(self.ref)
+        self.n = n
+        self.visemes = visemes
+        self.pad = 2 if visemes is None else 3   # Ec's temporal conv sees ±2 frames, Ep's ±3
+        self.state = None
+
+    @torch.no_grad()
+    def __call__(self, windows: np.ndarray, f0: int, a: int, b: int, codes: np.ndarray) -> np.ndarray:
+        """Landmarks (b - a, 68, 3) mm of frames [a, b), the next frames after the last call's;
+        ``windows`` are those of frames [f0, ...) covering [a - pad, b + pad) within the clip;
+        ``codes`` (b - a, De) the frames' emotion codes."""
+        net = self.net
+        out = np.empty((b - a, 68, 3), np.float32)
+        for c0 in range(a, b, _EVP_STEP):
+            c1 = min(c0 + _EVP_STEP, b)
+            lo, hi = max(0, c0 - self.pad), min(self.n, c1 + self.pad)
+            if self.visemes is None:
+                content = net.content(net.normalise(torch.from_numpy(windows[lo - f0:hi - f0])[None]))
+            else:
+                content = net.phones(torch.from_numpy(self.visemes[lo:hi])[None])
+            content = content[:, c0 - lo: c0 - lo + (c1 - c0)]
+            code = torch.from_numpy(np.array(codes[c0 - a:c1 - a], np.float32))[None]   # a copy: codes may be a read-only broadcast
+            coeffs, self.state = net.a2l(content, code, self.ref_n, self.state)
+            out[c0 - a:c1 - a] = net.landmarks(coeffs, self.ref)[0].numpy()
+        return out
+
+
+class _RestMouth:
+    """The model's own closed mouth (20, 3) mm for a frame's emotion code: its prediction on 0.6 s
+    of digital silence. Each distinct code (rounded to 4 decimals) gets its own; when the clip has
+    more than 64 (blended keys: a long cross-fade), the codes of a grid of 64 frames stand in.
+    Which of the two is decided over the whole clip (``codes_of(a, b)`` gives frames [a, b)'s
+    codes, chunk by chunk) and the poses are cached, so every chunk gets what the whole clip's
+    frames would."""
+
+    def __init__(self, model: EvpModel, reference: np.ndarray, codes_of: Callable[[int, int], np.ndarray],
+                 n: int, chunk: int, decimals: int = 4, most: int = 64):
+        from ..audio.features import mfcc_windows
+        self.model, self.reference, self.codes_of, self.decimals = model, reference, codes_of, decimals
+        self.silent = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
+        self.cache: dict = {}
+        distinct: set[bytes] = set()
+        for a in range(0, n, chunk):
+            distinct.update(map(bytes, np.unique(self._round(codes_of(a, min(a + chunk, n))), axis=0)))
+            if len(distinct) > most:
+                break
+        self.step = int(np.ceil(n / most)) if len(distinct) > most else None
+        self.n_anchors = len(range(0, n, self.step)) if self.step else 0
+
+    def _round(self, codes: np.ndarray) -> np.ndarray:
+        return np.round(np.asarray(codes, np.float32), self.decimals) + np.float32(0.0)   # -0.0 → 0.0
+
+    def _mouth(self, key, code: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self.cache:
+            self.cache[key] = self.model.predict_lm3d(self.silent, self.reference, code())[-1][MOUTH]
+        return self.cache[key]
+
+    def __call__(self, frames: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """(k, 20, 3) mm for frames (k,) of the clip with codes (k, De)."""
+        if self.step is None:
+            uniq, which = np.unique(self._round(codes), axis=0, return_inverse=True)
+            rest = np.stack([self._mouth(bytes(u), lambda u=u: u) for u in uniq])
+        else:
+            anchor = np.minimum(np.round(np.asarray(frames) / self.step).astype(int), self.n_anchors - 1)
+            uniq, which = np.unique(anchor, return_inverse=True)
+            rest = np.stack([self._mouth(int(i), lambda i=int(i): self.codes_of(i * self.step, i * self.step + 1)[0])
+                             for i in uniq])
+        return rest[which.reshape(-1)]
+
+
+def _project(lm3d: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) float32: the frontal projection of (T, 68, 3) mm landmarks into the aligned crop,
+    in blocks of frames (the projection's float64 temporaries stay a few MB)."""
+    from ..face.projection import aligned_landmarks
+    out = np.empty((len(lm3d), lm3d.shape[1], 2), np.float32)
+    for a in range(0, len(lm3d), _PROJECT_BLOCK):
+        out[a:a + _PROJECT_BLOCK] = aligned_landmarks(lm3d[a:a + _PROJECT_BLOCK], CROP)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _glibc():
+    """The C library when it is glibc (it has malloc_trim / mallopt), else None."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt        # noqa: B018 - both must exist
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def limit_heap_growth() -> None:
+    """For a process that streams a long clip (the ``animate`` command): keep allocations of 1 MB
+    and more (a chunk's samples, windows, network activations) out of glibc's heap. glibc raises
+    its mmap threshold to the largest block freed (up to 32 MB), after which such buffers are
+    carved from the heap, and chunks of slightly different sizes fragment it: ~20 MB more peak
+    memory over an hour than over one chunk. Process-wide, so a library caller decides; no-op
+    without glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-3, 1 << 20)            # M_MMAP_THRESHOLD = -3 (malloc.h); also fixes it
+
+
+def _run_chunks(windows: Iterator[tuple[int, int, int, np.ndarray]], one_chunk: Callable[..., Track],
+                n: int, progress: Callable[[float], None] | None) -> Iterator[Track]:
+    """The chunk Tracks ``one_chunk(a, b, f0, windows)`` of the chunks ``windows`` gives, telling
+    ``progress`` the fraction of the ``n`` frames done. Holds nothing of a chunk once it is yielded
+    (the next chunk's samples and windows are made while the consumer writes this one)."""
+    for a, b, f0, win in windows:
+        track = one_chunk(a, b, f0, win)
+        del win
+        if progress is not None:
+            progress(b / n)
+        yield track
+        del track
+        if _glibc() is not None:
+            _glibc().malloc_trim(0)         # the chunk's freed buffers go back to the OS (see limit_heap_growth)
+
+
+def _provenance(model) -> dict:
+    return {"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
+            "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])}
+
+
+def _chunk_size(chunk_frames: int | None) -> int:
+    chunk = CHUNK_FRAMES if chunk_frames is None else chunk_frames
+    if int(chunk) != chunk or chunk < 1:
+        raise EvpError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+    return int(chunk)
+
+
+def _join(chunks: Iterable[Track]) -> Track:
+    """The chunks of one clip as one Track."""
+    chunks = list(chunks)
+    return chunks[0] if len(chunks) == 1 else concat(chunks)
+
+
+def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None,
+                identity: np.ndarray | None, content, rig, chunk: int, provenance: dict, info: dict,
+                progress: Callable[[float], None] | None = None) -> Iterator[Track]:
+    """EVP on ``speech``: Tracks of consecutive chunks of ``chunk`` frames (see :func:`animate`).
+    With a ``rig`` each chunk is lifted to it (:func:`lift_to_rig`) and, with ``content``, sealed
+    on /p b m/; without one the tracks have no expression channels."""
+    from ..audio.features import mfcc_windows, n_frames, voice_activity, voice_activity_from_energy
     from ..audio.io import load_audio
-    from ..face.projection import aligned_crop_transform, aligned_landmarks
+    from ..face.projection import aligned_crop_transform
 
-    # A strided view over the (M, 12) MFCC rows: the windows' values without their 7x copy
-    # (121 MB an hour); predict_lm3d reads it chunk by chunk. mfcc() checks the waveform first.
-    windows = mfcc_window_view(mfcc(audio, sample_rate), n_frames(np.asarray(audio).size, sample_rate))
-    n = windows.shape[0]
+    n_samples, levels = _scan(speech)
+    n = n_frames(n_samples)
     duration = n / FPS
     if reference is None:
         reference = model.net.ref_mean.numpy().reshape(68, 3)
 
+    emotion_dim = model.net.cfg.emotion_dim
     if spec.keys is not None:
         validate_keys(spec.keys, duration)
-        codes, weights, intensity = per_frame(spec.keys, n, FPS, model.label_code)
+
+        def emotion_of(a: int, b: int):
+            return per_frame(spec.keys, b - a, FPS, model.label_code, start=a)
     elif spec.reference_audio is not None:
         ref_audio = load_audio(spec.reference_audio)
         if not voice_activity(ref_audio).any():
             raise EvpError(f"{spec.reference_audio}: the reference emotion clip is silent; "
                            "give a clip with speech in the wanted emotion")
         code = model.emotion_code(mfcc_windows(ref_audio))
-        codes = np.broadcast_to(code, (n, code.shape[0]))
         with torch.no_grad():
             logits = model.net.classifier(torch.from_numpy(code)[None]).numpy()[0]
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        weights = np.tile(probs.astype(np.float32), (n, 1))
-        intensity = np.full(n, float(1.0 - probs[0]), np.float32)
+        probs = probs.astype(np.float32)
+        ref_intensity = float(1.0 - probs[0])
+
+        def emotion_of(a: int, b: int):
+            return (np.broadcast_to(code, (b - a, emotion_dim)), np.tile(probs, (b - a, 1)),
+                    np.full(b - a, ref_intensity, np.float32))
     else:
         emo = canonical_emotion(spec.emotion or "neutral")
         inten = check_intensity(spec.intensity) if emo != "neutral" else 0.0
-        codes = np.broadcast_to(model.label_code(emo, inten), (n, model.net.cfg.emotion_dim))
-        weights = np.tile(np.eye(NUM_EMOTIONS, dtype=np.float32)[EMOTIONS.index(emo)], (n, 1))
-        intensity = np.full(n, inten, np.float32)
+        label_code = model.label_code(emo, inten)
+        onehot = np.eye(NUM_EMOTIONS, dtype=np.float32)[EMOTIONS.index(emo)]
 
-    visemes = None
+        def emotion_of(a: int, b: int):
+            return (np.broadcast_to(label_code, (b - a, emotion_dim)), np.tile(onehot, (b - a, 1)),
+                    np.full(b - a, inten, np.float32))
+
+    visemes = closure = None
     if content is not None:
         if model.reads_phones:
             from ..audio.phones import viseme_posteriors
@@ -122,48 +398,59 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
         else:
             import warnings
             warnings.warn("this EVP model has no phone content encoder (an older model file): its "
-                          "MFCC content encoder is used; the phones only seal the lips", stacklevel=2)
-    lm3d = model.predict_lm3d(windows, reference, codes, visemes=visemes)
-    gate = _silence_gate(voice_activity(audio, sample_rate, n_frames=n))
-    if gate.any():
-        silent = mfcc_windows(np.zeros(int(sample_rate * 0.6), np.float32), sample_rate)
-        # The model's own closed mouth for this emotion: its prediction on silence, per frame code.
-        uniq, which = _unique_codes(codes)
-        # Only the gated frames' mouth rows are blended (elsewhere g = 0 leaves them as they are),
-        # so the temporaries are (gated frames, 20, 3) rather than (T, 68, 3) on long clips.
-        on = np.flatnonzero(gate)
-        rest = np.stack([model.predict_lm3d(silent, reference, c)[-1] for c in uniq])[:, MOUTH][which[on]]
-        g = gate[on, None, None]
-        lm3d[on, MOUTH] = (1 - g) * lm3d[on, MOUTH] + g * rest
-
+                          "MFCC content encoder is used; the phones only seal the lips", stacklevel=3)
+        if rig is not None:
+            from ..face.lip_contact import bilabial_intervals, closure_curve
+            closure = closure_curve(bilabial_intervals(content.phones), n, FPS)
+    # Voice activity and the gate over the whole clip: a few bytes a frame, and the gate's edges
+    # (np.roll in _silence_gate) reach across the clip's ends.
+    gate = _silence_gate(voice_activity_from_energy(levels))
+    rest = _RestMouth(model, reference, lambda a, b: emotion_of(a, b)[0], n, chunk) if gate.any() else None
+    steps = _EvpSteps(model, reference, n, visemes)
     scale, trans = aligned_crop_transform(CROP)
-    # Projected in blocks of frames: the projection works in float64 (T, 68, 3) temporaries
-    # (230 MB for 30 minutes at once); the track stores float32 anyway.
-    lm2d = np.empty((n, lm3d.shape[1], 2), np.float32)
-    for a in range(0, n, 4096):
-        lm2d[a:a + 4096] = aligned_landmarks(lm3d[a:a + 4096], CROP)
-    return Track.new(
-        lm2d, fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
-        pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
-        pose_scale=np.full(n, scale, np.float32),
-        identity=np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32),
-        emotion=weights, intensity=intensity,
-        provenance={"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
-                    "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])},
-    )
+    ident = np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32)
+
+    def span(a: int, b: int) -> tuple[int, int]:
+        return max(0, a - steps.pad), min(n, b + steps.pad)
+
+    def one_chunk(a: int, b: int, f0: int, windows: np.ndarray) -> Track:
+        codes, weights, intensity = emotion_of(a, b)
+        lm3d = steps(windows, f0, a, b, codes)
+        # Only the gated frames' mouth rows are blended (elsewhere g = 0 leaves them as they are).
+        on = np.flatnonzero(gate[a:b])
+        if on.size:
+            g = gate[a + on, None, None]
+            lm3d[on, MOUTH] = (1 - g) * lm3d[on, MOUTH] + g * rest(a + on, codes[on])
+        track = Track.new(
+            _project(lm3d), fps=FPS, image_size=(CROP, CROP),
+            landmarks_3d=lm3d, pose_translation=np.tile(np.asarray(trans, np.float32), (b - a, 1)),
+            pose_scale=np.full(b - a, scale, np.float32), identity=ident,
+            emotion=weights, intensity=intensity, provenance=provenance, info=info)
+        if rig is not None:
+            lift_to_rig(track, rig, identity)
+            if closure is not None:
+                _seal_track(track, rig, closure[a:b], identity)
+        return track
+
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span), one_chunk, n, progress)
 
 
-def _unique_codes(codes: np.ndarray, decimals: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of (T, De) codes and the index of each frame's row (keys give few distinct codes
-    only when constant; blended keys give many, so cap the work by quantising)."""
-    q = np.round(codes, decimals)
-    uniq, inverse = np.unique(q, axis=0, return_inverse=True)
-    if len(uniq) > 64:  # a long cross-fade: sample the rest pose on a coarse grid of frames instead
-        step = int(np.ceil(len(codes) / 64))
-        anchors = np.arange(0, len(codes), step)
-        inverse = np.minimum(np.round(np.arange(len(codes)) / step).astype(int), len(anchors) - 1)
-        return codes[anchors], inverse
-    return uniq.astype(np.float32), inverse.reshape(-1)
+def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
+            identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE, content=None,
+            chunk_frames: int | None = None) -> Track:
+    """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
+
+    ``reference`` (68, 3) mm is the neutral face to animate (default: the SFM mean face, stored in
+    the model as the mean training reference); ``identity`` (63,) is recorded in the track if given.
+    ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) feeds the phones' visemes to the
+    phone content encoder Ep in Ec's place (a model without Ep keeps Ec, with a warning).
+    Audio at another rate is converted to 16 kHz first (features and voice activity read that).
+    Runs in chunks of ``chunk_frames`` frames (default :data:`CHUNK_FRAMES`; the result does not
+    depend on it beyond float rounding), carrying the LSTM state.
+    """
+    chunk = _chunk_size(chunk_frames)
+    return _join(_evp_chunks(_Speech.from_array(audio, sample_rate), model, spec, reference, identity,
+                             content, None, chunk, _provenance(model), {}))
 
 
 def seal_bilabials(rig, weights: np.ndarray, phones, identity: np.ndarray | None = None) -> np.ndarray:
@@ -176,25 +463,34 @@ def seal_bilabials(rig, weights: np.ndarray, phones, identity: np.ndarray | None
 def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
     """Fill ``track``'s expression channels with the rig weights (T, K) in [0, 1] that best
     reproduce its 3D landmarks (box-constrained least squares), so the EVP landmarks drive the
-    shape-key head, Blender and ARKit exports. Modifies and returns ``track``."""
+    shape-key head, Blender and ARKit exports. Modifies and returns ``track``.
+
+    Solved per frame, in blocks of :data:`_LIFT_BLOCK` frames: the solver's bound-set systems are
+    (frames, K, K) float64 (42 MB per 3000 frames, several at once), so bigger blocks would set
+    the peak memory of a whole ``animate`` run."""
     from ..face.solve import weights_from_landmarks
-    track.expression = weights_from_landmarks(rig, track.landmarks_3d, identity).astype(np.float32)
+    lm = track.landmarks_3d
+    weights = np.empty((len(lm), len(rig.channels)), np.float32)
+    for a in range(0, len(lm), _LIFT_BLOCK):
+        weights[a:a + _LIFT_BLOCK] = weights_from_landmarks(rig, lm[a:a + _LIFT_BLOCK], identity)
+    track.expression = weights
     track.expression_names = list(rig.channels)
     return track.validate()
 
 
-def _seal_track(track: Track, rig, phones, identity: np.ndarray | None) -> None:
-    """Seal the lips of a lifted EVP track on /p b m/: the rig weights change, and the landmarks
-    move by the rig's displacement for that change (the rig is linear), so the network's own
-    landmarks are kept everywhere else."""
-    from ..face.projection import aligned_landmarks
+def _seal_track(track: Track, rig, closure: np.ndarray, identity: np.ndarray | None) -> None:
+    """Seal the lips of a lifted EVP track (or chunk) where ``closure`` (T,) of its frames says so
+    (:func:`~evp_anim.face.lip_contact.closure_curve` of the /p b m/): the rig weights change, and
+    the landmarks move by the rig's displacement for that change (the rig is linear), so the
+    network's own landmarks are kept everywhere else. Per frame, so chunks seal as the whole does."""
+    from ..face.lip_contact import close_lips
     before = track.expression
-    after = seal_bilabials(rig, before, phones, identity).astype(np.float32)
+    after = close_lips(rig, before, closure, identity).astype(np.float32)
     if np.array_equal(before, after):
         return
     shift = rig.landmarks_3d(identity, after) - rig.landmarks_3d(identity, before)
     track.landmarks_3d = (track.landmarks_3d + shift).astype(np.float32)
-    track.landmarks = aligned_landmarks(track.landmarks_3d, CROP).astype(np.float32)
+    track.landmarks_2d = _project(track.landmarks_3d)
     track.expression = after
     track.validate()
 
@@ -226,8 +522,80 @@ def load_animation_model(path: Path | str | None):
     return EvpModel.load(path)
 
 
+def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
+                  style: str | None, content, chunk: int, provenance: dict, info: dict,
+                  progress: Callable[[float], None] | None = None) -> Iterator[Track]:
+    """EMOTE on ``speech``: Tracks of consecutive chunks of ``chunk`` frames (see :func:`animate_emote`).
+
+    Each chunk [a, b) runs on the span [a - 64, b + 64) (its start on the latent grid), which is
+    what :meth:`EmoteModel.predict` does for its own chunks: with ``chunk`` equal to predict's
+    (:data:`CHUNK_FRAMES`) the coefficients are those of one predict call on the whole clip. The
+    generator's GroupNorm normalises over its input's frames, so a different chunk size gives
+    slightly different (equally valid) coefficients."""
+    from ..audio.features import n_frames
+    from ..face.projection import aligned_crop_transform
+    from .emote import RATE, label_condition
+
+    if spec.reference_audio is not None:
+        raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
+    if style is not None and style not in model.speakers:
+        known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
+        raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
+    n_samples, _ = _scan(speech)
+    n = n_frames(n_samples)
+    if spec.keys is not None:
+        validate_keys(spec.keys, n / FPS)
+
+        def emotion_of(a: int, b: int):
+            _, weights, intensity = per_frame(spec.keys, b - a, FPS, lambda e, i: np.zeros(1, np.float32), start=a)
+            return weights, intensity
+    else:
+        onehot, inten = label_condition(spec.emotion or "neutral", spec.intensity)
+
+        def emotion_of(a: int, b: int):
+            return np.tile(onehot, (b - a, 1)), np.full(b - a, inten, np.float32)
+    if list(model.channels) != list(rig.channels):
+        raise EvpError("the EMOTE model's channels differ from this rig's; retrain it")
+    ident = None if identity is None else np.asarray(identity, np.float32)
+    visemes = closure = None
+    if content is not None:
+        from ..audio.phones import viseme_posteriors
+        from ..face.lip_contact import bilabial_intervals, closure_curve
+        visemes = viseme_posteriors(content.phones, n, FPS)
+        closure = closure_curve(bilabial_intervals(content.phones), n, FPS)
+    speaker = model.speaker_id(style)
+    scale, trans = aligned_crop_transform(CROP)
+
+    def span(a: int, b: int) -> tuple[int, int]:
+        lo = max(0, a - _EMOTE_OVERLAP)
+        return lo - lo % RATE, min(n, b + _EMOTE_OVERLAP)     # the latent grid stays aligned
+
+    def one_chunk(a: int, b: int, lo: int, windows: np.ndarray) -> Track:
+        hi = lo + len(windows)
+        weights, intensity = emotion_of(lo, hi)
+        coeffs = model.predict(windows, weights, intensity, speaker, chunk=hi - lo,
+                               visemes=None if visemes is None else visemes[lo:hi])[a - lo:b - lo]
+        if closure is not None:
+            from ..face.lip_contact import close_lips
+            coeffs = close_lips(rig, coeffs, closure[a:b], ident)
+        lm3d = np.empty((b - a, 68, 3), np.float32)
+        for c0 in range(0, b - a, _PROJECT_BLOCK):     # float64 temporaries: a few MB at a time
+            lm3d[c0:c0 + _PROJECT_BLOCK] = rig.landmarks_3d(ident, coeffs[c0:c0 + _PROJECT_BLOCK])
+        return Track.new(
+            _project(lm3d), fps=FPS, image_size=(CROP, CROP),
+            landmarks_3d=lm3d, pose_translation=np.tile(np.asarray(trans, np.float32), (b - a, 1)),
+            pose_scale=np.full(b - a, scale, np.float32),
+            identity=np.zeros(0, np.float32) if ident is None else ident,
+            expression=coeffs, expression_names=list(rig.channels),
+            emotion=weights[a - lo:b - lo], intensity=intensity[a - lo:b - lo],
+            provenance=provenance, info=info)
+
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span), one_chunk, n, progress)
+
+
 def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
-                  style: str | None = None, sample_rate: int = SAMPLE_RATE, content=None) -> Track:
+                  style: str | None = None, sample_rate: int = SAMPLE_RATE, content=None,
+                  chunk_frames: int | None = None) -> Track:
     """EMOTE: ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps whose ``expression``
     holds the rig coefficients (T, 42) (RIG_CHANNELS names), with landmarks_3d (mm) from the rig for
     ``identity`` (63,) (default: the SFM mean face) and their frontal projection in the 256×256
@@ -236,59 +604,51 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
     for its style id (None / unseen = the "unknown" style). ``content``
     (:class:`~evp_anim.audio.phones.SpeechContent`, phones heard by the recogniser or aligned from a
     transcript) replaces the content encoder's visemes with the phones' (the front end for real
-    speech) and seals the lips on /p b m/ (:func:`~evp_anim.face.lip_contact.close_lips`)."""
-    from ..audio.features import mfcc, mfcc_window_view, n_frames
-    from ..face.projection import aligned_crop_transform, aligned_landmarks
-    from .emote import label_condition
+    speech) and seals the lips on /p b m/ (:func:`~evp_anim.face.lip_contact.close_lips`).
+    Runs in chunks of ``chunk_frames`` frames (default :data:`CHUNK_FRAMES`, where the result is
+    one :meth:`EmoteModel.predict` call's on the whole clip)."""
+    chunk = _chunk_size(chunk_frames)
+    return _join(_emote_chunks(_Speech.from_array(audio, sample_rate), model, spec, rig, identity, style,
+                               content, chunk, _provenance(model), {"style": style or "unknown"}))
 
-    if spec.reference_audio is not None:
-        raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
-    if style is not None and style not in model.speakers:
-        known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
-        raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
-    # Windows as a strided view over the MFCC rows (see animate); predict copies one chunk at a time.
-    windows = mfcc_window_view(mfcc(audio, sample_rate), n_frames(np.asarray(audio).size, sample_rate))
-    n = windows.shape[0]
-    if spec.keys is not None:
-        validate_keys(spec.keys, n / FPS)
-        _, weights, intensity = per_frame(spec.keys, n, FPS, lambda e, i: np.zeros(1, np.float32))
+
+def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
+                        style: str | None, front_end: str, text: str | None, warn,
+                        chunk_frames: int | None, progress: Callable[[float], None] | None) -> Iterator[Track]:
+    """The Tracks of consecutive chunks of :func:`animate_speech_file`'s result."""
+    from ..audio.io import audio_sha256, check_audio_file, load_audio
+    from ..audio.phones import FRONT_ENDS, speech_content
+    from .emote import EmoteModel
+
+    chunk = _chunk_size(chunk_frames)
+    check_audio_file(path)
+    ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
+    if front_end not in FRONT_ENDS:
+        raise EvpError(f"unknown front end {front_end!r}: choose from {', '.join(FRONT_ENDS)}")
+    if text is not None and front_end != "phones":
+        raise EvpError("a transcript needs the phone front end (--front-end phones)")
+    content = None
+    if front_end == "phones":
+        # The recogniser and the aligner take the whole clip; the animation still runs in chunks.
+        x = load_audio(path, warn=warn)
+        content = speech_content(x, text, warn=warn)
+        speech = _Speech.from_array(x)
     else:
-        onehot, inten = label_condition(spec.emotion or "neutral", spec.intensity)
-        weights = np.tile(onehot, (n, 1))
-        intensity = np.full(n, inten, np.float32)
-    if list(model.channels) != list(rig.channels):
-        raise EvpError("the EMOTE model's channels differ from this rig's; retrain it")
-    ident = None if identity is None else np.asarray(identity, np.float32)
-    visemes = None
-    if content is not None:
-        from ..audio.phones import viseme_posteriors
-        visemes = viseme_posteriors(content.phones, n, FPS)
-    coeffs = model.predict(windows, weights, intensity, model.speaker_id(style), visemes=visemes)
-    if content is not None:
-        coeffs = seal_bilabials(rig, coeffs, content.phones, ident)
-    # Landmarks and their projection in blocks of frames (float64 temporaries; see animate).
-    lm3d = np.empty((n, 68, 3), np.float32)
-    lm2d = np.empty((n, 68, 2), np.float32)
-    for a in range(0, n, 4096):
-        lm3d[a:a + 4096] = rig.landmarks_3d(ident, coeffs[a:a + 4096])
-        lm2d[a:a + 4096] = aligned_landmarks(lm3d[a:a + 4096], CROP)
-    scale, trans = aligned_crop_transform(CROP)
-    return Track.new(
-        lm2d, fps=FPS, image_size=(CROP, CROP), landmarks_3d=lm3d,
-        pose_translation=np.tile(np.asarray(trans, np.float32), (n, 1)),
-        pose_scale=np.full(n, scale, np.float32),
-        identity=np.zeros(0, np.float32) if ident is None else ident,
-        expression=coeffs, expression_names=list(rig.channels),
-        emotion=weights.astype(np.float32), intensity=intensity.astype(np.float32),
-        provenance={"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
-                    "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])},
-        info={"style": style or "unknown"},
-    )
+        speech = _Speech.from_file(path, warn=warn)
+    provenance = {**_provenance(model), "source_audio_sha256": audio_sha256(path)}
+    info = {"front_end": front_end if content is None else f"phones ({content.source})",
+            "audio": str(Path(path).resolve())}
+    if isinstance(model, EmoteModel):
+        yield from _emote_chunks(speech, model, spec, rig, ident, style, content, chunk, provenance,
+                                 {"style": style or "unknown", **info}, progress)
+    else:
+        yield from _evp_chunks(speech, model, spec, rig.landmarks_3d(ident), ident, content, rig, chunk,
+                               provenance, info, progress)
 
 
 def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
                         style: str | None = None, front_end: str = "mfcc", text: str | None = None,
-                        warn=None) -> Track:
+                        warn=None, chunk_frames: int | None = None) -> Track:
     """Animate the speech file at ``path`` with an EVP model (landmarks, lifted to the rig) or an
     EMOTE model (rig coefficients) on the face of ``identity`` (63,) (default: the SFM mean face,
     recorded as zero coefficients so that ``align`` can re-express it on a target's face). The
@@ -298,26 +658,27 @@ def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identit
     aligned from ``text`` (a transcript; a mismatching one is reported through ``warn`` and the
     audio alone is used): EMOTE reads the phones' visemes instead of its MFCC content encoder's,
     EVP reads them through its phone content encoder Ep instead of Ec, and both models seal the
-    lips on /p b m/. ``"mfcc"``: the models' own audio features only."""
-    from ..audio.io import audio_sha256, load_audio
-    from ..audio.phones import FRONT_ENDS, speech_content
-    from .emote import EmoteModel
+    lips on /p b m/. ``"mfcc"``: the models' own audio features only.
 
-    x = load_audio(path)
-    ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
-    if front_end not in FRONT_ENDS:
-        raise EvpError(f"unknown front end {front_end!r}: choose from {', '.join(FRONT_ENDS)}")
-    if text is not None and front_end != "phones":
-        raise EvpError("a transcript needs the phone front end (--front-end phones)")
-    content = speech_content(x, text, warn=warn) if front_end == "phones" else None
-    if isinstance(model, EmoteModel):
-        track = animate_emote(x, model, spec, rig, identity=ident, style=style, content=content)
-    else:
-        track = animate(x, model, spec, reference=rig.landmarks_3d(ident), identity=ident, content=content)
-        lift_to_rig(track, rig, ident)
-        if content is not None:
-            _seal_track(track, rig, content.phones, ident)
-    track.info["front_end"] = front_end if content is None else f"phones ({content.source})"
-    track.provenance["source_audio_sha256"] = audio_sha256(path)
-    track.info["audio"] = str(Path(path).resolve())
-    return track
+    The whole Track is returned; :func:`animate_speech_to_file` writes the same track to a file
+    with memory that does not grow with the recording."""
+    return _join(_speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
+                                     chunk_frames, None))
+
+
+def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: EmotionSpec, rig,
+                           identity: np.ndarray | None = None, style: str | None = None,
+                           front_end: str = "mfcc", text: str | None = None, warn=None,
+                           progress: Callable[[float], None] | None = None,
+                           chunk_frames: int | None = None) -> int:
+    """:func:`animate_speech_file` written straight to the track file ``output`` (.npz), chunk by
+    chunk through a :class:`~evp_anim.tracks.TrackWriter`: with the MFCC front end, memory is
+    bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length. The file
+    appears only when complete (nothing is left behind on an error or an interrupt).
+    ``progress(fraction)`` is told after each chunk. Returns the number of frames written."""
+    with TrackWriter(output) as writer:
+        for track in _speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
+                                         chunk_frames, progress):
+            writer.append(track)
+            del track       # spooled: not held while the next chunk is made
+    return writer.n_frames

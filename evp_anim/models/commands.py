@@ -45,8 +45,8 @@ def animate_cmd(
     """Speech → emotional Track: EVP (landmarks, lifted to the rig) or EMOTE (rig coefficients and the
     landmarks they give), with emotion from a label, keys, or (EVP only) a reference clip."""
     from ..emotions import canonical_emotion, check_intensity
-    from ..tracks import load_track, save_track
-    from .animate import EmotionSpec, animate_speech_file, load_animation_model
+    from ..tracks import DEFAULT_FPS, load_track
+    from .animate import EmotionSpec, animate_speech_to_file, limit_heap_growth, load_animation_model
     from .emote import EmoteModel
     from ..emotion_keys import read_emotion_keys
 
@@ -78,13 +78,16 @@ def animate_cmd(
         ident = tr.identity
     rep = reporter()
     rep.start("animate", description="animate")
-    track = animate_speech_file(audio, model, spec, rig, identity=ident, style=style,
-                                front_end=front_end, text=line, warn=lambda m: rep.info(f"warning: {m}"))
-    save_track(track, output)
-    rep.success(output=str(output), frames=track.n_frames)
-    rep.info(f"wrote {output} ({track.n_frames} frames, {track.duration:.2f} s)")
+    limit_heap_growth()     # this process streams the speech: chunk-sized buffers stay out of the heap
+    # Written chunk by chunk as it is made: memory stays flat however long the speech is.
+    frames = animate_speech_to_file(audio, output, model, spec, rig, identity=ident, style=style,
+                                    front_end=front_end, text=line, warn=lambda m: rep.info(f"warning: {m}"),
+                                    progress=rep.fraction)
+    rep.success(output=str(output), frames=frames)
+    rep.info(f"wrote {output} ({frames} frames, {frames / DEFAULT_FPS:.2f} s)")
     if preview is not None:
         from ..preview import write_preview
+        track = load_track(output)      # the preview renders every frame: it reads the track back
         rep.start("preview", total=track.n_frames, description="preview")
         write_preview(track, preview, audio_path=audio, sfm_dir=sfm(sfm_dir), progress=rep.update)
         rep.success(output=str(preview))

@@ -20,14 +20,17 @@ from ..emotions import EMOTIONS, NUM_EMOTIONS
 
 
 def per_frame(keys: list[EmotionKey], n_frames: int, fps: float,
-              code_of: Callable[[str, float], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame (codes (T, De), emotion weights (T, 8), intensity (T,)) from keys.
+              code_of: Callable[[str, float], np.ndarray],
+              start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame (codes (T, De), emotion weights (T, 8), intensity (T,)) from keys, for the
+    ``n_frames`` frames from frame ``start`` on (0: a whole clip; a chunk of a long clip gets the
+    rows the whole clip's call would give it, so animation can stream).
 
     ``keys`` must be valid (:func:`evp_anim.emotion_keys.validate_keys`: times strictly
     increasing). Frame i is at time (i + 0.5) / fps. ``code_of(emotion, intensity)`` gives a
     key's code.
     """
-    t = (np.arange(n_frames) + 0.5) / fps
+    t = (np.arange(start, start + n_frames) + 0.5) / fps
     times = np.array([k.time for k in keys])
     codes_k = np.stack([code_of(k.emotion, k.intensity) for k in keys])
     onehot = np.eye(NUM_EMOTIONS, dtype=np.float32)[[EMOTIONS.index(k.emotion) for k in keys]]
