@@ -351,7 +351,13 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     with _Interrupts() as interrupts:
         try:
-            rv = app(args=args, standalone_mode=False)
+            try:
+                rv = app(args=args, standalone_mode=False)
+            except OSError as e:
+                # The disk or the file system refused (full, read-only, a file where a folder
+                # should be): an environment problem the user fixes, so one line, not a traceback.
+                from .atomic import write_error
+                raise write_error(e.filename or "the output", e) from None
         except EvpError as e:
             if interrupts.signum is not None:    # an EvpError raised while unwinding an interrupt
                 _interrupted(args, interrupts.signum)

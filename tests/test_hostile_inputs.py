@@ -232,3 +232,31 @@ def test_a_wav_below_1_khz_is_refused(tmp_path):
     sf.write(str(odd), _tone(0.1)[:200], 500, subtype="PCM_16", format="WAV")
     with pytest.raises(EvpError, match="500 Hz"):
         load_audio(odd)
+
+
+def test_disk_errors_of_any_command_are_one_line(tmp_path, monkeypatch, capsys):
+    """A full disk (or a file where a folder should be) while `preview` writes is one `error:` line
+    and exit 2, not a traceback: the CLI turns any OSError that reaches it into the write error."""
+    import errno
+
+    import evp_anim.preview
+    from evp_anim.cli import main
+
+    track = tmp_path / "t.npz"
+    save_track(_track(5), track)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.mp4"))
+
+    monkeypatch.setattr(evp_anim.preview, "write_preview", full_disk)
+    with pytest.raises(SystemExit) as ex:
+        main(["preview", str(track), "-o", str(tmp_path / "out.mp4")])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write") and "free some space" in err[0]
+    monkeypatch.undo()
+    (tmp_path / "afile").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "preview", str(track), "-o",
+                        str(tmp_path / "afile" / "out.mp4")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: cannot write")
