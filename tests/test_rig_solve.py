@@ -93,7 +93,8 @@ def test_long_tracks_solve_in_blocks_like_short_ones(rig, evp_landmarks, monkeyp
     monkeypatch.setattr(solve, "_BLOCK", 64)
     blocked = weights_from_landmarks(rig, lm)
     np.testing.assert_allclose(blocked, whole, atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(blocked[:105], blocked[105:210])
+    # the same frames give the same weights wherever a block boundary falls (up to BLAS rounding)
+    np.testing.assert_allclose(blocked[:105], blocked[105:210], atol=1e-12, rtol=0)
 
 
 def test_unconstrained_rows_are_the_plain_ridge_solution():
