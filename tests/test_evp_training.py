@@ -54,21 +54,31 @@ def test_landmark_stage_fits_a_fixed_batch(feats, tiny_corpus, tmp_path):
     """Eq. 7's gradient path: on pre-trained encoders, 40 Adam steps on one batch cut the landmark
     loss by more than half."""
     from evp_anim.train.evp_trainer import LandmarkLoss
-    cfg = TrainConfig(steps=(80, 0, 0), batch=8)
-    trainer = Trainer(feats, load_pairs(tiny_corpus / "pairs.npz"), cfg, tmp_path / "run")
+    trainer, batch = _landmark_stage_batch(feats, tiny_corpus, tmp_path, pretrain_steps=80)
+    first, last = _fit_fixed_batch(LandmarkLoss(trainer.net), batch, trainer.net.a2l.parameters())
+    assert last < 0.5 * first
+
+
+def _landmark_stage_batch(feats, corpus, tmp_path, pretrain_steps):
+    """A trainer after ``pretrain_steps`` of stage 1, set to stage 3, and one stage-3 batch."""
+    cfg = TrainConfig(steps=(pretrain_steps, 0, 0), batch=8)
+    trainer = Trainer(feats, load_pairs(corpus / "pairs.npz"), cfg, tmp_path / "run")
     trainer.run()
     trainer.stage = 2
     trainer._codes = np.zeros((len(feats), trainer.net.cfg.emotion_dim), np.float32)
-    batch = trainer._batch()
-    loss_fn = LandmarkLoss(trainer.net)
-    optim = torch.optim.Adam(trainer.net.a2l.parameters(), lr=3e-3)
+    return trainer, trainer._batch()
+
+
+def _fit_fixed_batch(loss_fn, batch, params, steps: int = 40) -> tuple[float, float]:
+    """(loss before, loss after) ``steps`` Adam steps on one batch."""
+    optim = torch.optim.Adam(list(params), lr=3e-3)
     first = loss_fn(*batch)[0].item()
-    for _ in range(40):
+    for _ in range(steps):
         loss, _ = loss_fn(*batch)
         optim.zero_grad()
         loss.backward()
         optim.step()
-    assert loss_fn(*batch)[0].item() < 0.5 * first
+    return first, loss_fn(*batch)[0].item()
 
 
 def test_killed_run_resumes_to_identical_weights(feats, tiny_corpus, tmp_path):
@@ -175,25 +185,13 @@ def test_phone_encoder_learns_in_the_landmark_stage(feats, tiny_corpus, tmp_path
     """Stage 3 with every sample on the phone front end: Ep and the LSTM together cut the landmark
     loss on a fixed batch, and Ec (frozen) does not move."""
     from evp_anim.train.evp_trainer import LandmarkLoss
-    cfg = TrainConfig(steps=(40, 0, 0), batch=8)
-    trainer = Trainer(feats, load_pairs(tiny_corpus / "pairs.npz"), cfg, tmp_path / "run")
-    trainer.run()
-    trainer.stage = 2
-    trainer._codes = np.zeros((len(feats), trainer.net.cfg.emotion_dim), np.float32)
-    batch = trainer._batch()
+    trainer, batch = _landmark_stage_batch(feats, tiny_corpus, tmp_path, pretrain_steps=40)
     assert batch[-1].shape == batch[0].shape[:2]          # visemes (B, T) with the windows
-    loss_fn = LandmarkLoss(trainer.net, phone_content=1.0)
     ec_before = [p.detach().clone() for p in trainer.net.content.parameters()]
     ep_before = [p.detach().clone() for p in trainer.net.phones.parameters()]
     params = list(trainer.net.a2l.parameters()) + list(trainer.net.phones.parameters())
-    optim = torch.optim.Adam(params, lr=3e-3)
-    first = loss_fn(*batch)[0].item()
-    for _ in range(40):
-        loss, _ = loss_fn(*batch)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    assert loss_fn(*batch)[0].item() < 0.5 * first
+    first, last = _fit_fixed_batch(LandmarkLoss(trainer.net, phone_content=1.0), batch, params)
+    assert last < 0.5 * first
     assert all(torch.equal(a, b) for a, b in zip(ec_before, trainer.net.content.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(ep_before, trainer.net.phones.parameters()))
 
