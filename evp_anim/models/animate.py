@@ -48,7 +48,6 @@ CROP = 256
 # energy()'s 1500-frame blocks, and EmoteModel.predict's own chunk, so chunked results are the
 # whole-clip call's. Memory per chunk: ~8 MB of samples, ~4 MB of windows, the network's activations.
 CHUNK_FRAMES = 3000
-_EVP_STEP = 500              # frames per LSTM step of EvpModel.predict_lm3d (same boundaries, same sums)
 _EMOTE_OVERLAP = 64          # EmoteModel.predict's overlap either side of a chunk (its receptive field < 2 s)
 _PROJECT_BLOCK = 500        # frames per projection / rig evaluation block
 _LIFT_BLOCK = 500           # frames per rig solve in lift_to_rig (bounds the solver's temporaries)
@@ -194,41 +193,6 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
         buf, buf_start = buf[keep - buf_start:].copy(), keep
         yield a, b, f0, windows
         del windows             # not held while the next chunk's samples are read
-
-
-class _EvpSteps:
-    """EVP's audio-to-landmark pass over consecutive chunks of one clip: the loop of
-    :meth:`EvpModel.predict_lm3d` (same 500-frame steps, same ±2-frame content context), with the
-    LSTM state carried from one call to the next instead of within one call."""
-
-    def __init__(self, model: EvpModel, reference: np.ndarray, n: int, visemes: np.ndarray | None):
-        self.net = model.net
-        self.ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, 68, 3))
-        self.ref_n = self.net.normalise_reference(self.ref)
-        self.n = n
-        self.visemes = visemes
-        self.pad = 2 if visemes is None else 3   # Ec's temporal conv sees ±2 frames, Ep's ±3
-        self.state = None
-
-    @torch.no_grad()
-    def __call__(self, windows: np.ndarray, f0: int, a: int, b: int, codes: np.ndarray) -> np.ndarray:
-        """Landmarks (b - a, 68, 3) mm of frames [a, b), the next frames after the last call's;
-        ``windows`` are those of frames [f0, ...) covering [a - pad, b + pad) within the clip;
-        ``codes`` (b - a, De) the frames' emotion codes."""
-        net = self.net
-        out = np.empty((b - a, 68, 3), np.float32)
-        for c0 in range(a, b, _EVP_STEP):
-            c1 = min(c0 + _EVP_STEP, b)
-            lo, hi = max(0, c0 - self.pad), min(self.n, c1 + self.pad)
-            if self.visemes is None:
-                content = net.content(net.normalise(torch.from_numpy(windows[lo - f0:hi - f0])[None]))
-            else:
-                content = net.phones(torch.from_numpy(self.visemes[lo:hi])[None])
-            content = content[:, c0 - lo: c0 - lo + (c1 - c0)]
-            code = torch.from_numpy(np.array(codes[c0 - a:c1 - a], np.float32))[None]   # a copy: codes may be a read-only broadcast
-            coeffs, self.state = net.a2l(content, code, self.ref_n, self.state)
-            out[c0 - a:c1 - a] = net.landmarks(coeffs, self.ref)[0].numpy()
-        return out
 
 
 class _RestMouth:
@@ -406,16 +370,19 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
     # (np.roll in _silence_gate) reach across the clip's ends.
     gate = _silence_gate(voice_activity_from_energy(levels))
     rest = _RestMouth(model, reference, lambda a, b: emotion_of(a, b)[0], n, chunk) if gate.any() else None
-    steps = _EvpSteps(model, reference, n, visemes)
+    pad = model.context(visemes)
+    lstm_state = None
     scale, trans = aligned_crop_transform(CROP)
     ident = np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32)
 
     def span(a: int, b: int) -> tuple[int, int]:
-        return max(0, a - steps.pad), min(n, b + steps.pad)
+        return max(0, a - pad), min(n, b + pad)
 
     def one_chunk(a: int, b: int, f0: int, windows: np.ndarray) -> Track:
+        nonlocal lstm_state
         codes, weights, intensity = emotion_of(a, b)
-        lm3d = steps(windows, f0, a, b, codes)
+        # The LSTM state is carried from chunk to chunk: the frames come out as one call's would.
+        lm3d, lstm_state = model.predict_frames(windows, f0, n, a, b, codes, reference, lstm_state, visemes)
         # Only the gated frames' mouth rows are blended (elsewhere g = 0 leaves them as they are).
         on = np.flatnonzero(gate[a:b])
         if on.size:
@@ -451,13 +418,6 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
     chunk = _chunk_size(chunk_frames)
     return _join(_evp_chunks(_Speech.from_array(audio, sample_rate), model, spec, reference, identity,
                              content, None, chunk, _provenance(model), {}))
-
-
-def seal_bilabials(rig, weights: np.ndarray, phones, identity: np.ndarray | None = None) -> np.ndarray:
-    """(T, K) rig weights with the lips sealed on the /p b m/ among ARPAbet ``phones`` (25 fps)."""
-    from ..face.lip_contact import bilabial_intervals, close_lips, closure_curve
-    closure = closure_curve(bilabial_intervals(phones), len(weights), FPS)
-    return close_lips(rig, weights, closure, identity)
 
 
 def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:

@@ -37,6 +37,7 @@ from ..errors import EvpError
 MODEL_FORMAT = "evp-anim-evp-model"
 MODEL_VERSION = 2        # 2: the phone content encoder Ep (version-1 files load without it)
 N_LANDMARKS = 68
+PREDICT_STEP = 500       # frames per LSTM step of predict_lm3d / predict_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,9 +293,8 @@ class EvpModel:
         frac = pos - lo
         return ((1 - frac) * codes[e, lo] + frac * codes[e, lo + 1]).astype(np.float32)
 
-    @torch.no_grad()
     def predict_lm3d(self, windows: np.ndarray, reference: np.ndarray, emotion_code: np.ndarray,
-                     chunk: int = 500, visemes: np.ndarray | None = None) -> np.ndarray:
+                     chunk: int = PREDICT_STEP, visemes: np.ndarray | None = None) -> np.ndarray:
         """Landmarks (T, 68, 3) mm for windows (T, 28, 12), a neutral reference face (68, 3) mm
         and an emotion code (De,) or per-frame codes (T, De). With ``visemes`` (T, 15) (viseme
         shares of phones, :func:`~evp_anim.audio.phones.viseme_posteriors`) the content codes come
@@ -314,26 +314,49 @@ class EvpModel:
             if visemes.shape != (t_total, self.net.cfg.num_visemes):
                 raise EvpError(f"viseme shares must be ({t_total}, {self.net.cfg.num_visemes}), "
                                f"got {visemes.shape}")
-        ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
-        ref_n = self.net.normalise_reference(ref)
         code = np.asarray(emotion_code, np.float32)
         if code.ndim == 1:
             code = np.broadcast_to(code, (t_total, code.shape[0]))
         if code.shape != (t_total, self.net.cfg.emotion_dim):
             raise EvpError(f"emotion code must be ({self.net.cfg.emotion_dim},) or (T, "
                            f"{self.net.cfg.emotion_dim}), got {code.shape}")
-        out = np.empty((t_total, N_LANDMARKS, 3), np.float32)
-        state = None
-        pad = 2 if visemes is None else 3  # Ec's temporal conv sees ±2 frames, Ep's ±3
-        for a in range(0, t_total, chunk):
-            b = min(a + chunk, t_total)
-            lo, hi = max(0, a - pad), min(t_total, b + pad)
-            if visemes is None:
-                content = self.net.content(self.net.normalise(torch.from_numpy(w[lo:hi])[None]))
-            else:
-                content = self.net.phones(torch.from_numpy(visemes[lo:hi])[None])
-            content = content[:, a - lo: a - lo + (b - a)]
-            coeffs, state = self.net.a2l(content, torch.from_numpy(np.ascontiguousarray(code[a:b]))[None],
-                                         ref_n, state)
-            out[a:b] = self.net.landmarks(coeffs, ref)[0].numpy()
+        out, _ = self.predict_frames(w, 0, t_total, 0, t_total, code, reference, visemes=visemes, step=chunk)
         return out
+
+    @staticmethod
+    def context(visemes: np.ndarray | None) -> int:
+        """Frames of content context either side of a frame: Ec's temporal conv sees ±2, Ep's ±3."""
+        return 2 if visemes is None else 3
+
+    @torch.no_grad()
+    def predict_frames(self, windows: np.ndarray, first: int, n_frames: int, start: int, stop: int,
+                       codes: np.ndarray, reference: np.ndarray, state=None,
+                       visemes: np.ndarray | None = None, step: int = PREDICT_STEP):
+        """Landmarks (stop - start, 68, 3) mm of frames [start, stop) of an ``n_frames``-frame clip,
+        and the LSTM state after them (pass it back for the next frames: a clip can be animated in
+        consecutive calls, giving what one call gives).
+
+        ``windows`` are the MFCC windows of frames [first, first + len(windows)), covering
+        [start - c, stop + c) within the clip (c = :meth:`context`); ``visemes`` (n_frames, 15),
+        when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
+        ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
+        clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks).
+        """
+        net = self.net
+        ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
+        ref_n = net.normalise_reference(ref)
+        pad = self.context(visemes)
+        out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
+        for c0 in range(start, stop, step):
+            c1 = min(c0 + step, stop)
+            lo, hi = max(0, c0 - pad), min(n_frames, c1 + pad)
+            if visemes is None:
+                content = net.content(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
+            else:
+                content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
+            content = content[:, c0 - lo: c0 - lo + (c1 - c0)]
+            # a copy: codes may be a read-only broadcast
+            code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
+            coeffs, state = net.a2l(content, code, ref_n, state)
+            out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
+        return out, state
