@@ -55,7 +55,8 @@ def check_waveform(audio: np.ndarray, what: str = "audio", allow_empty: bool = F
     return a
 
 
-def _check_rate(sr: float, what: str = "sample rate") -> None:
+def check_rate(sr: float, what: str = "sample rate") -> None:
+    """One-line EvpError unless ``sr`` is a positive finite number."""
     if not (isinstance(sr, (int, float, np.integer, np.floating)) and sr > 0 and math.isfinite(sr)):
         raise EvpError(f"{what} must be a positive number, got {sr!r}")
 
@@ -66,8 +67,8 @@ def n_frames(n_samples: int, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS) ->
     Rounding up means a trailing partial frame counts as a frame (1.01 s → 26 frames at 25 fps),
     so every sample belongs to some frame; 0 samples → 0 frames. Exact for integer ``sr``/``fps``.
     """
-    _check_rate(sr)
-    _check_rate(fps, "fps")
+    check_rate(sr)
+    check_rate(fps, "fps")
     n = int(n_samples)
     if n < 0:
         raise EvpError(f"n_samples must be >= 0, got {n_samples}")
@@ -76,7 +77,8 @@ def n_frames(n_samples: int, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS) ->
     return int(math.ceil(n * fps / sr - 1e-9))
 
 
-def _to_16k(audio: np.ndarray, sr: float) -> np.ndarray:
+def to_16k(audio: np.ndarray, sr: float) -> np.ndarray:
+    """(N,) float32 samples at 16 kHz from ``audio`` at ``sr`` Hz (soxr, high quality)."""
     if sr == SAMPLE_RATE:
         return audio.astype(np.float32, copy=False)
     import soxr
@@ -198,8 +200,8 @@ def mfcc(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     the result does not grow with the clip. Audio at another rate is first resampled to 16 kHz.
     """
     a = check_waveform(audio)
-    _check_rate(sr)
-    y = _to_16k(a, sr)
+    check_rate(sr)
+    y = to_16k(a, sr)
     m_total = 1 + y.size // _HOP
     out = np.empty((m_total, N_MFCC), np.float32)
     for m0 in range(0, m_total, _MFCC_BLOCK):
@@ -285,7 +287,7 @@ def mfcc_windows(audio: np.ndarray, sr: int = SAMPLE_RATE, n_frames: int | None 
     Built with a strided view (:func:`mfcc_window_view`, no Python loop), then copied once.
     """
     a = check_waveform(audio)
-    _check_rate(sr)
+    check_rate(sr)
     T = _frames_for(a, sr, DEFAULT_FPS, n_frames)
     return np.ascontiguousarray(mfcc_window_view(mfcc(a, sr), T))
 
@@ -307,8 +309,8 @@ def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS,
     silence, and frames past the end of the audio, read :data:`ENERGY_FLOOR_DB` (-120 dBFS).
     """
     a = check_waveform(audio, allow_empty=True)
-    _check_rate(sr)
-    _check_rate(fps, "fps")
+    check_rate(sr)
+    check_rate(fps, "fps")
     T = _frames_for(a, sr, fps, n_frames)
     bounds = np.minimum(np.floor(np.arange(T + 1) * (sr / fps) + 1e-9).astype(np.int64), a.size)
     counts = np.diff(bounds)

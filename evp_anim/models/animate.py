@@ -107,15 +107,10 @@ class _Speech:
     @classmethod
     def from_array(cls, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> "_Speech":
         """Samples already in memory, at any rate (converted to 16 kHz first, as :func:`mfcc` does)."""
-        from ..audio.features import check_waveform
+        from ..audio.features import check_rate, check_waveform, to_16k
         a = check_waveform(audio)
-        if not (isinstance(sample_rate, (int, float, np.integer, np.floating)) and np.isfinite(sample_rate)
-                and sample_rate > 0):
-            raise EvpError(f"sample rate must be a positive number, got {sample_rate!r}")
-        if sample_rate != SAMPLE_RATE:
-            import soxr
-            a = soxr.resample(a.astype(np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
-        a = np.asarray(a, np.float32)
+        check_rate(sample_rate)
+        a = to_16k(a, sample_rate)
         return cls(lambda first: (a[i:i + _ARRAY_BLOCK] for i in range(0, a.size, _ARRAY_BLOCK)))
 
     @classmethod
