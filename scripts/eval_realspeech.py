@@ -76,7 +76,7 @@ def main() -> None:
     aligned = {c[0]: c[3] for c in clips}
     show("rule-based (transcript)", pooled(lambda p, t, a: rb.animate_3d(
         a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=aligned[p])[0]))
-    for item in args.models.split(","):
+    for item in filter(None, args.models.split(",")):
         name, _, path = item.partition("=")
         model = load_animation_model(path or (None if name == "evp" else name))
         for emo in args.emotions.split(","):

@@ -7,7 +7,8 @@ seals the lips for every /p b m/. :func:`close_lips` enforces that on rig weight
 against whatever the jaw does) until the signed inner-lip gap reaches :data:`SEAL_RATIO`, and
 lowers ``jawOpen`` when ``mouthClose`` alone cannot. The rig is linear, so the gap is linear in
 each weight and the correction is solved per frame in closed form (two passes for the small
-non-linearity of the measure).
+non-linearity of the measure). :func:`compose_emotion` puts an emotion on speech the same way:
+its opening of the mouth follows the phones instead of holding the lips apart throughout.
 
 The mouth measure (:func:`mouth_openness`) is shared with the lip-sync evaluation: inner-lip gap
 (iBUG pairs 61–67, 62–66, 63–65, signed across the mouth: ≤ 0 when the lips touch or press)
@@ -97,8 +98,17 @@ def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarr
     rows = np.nonzero(c > 0)[0]
     if rows.size == 0:
         return w
+    w[rows] = _move_lips(rig, w[rows], np.full(rows.size, seal), identity, c[rows], fix_crossed=True)
+    return w
+
+
+def _move_lips(rig, w: np.ndarray, target: np.ndarray, identity, gain: np.ndarray,
+               fix_crossed: bool) -> np.ndarray:
+    """(N, K) weights whose inner-lip gap is brought down to ``target`` (N,) where it is above:
+    ``mouthClose`` first, then ``jawOpen``; ``gain`` (N,) in [0, 1] takes that share of the step.
+    With ``fix_crossed`` lips pushed through each other are opened back with ``mouthClose``."""
     mc, jaw = rig.channel_index("mouthClose"), rig.channel_index("jawOpen")
-    sub = w[rows]
+    sub = np.array(w, np.float32, copy=True)
     for col, sign in ((mc, 1.0), (jaw, -1.0)):
         for _ in range(2):
             gap = mouth_openness(rig.landmarks_3d(identity, sub))
@@ -106,9 +116,64 @@ def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarr
             step[:, col] += sign * 0.1
             slope = (mouth_openness(rig.landmarks_3d(identity, step)) - gap) / 0.1
             # Open lips close with either channel; crossed lips open with mouthClose only.
-            off = (gap > seal) | ((gap < CROSS_RATIO) & (col == mc))
+            off = gap > target
+            if fix_crossed and col == mc:
+                off |= gap < CROSS_RATIO
             need = off & (slope < -1e-6)
-            delta = np.where(need, (gap - seal) / np.maximum(-slope, 1e-6), 0.0)
-            sub[:, col] = np.clip(sub[:, col] + sign * delta * c[rows], 0.0, 1.0)
-    w[rows] = sub
-    return w
+            delta = np.where(need, (gap - target) / np.maximum(-slope, 1e-6), 0.0)
+            sub[:, col] = np.clip(sub[:, col] + sign * delta * gain, 0.0, 1.0)
+    return sub
+
+
+# The speech channels an emotion may push open (gated by how open the phone is) and the ones
+# that press the lips together (eased on open phones): see compose_emotion.
+_OPENING = ("jawOpen", "mouthUpperUpLeft", "mouthUpperUpRight", "mouthLowerDownLeft",
+            "mouthLowerDownRight", "mouthStretchLeft", "mouthStretchRight")
+_PRESSING = ("mouthPressLeft", "mouthPressRight")
+# Articulation jawOpen at which a phone counts as closed (consonants hold the jaw at 0.06–0.16)
+# and from which it counts as fully open (mid vowels and up).
+CLOSE_PHONE_JAW = 0.10
+OPEN_PHONE_JAW = 0.45
+
+
+def compose_emotion(rig, speech: np.ndarray, emotion: np.ndarray,
+                    identity: np.ndarray | None = None) -> np.ndarray:
+    """(T, K) rig weights of speech articulation ``speech`` (T, K) under an emotion ``emotion``
+    (T, K, already scaled by intensity and envelope), in [0, 1].
+
+    Articulation dominates the mouth: the emotion widens, raises or presses it, but its opening
+    follows the phones. ``a`` = how open the phone is (articulation ``jawOpen`` from
+    CLOSE_PHONE_JAW to OPEN_PHONE_JAW, mapped to [0, 1] and squared) gates the emotion's opening channels (surprise's dropped jaw shows on the
+    vowels, not through /t d s/), eases its lip press on open vowels (anger still opens them), and
+    caps the extra inner-lip gap the emotion's other shapes add (a smile parts the lips, ~9 mm in
+    SFM) at ``a`` times that gap, with ``mouthClose`` (then ``jawOpen``). Without it the emotion
+    adds a near-constant gap that drowns the consonant–vowel contrast: on 40 synthetic sentences
+    at full intensity the openness of happy / surprised / angry speech correlated 0.45 / 0.38 /
+    0.56 with the phones' openness when the emotion was added, 0.66 / 0.68 / 0.66 composed
+    (neutral 0.65).
+    """
+    speech = np.asarray(speech, np.float32)
+    e = np.array(emotion, np.float32, copy=True)
+    if speech.shape != e.shape or speech.ndim != 2:
+        raise EvpError(f"speech and emotion weights must both be (T, K): {speech.shape} vs {e.shape}")
+    jaw = speech[:, rig.channel_index("jawOpen")]
+    # Squared: a consonant between open vowels keeps some jaw from them (0.1–0.2), which must
+    # not pass on a proportional share of a dropped jaw.
+    a = np.clip((jaw - CLOSE_PHONE_JAW) / (OPEN_PHONE_JAW - CLOSE_PHONE_JAW), 0.0, 1.0) ** 2
+    e[:, [rig.channel_index(c) for c in _OPENING]] *= a[:, None]
+    # While speaking the press is half the table's and eases further with the jaw: at full
+    # strength it sealed the lips on most consonants (angry speech had 31% shut frames against
+    # 25% neutral, so a shut mouth would have passed for closure).
+    ease = 0.5 * (1.0 - 0.7 * np.clip(jaw / OPEN_PHONE_JAW, 0.0, 1.0))
+    e[:, [rig.channel_index(c) for c in _PRESSING]] *= ease[:, None]
+    full = np.clip(speech + e, 0.0, 1.0)
+    if len(full) == 0:
+        return full
+    from .channels import SPEECH_CHANNELS
+    cols = [rig.channel_index(c) for c in SPEECH_CHANNELS]
+    ref = speech.copy()
+    ref[:, cols] = np.clip(ref[:, cols] + e[:, cols], 0.0, 1.0)
+    g_ref = mouth_openness(rig.landmarks_3d(identity, ref))
+    g_full = mouth_openness(rig.landmarks_3d(identity, full))
+    target = g_ref + a * np.maximum(g_full - g_ref, 0.0)
+    return _move_lips(rig, full, target, identity, np.ones(len(full), np.float32), fix_crossed=False)

@@ -196,7 +196,7 @@ class ClipMaker:
         from ..audio.features import n_frames as count_frames
         from ..face.projection import project
         from .speech import synthesize_utterance
-        from ..face.lip_contact import close_lips, closure_curve
+        from ..face.lip_contact import close_lips, closure_curve, compose_emotion
         from .visemes import articulation_curves, viseme_sequence
 
         rng = np.random.default_rng(face_seed)
@@ -218,16 +218,19 @@ class ClipMaker:
         style = rng.uniform(0.85, 1.15)
         gain = 1.0 + (ARTICULATION_GAIN[emotion] - 1.0) * intensity
         weights[:, self._speech_cols] = articulation_curves(utt.phonemes, n, DEFAULT_FPS) * style * gain
-        # Emotion: the rig's table at this intensity, varied a little per clip, under an envelope.
+        weights = np.clip(weights, 0.0, 1.0)
+        identity = self.identities[speaker_index]
+        # Emotion: the rig's table at this intensity, varied a little per clip, under an envelope;
+        # its opening of the mouth follows the phones (compose_emotion).
         if emotion != "neutral" and intensity > 0:
             target = self.rig.emotion_weights(emotion, intensity)
             target = target * rng.uniform(0.85, 1.15, target.shape).astype(np.float32)
-            weights += dynamics.emotion_envelope(n, DEFAULT_FPS, rng)[:, None] * target[None, :]
+            shown = dynamics.emotion_envelope(n, DEFAULT_FPS, rng)[:, None] * target[None, :]
+            weights = compose_emotion(self.rig, weights, shown, identity)
         blink = dynamics.blink_curve(n, DEFAULT_FPS, rng, dynamics.BLINK_RATE_PER_MIN[emotion])
         for c in self._blink_cols:
             weights[:, c] = np.maximum(weights[:, c], blink)
         weights = np.clip(weights, 0.0, 1.0)
-        identity = self.identities[speaker_index]
         # /p b m/ seal the lips whatever the emotion (and the articulation never pushes them through
         # each other): emotion may widen or raise the mouth, never hold it open through a bilabial.
         bilabial = [(s, e) for s, e, v in viseme_sequence(utt.phonemes) if v == "PP"]
