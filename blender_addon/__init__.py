@@ -3,7 +3,8 @@
 Import a track (SFM head with one shape key per rig channel, a new slotted Action, animated
 68-point landmarks, the audio, scene fps), edit it (F-curves, keyed emotion/intensity,
 strength and per-channel multipliers), regenerate it through the evp-anim CLI (modal, Esc
-cancels), export it back to a track, and retarget it onto ARKit-named shape keys.
+cancels), export it back to a track, and retarget it onto any character's shape keys (ARKit,
+MetaHuman or Faceit names in any spelling, or a user mapping table).
 
 The bpy-free parts (Track I/O, formats, emotion keys) live in the ``evp_anim`` package, bundled
 as a wheel in ``wheels/``; :mod:`.builder` is the scene builder the CLI reuses.
@@ -19,6 +20,8 @@ classes = (
     preferences.EVP_AddonPreferences,
     properties.EVP_PG_channel,
     properties.EVP_PG_head,
+    properties.EVP_PG_unmatched,
+    properties.EVP_PG_retarget,
     operators.EVP_OT_import_track,
     operators.EVP_OT_export_track,
     operators.EVP_OT_export_emotion_keys,
@@ -31,6 +34,8 @@ classes = (
     panels.EVP_PT_emotion,
     panels.EVP_PT_adjust,
     panels.EVP_PT_regenerate,
+    panels.EVP_UL_unmatched,
+    panels.EVP_PT_retarget,
 )
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
@@ -39,6 +44,7 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register():
     _register_classes()
     bpy.types.Object.evp = bpy.props.PointerProperty(type=properties.EVP_PG_head)
+    bpy.types.Scene.evp_retarget = bpy.props.PointerProperty(type=properties.EVP_PG_retarget)
     bpy.types.TOPBAR_MT_file_import.append(operators.menu_import)
     bpy.types.TOPBAR_MT_file_export.append(operators.menu_export)
 
@@ -46,5 +52,6 @@ def register():
 def unregister():
     bpy.types.TOPBAR_MT_file_export.remove(operators.menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)
+    del bpy.types.Scene.evp_retarget
     del bpy.types.Object.evp
     _unregister_classes()

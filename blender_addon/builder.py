@@ -349,7 +349,8 @@ def landmark_child(head):
 
 def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, audio=None,
                  head=None, name: str | None = None, frame_start: int = 1, landmarks: bool = True,
-                 nla: bool = False, sound: bool = True, fps: float | None = None) -> ImportResult:
+                 nla: bool = False, sound: bool = True, fps: float | None = None,
+                 source_path: str | os.PathLike | None = None) -> ImportResult:
     """Put a track into ``scene`` (default: the context scene).
 
     Args:
@@ -363,6 +364,9 @@ def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, 
         sound: add the audio as a sound strip when found.
         fps: resample the track to this rate first (e.g. the scene's, to keep a 24 fps project
             at 24); default: keep the track's rate and set the scene to it.
+        source_path: the track file recorded on the head as Export's source (identity, image
+            size, phonemes…). Default: ``track`` when it is a path; for a :class:`Track` given in
+            memory onto an existing ``head`` (Apply Adjustments), the head's current source.
     Returns:
         :class:`ImportResult`. Raises :class:`EvpError` (scene untouched) on bad input.
     """
@@ -387,8 +391,14 @@ def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, 
         result.warnings.append(warn)
     if solved:
         result.warnings.append(solved)
+    if source_path is None and track_path is not None:
+        source_path = track_path
+    elif source_path is None and head is not None:
+        # an in-memory track onto an existing head (Apply Adjustments) is still that head's
+        # animation: keep the file Export reads identity, image size and phonemes from
+        source_path = head.get("evp_track_path", "") or None
     try:
-        _build(result, track, track_path, rig, scene, audio_path, name, int(frame_start), landmarks, nla)
+        _build(result, track, source_path, rig, scene, audio_path, name, int(frame_start), landmarks, nla)
     except Exception:
         _remove(result.created)
         raise
@@ -412,6 +422,8 @@ def with_solved_weights(track: Track, rig) -> tuple[Track, str]:
 
 def _build(result: ImportResult, track: Track, track_path, rig, scene, audio_path, name, frame_start,
            landmarks, nla) -> None:
+    """Make the head (unless reusing ``result.head``), the new Action and the landmarks;
+    ``track_path`` is the source file recorded on the head and the Action (None: none)."""
     collection = scene.collection
     made = result.created
     head = result.head
@@ -526,7 +538,11 @@ def export_track(head, source: Track | str | os.PathLike | None = None, sfm_dir=
     if source is None:
         if not src_path:
             raise EvpError(f"{head.name!r} has no source track path: pass the source track")
-        source = src_path
+        if not Path(bpy.path.abspath(src_path)).is_file():
+            # e.g. a Regenerate result the cache clean-up removed (see the add-on README)
+            raise EvpError(f"{head.name!r} exports from {src_path}, which no longer exists: "
+                           "regenerate again or re-import the track")
+        source = bpy.path.abspath(src_path)
     src = source if isinstance(source, Track) else load_track(source)
     if abs(src.fps - fps) > 1e-6:  # imported resampled to the scene's rate: export at that rate
         src = src.resample(fps)
@@ -627,59 +643,99 @@ def adjust_from_head(head, track: Track) -> tuple[Track, list[str]]:
 # ---------------------------------------------------------------------- retarget
 @dataclass
 class RetargetReport:
-    """Which track channels drove which shape keys, and which found nothing (never hidden)."""
+    """Which track channels drove which shape keys, and which found nothing (never hidden).
 
-    matched: dict[str, list[str]] = field(default_factory=dict)   # ARKit channel -> "object:key"
-    missing: list[str] = field(default_factory=list)              # ARKit channels no mesh has
-    not_arkit: list[str] = field(default_factory=list)            # track channels with no ARKit name
+    ``matched``: source channel → ["object:shape key", …]; ``missing``: ARKit channels the track
+    moves that no shape key received; ``not_arkit``: track channels with no ARKit column that no
+    mapping table sent anywhere (e.g. ``sfm_*``); ``unused_keys``: "object:shape key" names that
+    matched no channel (candidates for a ``--map`` table); ``preset``: the naming preset used.
+    """
+
+    matched: dict[str, list[str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    not_arkit: list[str] = field(default_factory=list)
+    unused_keys: list[str] = field(default_factory=list)
+    preset: str = "arkit"
     actions: list = field(default_factory=list)
 
+    @property
+    def unmatched(self) -> list[str]:
+        """Track channels that drove nothing: ARKit channels with no shape key, then the others."""
+        return self.missing + self.not_arkit
+
     def summary(self) -> str:
-        s = f"drove {len(self.matched)} channels"
+        s = f"drove {len(self.matched)} channels ({self.preset} names)"
         if self.missing:
-            s += f"; rig lacks {len(self.missing)}: {', '.join(self.missing[:8])}" + ("…" if len(self.missing) > 8 else "")
+            s += f"; no shape key for {len(self.missing)}: {', '.join(self.missing[:8])}" + ("…" if len(self.missing) > 8 else "")
         if self.not_arkit:
             s += f"; not ARKit (skipped): {', '.join(self.not_arkit)}"
+        if self.unused_keys:
+            s += (f"; {len(self.unused_keys)} shape keys matched nothing: {', '.join(self.unused_keys[:6])}"
+                  + ("…" if len(self.unused_keys) > 6 else ""))
         return s
 
 
-def retarget(track: Track | str | os.PathLike, objects, scene=None, frame_start: int = 1) -> RetargetReport:
-    """Drive the ARKit-named shape keys of ``objects`` (meshes) with a track, matching names
-    case-insensitively; ``mouthSmirkLeft`` goes to mouthSmileLeft + mouthDimpleLeft (clipped
-    0–1). Each mesh's shape-key datablock gets a NEW Action. Sets scene fps and range.
-    Raises EvpError when no mesh has any matching shape key."""
-    from evp_anim.export.arkit import ARKIT_52, to_arkit52, unmapped_channels
+def retarget(track: Track | str | os.PathLike, objects, scene=None, frame_start: int = 1,
+             preset: str = "arkit", mapping=None) -> RetargetReport:
+    """Drive the shape keys of ``objects`` (meshes) with a track.
+
+    Shape-key names are matched to the track's ARKit channels by
+    :mod:`evp_anim.export.retarget_names` (case, ``_L``/``Left``/``L`` sides and ``ARKit.`` /
+    ``CC_``-style prefixes ignored; ``preset`` "arkit", "metahuman", "faceit" or "none" picks
+    the naming convention); ``mouthSmirkLeft`` goes to mouthSmileLeft + mouthDimpleLeft.
+    ``mapping`` (a path to a TOML/CSV table, or {source channel: [shape keys]}) sends named
+    channels — ARKit or the track's own, e.g. ``sfm_happiness`` — to named shape keys and
+    overrides the automatic match for those keys. A key driven by several channels gets their
+    sum; values are clipped to 0–1. Each mesh's shape-key datablock gets a NEW Action; sets
+    scene fps and range.
+
+    Raises EvpError (scene untouched) on an unknown preset, a bad mapping table, a table naming
+    channels the track lacks or shape keys no mesh has, or when nothing matches at all.
+    """
+    from evp_anim.export.arkit import ARKIT_52, unmapped_channels
+    from evp_anim.export.retarget_names import (check_preset, plan_links, read_map, resolve_map_sources,
+                                                source_curves)
     scene = scene or bpy.context.scene
+    preset = check_preset(preset)
+    user_map = read_map(mapping) if isinstance(mapping, (str, os.PathLike)) else dict(mapping or {})
     if not isinstance(track, Track):
         track = load_track(track)
-    arkit = to_arkit52(track.expression, track.expression_names)
-    present = {n for n in ARKIT_52 if np.any(arkit[:, ARKIT_52.index(n)] != 0)
-               or any(n.lower() == t.lower() for t in track.expression_names)}
-    report = RetargetReport(not_arkit=[n for n in unmapped_channels(track.expression_names)])
+    # the curves a source name stands for: ARKit columns (splits folded in), else raw channels
+    values = source_curves(track.expression, track.expression_names)
+    present = [n for n in ARKIT_52 if n in values]
+    user_map = resolve_map_sources(user_map, list(values))
+    meshes = [(o, o.data.shape_keys) for o in objects
+              if o.type == "MESH" and getattr(o.data, "shape_keys", None) is not None]
+    all_keys = {kb.name for _, key in meshes for kb in key.key_blocks}
+    absent = sorted({t for ts in user_map.values() for t in ts} - all_keys)
+    if absent:
+        raise EvpError(f"mapping table names shape keys no selected mesh has: {', '.join(absent[:8])}")
+    report = RetargetReport(preset=preset)
     targets = []
-    for obj in objects:
-        key = getattr(obj.data, "shape_keys", None) if obj.type == "MESH" else None
-        if key is None:
-            continue
-        lower = {kb.name.lower(): kb.name for kb in key.key_blocks}
-        hits = [(n, lower[n.lower()]) for n in ARKIT_52 if n in present and n.lower() in lower]
-        if hits:
-            targets.append((obj, key, hits))
+    for obj, key in meshes:
+        names = [kb.name for kb in key.key_blocks if kb != key.reference_key]
+        links = plan_links(names, present, preset, user_map)
+        report.unused_keys += [f"{obj.name}:{n}" for n in names if n not in links]
+        if links:
+            targets.append((obj, key, links))
     if not targets:
-        raise EvpError("no selected mesh has ARKit-named shape keys (e.g. jawOpen): nothing to retarget")
+        raise EvpError("no selected mesh has shape keys matching the track's channels (ARKit names such as "
+                       "jawOpen, a --preset's names, or a --map table): nothing to retarget")
     set_scene_timing(scene, track.fps, frame_start, track.n_frames)
     frames = frame_start + np.arange(track.n_frames, dtype=np.float32)
-    for obj, key, hits in targets:
+    for obj, key, links in targets:
         action = bpy.data.actions.new(f"EVP retarget {obj.name}")
         slot = ensure_slot(action, "KEY", key.name)
         bag = channelbag(action, slot)
-        for arkit_name, kb_name in hits:
-            _fcurve(bag, f'key_blocks["{kb_name}"].value', frames, arkit[:, ARKIT_52.index(arkit_name)],
-                    group="ARKit")
-            report.matched.setdefault(arkit_name, []).append(f"{obj.name}:{kb_name}")
+        for kb_name, sources in links.items():
+            curve = np.clip(np.sum([values[s] for s in sources], axis=0), 0.0, 1.0)
+            _fcurve(bag, f'key_blocks["{kb_name}"].value', frames, curve, group="EVP retarget")
+            for s in sources:
+                report.matched.setdefault(s, []).append(f"{obj.name}:{kb_name}")
         _assign(key, action, slot, False, frame_start)
         report.actions.append(action)
-    report.missing = [n for n in ARKIT_52 if n in present and n not in report.matched]
+    report.missing = [n for n in present if n not in report.matched]
+    report.not_arkit = [n for n in unmapped_channels(track.expression_names) if n not in report.matched]
     return report
 
 

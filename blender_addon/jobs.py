@@ -50,6 +50,66 @@ def build_argv(template: str, **values: str) -> list[str]:
     return argv
 
 
+# Regenerate's files live in a per-user cache, never beside the artist's track or audio (a
+# project folder under version control or on a shared drive must not fill with run files).
+REGEN_KEEP_DAYS = 14.0
+
+
+def regen_cache_dir() -> Path:
+    """Folder for Regenerate's results and emotion-keys files: ``$EVP_ANIM_REGEN_DIR`` if set,
+    else ``$XDG_CACHE_HOME/evp-anim/regen`` (default ``~/.cache/evp-anim/regen``), next to the
+    add-on's rig cache. Created on demand."""
+    env = os.environ.get("EVP_ANIM_REGEN_DIR", "").strip()
+    if env:
+        d = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        d = (Path(base).expanduser() if base.strip() else Path.home() / ".cache") / "evp-anim" / "regen"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def regen_paths(stem: str, folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(result .npz, emotion-keys .toml) for a new Regenerate run of the clip named ``stem``, in
+    ``folder`` (default :func:`regen_cache_dir`). Names: ``<stem>.regen-<time>-<random>.npz`` and
+    the same with ``.keys.toml``; the random part keeps two runs in one second apart."""
+    import time
+    import uuid
+    d = Path(folder) if folder is not None else regen_cache_dir()
+    stem = stem.split(".regen")[0] or "evp"
+    out = d / f"{stem}.regen-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.npz"
+    return out, out.with_suffix(".keys.toml")
+
+
+def prune_regen_cache(keep=(), max_age_days: float = REGEN_KEEP_DAYS,
+                      folder: str | os.PathLike | None = None) -> list[Path]:
+    """Delete Regenerate files in the cache older than ``max_age_days`` (results, keys files and
+    atomic-write leftovers), except the paths in ``keep`` (the results open heads still export
+    from). Emotion-keys files are only inputs of a run and go after an hour. Returns what was
+    deleted; files that vanish or cannot be removed meanwhile are skipped."""
+    import time
+    d = Path(folder) if folder is not None else regen_cache_dir()
+    keep = {os.path.abspath(os.fspath(k)) for k in keep if k}
+    now = time.time()
+    gone = []
+    for p in d.glob("*.regen-*"):
+        if not p.is_file() or os.path.abspath(p) in keep:
+            continue
+        limit = 3600.0 if p.name.endswith(".keys.toml") else max_age_days * 86400.0
+        try:
+            if now - p.stat().st_mtime > limit:
+                p.unlink()
+                gone.append(p)
+        except OSError:
+            continue
+    for p in d.glob(".*.regen-*"):   # a killed CLI's temporaries (".<name>.*")
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > 3600.0:
+                p.unlink()
+                gone.append(p)
+    return gone
+
+
 class CliJob:
     """One CLI run. ``state`` is running → success | failure | cancelled.
 

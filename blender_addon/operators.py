@@ -7,17 +7,18 @@ the artist's objects and Actions as they were.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from evp_anim.errors import EvpError
 
 from . import builder
-from .jobs import CliJob, build_argv
+from .jobs import CliJob, build_argv, prune_regen_cache, regen_paths
 from .preferences import prefs
 
 
@@ -129,16 +130,24 @@ def _import_result(op, context, head, path: Path) -> set:
         props = getattr(head, builder.EVP_PROP)
         res = builder.import_track(track, head=head, sfm_dir=_sfm(context), sound=False, landmarks=True,
                                    nla=props.as_nla, frame_start=props.frame_start, name=path.stem,
-                                   scene=context.scene, fps=float(head["evp_fps"]))
+                                   scene=context.scene, fps=float(head["evp_fps"]), source_path=path)
     except EvpError as e:
         op.report({"ERROR"}, str(e))
         return {"CANCELLED"}
-    head["evp_track_path"] = str(path)
-    getattr(head, builder.EVP_PROP).track_path = str(path)
     if unknown:
         op.report({"WARNING"}, f"multipliers for channels the track lacks: {', '.join(unknown[:8])}")
     op.report({"INFO"}, f"regenerated: new Action {res.action.name!r}")
     return {"FINISHED"}
+
+
+def _exported_from() -> set[str]:
+    """Track files the open session's heads and Actions export from (kept by the cache clean-up)."""
+    paths = set()
+    for idb in (*bpy.data.objects, *bpy.data.actions):
+        p = idb.get("evp_track_path")
+        if p:
+            paths.add(bpy.path.abspath(str(p)))
+    return paths
 
 
 class EVP_OT_regenerate(_HeadOperator, bpy.types.Operator):
@@ -169,18 +178,22 @@ class EVP_OT_regenerate(_HeadOperator, bpy.types.Operator):
             self.report({"ERROR"}, str(e))
             return False
         base = Path(bpy.path.abspath(props.track_path)) if props.track_path else audio
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = base.with_name(f"{base.stem.split('.regen')[0]}.regen-{stamp}.npz")
-        keys_path = out.with_suffix(".keys.toml")
         try:
+            # results and keys go to the per-user regenerate cache, never beside the artist's
+            # files; old results nobody in this session exports from are cleaned up first
+            prune_regen_cache(keep=_exported_from())
+            out, keys_path = regen_paths(base.stem)
             write_emotion_keys(keys, keys_path)
         except (OSError, EvpError) as e:
-            self.report({"ERROR"}, f"cannot write the emotion keys beside the track: {e}")
+            self.report({"ERROR"}, f"cannot write the emotion keys in the regenerate cache: {e}")
             return False
+        self._keys_path = keys_path
         try:
             argv = build_argv(self.command or prefs(context).command, audio=str(audio), keys=str(keys_path), output=str(out))
             self._job = CliJob(argv, out).start()
         except (ValueError, OSError) as e:
+            with contextlib.suppress(OSError):
+                keys_path.unlink()   # no run will read it
             self.report({"ERROR"}, str(e).splitlines()[0])
             return False
         self._head_name = head.name
@@ -189,6 +202,10 @@ class EVP_OT_regenerate(_HeadOperator, bpy.types.Operator):
 
     def _finish(self, context) -> set:
         job = self._job
+        keys_path = getattr(self, "_keys_path", None)
+        if keys_path is not None:  # the keys were only the CLI's input
+            with contextlib.suppress(OSError):
+                keys_path.unlink()
         head = bpy.data.objects.get(self._head_name)
         props = getattr(head, builder.EVP_PROP) if head else None
         if props is not None:
@@ -277,26 +294,59 @@ class EVP_OT_apply_adjustments(_HeadOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+PRESET_ITEMS = [
+    ("arkit", "ARKit", "Apple's 52 names (any case, _L/_R or Left/Right sides, ARKit./CC_-style prefixes)"),
+    ("metahuman", "MetaHuman", "MetaHuman CTRL_expressions_* curve names (mouthCornerPullL …) and ARKit names"),
+    ("faceit", "Faceit", "Faceit's ARKit expression set (Apple's names verbatim)"),
+    ("none", "Mapping table only", "No automatic matching: only the mapping table drives shape keys"),
+]
+
+
+def store_retarget_report(scene, rep, track_path: str = "") -> None:
+    """Keep ``rep`` (a :class:`builder.RetargetReport`) on ``scene.evp_retarget`` so the panel can
+    list what drove nothing after the operator's one-line report has scrolled away."""
+    res = getattr(scene, "evp_retarget", None)
+    if res is None:  # properties not registered (a bare script): nothing to show
+        return
+    res.has_result = True
+    res.track_path = str(track_path)
+    res.summary = rep.summary()
+    res.matched = len(rep.matched)
+    res.unmatched.clear()
+    for name, kind in ([(n, "no shape key") for n in rep.missing] + [(n, "not ARKit") for n in rep.not_arkit]
+                       + [(n, "unused shape key") for n in rep.unused_keys]):
+        item = res.unmatched.add()
+        item.name, item.kind = name, kind
+
+
 class EVP_OT_retarget(bpy.types.Operator, ImportHelper):
-    """Drive the selected meshes' ARKit-named shape keys with a track (names matched case-insensitively)"""
+    """Drive the selected meshes' shape keys with a track (ARKit, MetaHuman or Faceit names, or a mapping table)"""
 
     bl_idname = "evp.retarget"
     bl_label = "Retarget Track to Selected"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    preset: EnumProperty(name="Names", items=PRESET_ITEMS, default="arkit",
+                         description="Naming convention of the character's shape keys")
+    map_path: StringProperty(name="Mapping table", subtype="FILE_PATH", default="",
+                             description="Optional .toml or .csv of source_channel → target_shape_key pairs "
+                             "(e.g. jawOpen = \"Mouth_Open\"); its keys get only the channels it sends them")
 
     @classmethod
     def poll(cls, context):
         return any(o.type == "MESH" for o in context.selected_objects)
 
     def execute(self, context):
+        mapping = bpy.path.abspath(self.map_path) if self.map_path else None
         try:
-            rep = builder.retarget(self.filepath, context.selected_objects, scene=context.scene)
+            rep = builder.retarget(self.filepath, context.selected_objects, scene=context.scene,
+                                   preset=self.preset, mapping=mapping)
         except EvpError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"WARNING"} if rep.missing else {"INFO"}, rep.summary())
+        store_retarget_report(context.scene, rep, self.filepath)
+        self.report({"WARNING"} if rep.unmatched else {"INFO"}, rep.summary())
         return {"FINISHED"}
 
 

@@ -89,3 +89,35 @@ class EVP_PT_regenerate(_HeadPanel, bpy.types.Panel):
             col.prop(props, "job_progress", text=props.job_status, slider=True)
             col.label(text="Esc cancels")
         col.operator("evp.export_track", icon="EXPORT")
+
+
+class EVP_UL_unmatched(bpy.types.UIList):
+    """One row per channel / shape key the last retarget left undriven, with the reason."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row()
+        row.label(text=item.name, icon="ERROR" if item.kind != "unused shape key" else "SHAPEKEY_DATA")
+        row.label(text=item.kind)
+
+
+class EVP_PT_retarget(_EvpPanel, bpy.types.Panel):
+    """The last retarget's outcome: channels driven, and the unmatched ones listed (never hidden)."""
+
+    bl_label = "Last Retarget"
+    bl_parent_id = "EVP_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        res = getattr(context.scene, "evp_retarget", None)
+        return res is not None and res.has_result
+
+    def draw(self, context):
+        res = context.scene.evp_retarget
+        col = self.layout.column()
+        col.label(text=f"{res.matched} channels driven", icon="CHECKMARK")
+        if not len(res.unmatched):
+            col.label(text="every channel found a shape key")
+            return
+        col.label(text=f"unmatched ({len(res.unmatched)}):", icon="ERROR")
+        col.template_list("EVP_UL_unmatched", "", res, "unmatched", res, "unmatched_index", rows=6)
+        col.label(text="Map them with a mapping table (Retarget › Mapping table)", icon="INFO")

@@ -43,3 +43,20 @@ class EVP_PG_head(bpy.types.PropertyGroup):
     job_progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                                 options={"SKIP_SAVE"})
     job_status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+
+
+class EVP_PG_unmatched(bpy.types.PropertyGroup):
+    """One channel or shape key a retarget left undriven; ``name`` is it, ``kind`` says why."""
+
+    kind: StringProperty(name="Why", default="")
+
+
+class EVP_PG_retarget(bpy.types.PropertyGroup):
+    """The last retarget in this scene (``Scene.evp_retarget``), listed in the EVP panel."""
+
+    has_result: BoolProperty(default=False, options={"HIDDEN"})
+    track_path: StringProperty(name="Track", subtype="FILE_PATH")
+    summary: StringProperty(name="Summary", default="")
+    matched: IntProperty(name="Channels driven", default=0)
+    unmatched: CollectionProperty(type=EVP_PG_unmatched)
+    unmatched_index: IntProperty(default=0)

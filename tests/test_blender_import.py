@@ -118,6 +118,32 @@ def test_fcurve_edit_shows_in_exported_track(track_path, sfm_dir, tmp_path):
 
 
 @isolated
+def test_export_after_apply_adjustments_keeps_the_source_track(track_path, sfm_dir, tmp_path):
+    # issue 16: Apply Adjustments rebuilt the Action from an in-memory track and cleared the head's
+    # source path, so Export EVP Track then failed with "has no source track path"
+    bpy, builder = blender(sfm_dir)
+    src = load_track(track_path)
+    assert bpy.ops.evp.import_track(filepath=str(track_path)) == {"FINISHED"}
+    head = bpy.context.active_object
+    first = head.animation_data.action
+    head.evp.strength = 0.5
+    assert bpy.ops.evp.apply_adjustments() == {"FINISHED"}
+    assert head.animation_data.action != first
+    assert head["evp_track_path"] == str(track_path) and head.evp.track_path == str(track_path)
+    assert head.animation_data.action["evp_track_path"] == str(track_path)
+    out = tmp_path / "adjusted.npz"
+    assert bpy.ops.evp.export_track(filepath=str(out)) == {"FINISHED"}
+    got = load_track(out)
+    np.testing.assert_allclose(got.channel("jawOpen"), 0.5 * src.channel("jawOpen"), atol=1e-6)
+    np.testing.assert_array_equal(got.identity, src.identity)   # identity comes from the source file
+    assert got.n_frames == src.n_frames and got.fps == src.fps
+    # a second Apply (strength 0.5 of the already halved animation) still exports
+    assert bpy.ops.evp.apply_adjustments() == {"FINISHED"}
+    assert bpy.ops.evp.export_track(filepath=str(out)) == {"FINISHED"}
+    np.testing.assert_allclose(load_track(out).channel("jawOpen"), 0.25 * src.channel("jawOpen"), atol=1e-6)
+
+
+@isolated
 def test_keyed_emotions_export_as_toml_keys(track_path, sfm_dir, tmp_path):
     bpy, builder = blender(sfm_dir)
     from evp_anim.emotion_keys import read_emotion_keys

@@ -21,6 +21,8 @@ def emit(**o):
     sys.stderr.write(json.dumps(o) + "\n"); sys.stderr.flush()
 emit(event="start", task="animate", total=None)
 doc = tomllib.load(open(keys, "rb"))        # the add-on's keys file must parse as TOML
+if os.environ.get("EVP_TEST_KEYS_SEEN"):     # let the test read the keys after the add-on removed them
+    shutil.copy(keys, os.environ["EVP_TEST_KEYS_SEEN"])
 assert os.path.isfile(audio)
 if mode == "fail":
     emit(event="failure", task="animate", error="model weights not found: run evp-anim train")
@@ -116,9 +118,14 @@ def test_job_failure_carries_the_cli_message(stand_in, track_path, tmp_path):
 
 @isolated
 def test_regenerate_operator_imports_a_new_action(stand_in, track_path, sfm_dir, tmp_path):
+    import os
+    cache = tmp_path / "cache"
+    os.environ["XDG_CACHE_HOME"] = str(cache)             # the forked child's own environment
+    os.environ["EVP_TEST_KEYS_SEEN"] = str(tmp_path / "seen.keys.toml")
     bpy, builder = blender(sfm_dir)
     from evp_anim.emotion_keys import read_emotion_keys
     assert bpy.ops.evp.import_track(filepath=str(track_path)) == {"FINISHED"}
+    beside = sorted(p.name for p in Path(track_path).parent.iterdir())
     head = bpy.context.active_object
     old = head.animation_data.action
     head.evp.emotion, head.evp.intensity = "sad", 0.4
@@ -132,8 +139,8 @@ def test_regenerate_operator_imports_a_new_action(stand_in, track_path, sfm_dir,
     assert new != old and old.name in bpy.data.actions and old.use_fake_user
     assert {a.name for a in bpy.data.actions} - before == {new.name}
     # the keys file the CLI got holds the artist's key at 0.4 s
-    keys_file = next(Path(track_path).parent.glob("say.regen-*.keys.toml"))
-    got = [(round(k.time, 6), k.emotion, round(k.intensity, 6)) for k in read_emotion_keys(keys_file).keys]
+    got = [(round(k.time, 6), k.emotion, round(k.intensity, 6))
+           for k in read_emotion_keys(tmp_path / "seen.keys.toml").keys]
     assert (0.4, "sad", 0.4) in got
     # the result, with the panel's strength 0.5 applied, is what the head now plays
     src = load_track(track_path)
@@ -141,11 +148,61 @@ def test_regenerate_operator_imports_a_new_action(stand_in, track_path, sfm_dir,
     fc = bag.fcurves.find('key_blocks["jawOpen"].value')
     np.testing.assert_allclose([fc.evaluate(1 + i) for i in (5, 20)], 0.5 * src.channel("jawOpen")[[5, 20]],
                                atol=1e-6)
-    assert head.evp.track_path.endswith(".npz") and "regen-" in head.evp.track_path
+    # issue 16: nothing new beside the artist's track; the result sits in the per-user cache
+    # (the keys file, only the CLI's input, is gone) and is what Export reads from
+    assert sorted(p.name for p in Path(track_path).parent.iterdir()) == beside
+    regen = cache / "evp-anim" / "regen"
+    assert [p.name for p in regen.iterdir()] == [Path(head.evp.track_path).name]
+    assert Path(head.evp.track_path).parent == regen and Path(head.evp.track_path).name.startswith("say.regen-")
+    assert head["evp_track_path"] == head.evp.track_path
+    out = tmp_path / "exported.npz"
+    assert bpy.ops.evp.export_track(filepath=str(out)) == {"FINISHED"}
+    np.testing.assert_allclose(load_track(out).channel("jawOpen"), 0.5 * src.channel("jawOpen"), atol=1e-6)
+    # a second run: still nothing beside the track, and the first result (still this head's
+    # export source until the new one arrives) is not cleaned away while in use
+    first = head.evp.track_path
+    assert bpy.ops.evp.regenerate(command=_command(stand_in, "ok", track_path)) == {"FINISHED"}
+    assert sorted(p.name for p in Path(track_path).parent.iterdir()) == beside
+    assert head.evp.track_path != first and Path(first).is_file() and Path(head.evp.track_path).is_file()
+    # a result the clean-up removed is named in one line, not a bare "file not found"
+    Path(head.evp.track_path).unlink()
+    with pytest.raises(RuntimeError, match="which no longer exists: regenerate again or re-import"):
+        bpy.ops.evp.export_track(filepath=str(out))
 
 
 @isolated
-def test_regenerate_failure_is_reported_and_scene_kept(stand_in, track_path, sfm_dir):
+def test_regen_cache_clean_up_keeps_recent_and_used_results(tmp_path):
+    import os
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    os.environ.pop("EVP_ANIM_REGEN_DIR", None)
+    blender()   # the add-on package imports bpy: only in the forked child
+    from blender_addon.jobs import prune_regen_cache, regen_cache_dir, regen_paths
+    d = regen_cache_dir()
+    assert d == tmp_path / "xdg" / "evp-anim" / "regen" and d.is_dir()
+    out, keys = regen_paths("say.regen-20250101-000000-abcdef")
+    assert out.parent == d and out.name.startswith("say.regen-") and out.suffix == ".npz"
+    assert keys.name == out.name[:-4] + ".keys.toml" and regen_paths("say")[0] != out
+    day = 86400
+    files = {"old_used": ("say.regen-a.npz", 30 * day), "old": ("say.regen-b.npz", 30 * day),
+             "recent": ("say.regen-c.npz", 2 * day), "old_keys": ("say.regen-d.keys.toml", 2 * 3600),
+             "new_keys": ("say.regen-e.keys.toml", 60), "tmp": (".say.regen-f.npz.tmp", 2 * 3600),
+             "foreign": ("notes.txt", 90 * day)}
+    now = time.time()
+    for name, age in files.values():
+        (d / name).write_bytes(b"x")
+        os.utime(d / name, (now - age, now - age))
+    gone = prune_regen_cache(keep=[d / files["old_used"][0]])
+    assert sorted(p.name for p in gone) == sorted(files[k][0] for k in ("old", "old_keys", "tmp"))
+    assert sorted(p.name for p in d.iterdir()) == sorted(files[k][0] for k in ("old_used", "recent", "new_keys",
+                                                                                "foreign"))
+    os.environ["EVP_ANIM_REGEN_DIR"] = str(tmp_path / "mine")
+    assert regen_cache_dir() == tmp_path / "mine"
+
+
+@isolated
+def test_regenerate_failure_is_reported_and_scene_kept(stand_in, track_path, sfm_dir, tmp_path):
+    import os
+    os.environ["EVP_ANIM_REGEN_DIR"] = str(tmp_path / "regen")
     bpy, builder = blender(sfm_dir)
     bpy.ops.evp.import_track(filepath=str(track_path))
     head = bpy.context.active_object
@@ -154,6 +211,7 @@ def test_regenerate_failure_is_reported_and_scene_kept(stand_in, track_path, sfm
     with pytest.raises(RuntimeError, match="regenerate failed: model weights not found"):
         bpy.ops.evp.regenerate(command=_command(stand_in, "fail", track_path))
     assert sorted(a.name for a in bpy.data.actions) == before and head.animation_data.action == old
+    assert list((tmp_path / "regen").iterdir()) == []   # neither keys nor a partial result stay behind
     head.evp.audio_path = "/nowhere/speech.wav"
     with pytest.raises(RuntimeError, match="audio file not found"):
         bpy.ops.evp.regenerate(command=_command(stand_in, "ok", track_path))
