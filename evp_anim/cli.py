@@ -44,11 +44,22 @@ app.add_typer(assets_app, name="assets")
 app.add_typer(rig_app, name="rig")
 app.add_typer(corpus_app, name="corpus")
 
+def _print_version(value: bool) -> None:
+    # Eager: runs before any command is resolved, and imports nothing heavy (no numpy, no torch).
+    if value:
+        from . import __version__
+        typer.echo(f"evp-anim {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main_options(
     machine_readable: bool = typer.Option(False, "--machine-readable",
-                                          help="Progress and results as JSON lines on stderr."),
+                                          help="Progress (steps done of total) and results as JSON "
+                                          "lines on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version (evp-anim X.Y.Z) and exit."),
 ) -> None:
     set_reporter(Reporter(machine_readable=machine_readable, quiet=quiet))
 

@@ -8,7 +8,14 @@ add-on (or any tool) can drive the CLI::
     {"event": "success", "task": "synth", "output": "corpus/"}
     {"event": "failure", "task": "synth", "error": "espeak-ng not found: ..."}
 
-``progress`` is a fraction in [0, 1]. Progress lines are rate-limited (at most ~10 per second).
+``progress`` is a fraction in [0, 1]; ``done`` and ``total`` count the task's steps (``animate``:
+frames at 25 fps; ``total`` is null when unknown). Progress lines are rate-limited (at most ~10
+per second; the line that reaches the total is always sent). Fields given to :meth:`Reporter.start`
+(e.g. ``animate`` over several files: ``input``, ``index``, ``count``) are repeated in every line
+of that task, so a program can tell the files' lines apart::
+
+    {"event": "start", "task": "animate", "total": 105, "input": "in/a.wav", "index": 1, "count": 20}
+    {"event": "progress", "task": "animate", "progress": 1.0, "done": 105, "total": 105, "input": "in/a.wav", ...}
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class Reporter:
         self._last = 0.0
         self._task = ""
         self._total: int | None = None
+        self._fields: dict[str, Any] = {}     # the current task's extra fields (see start)
 
     # -- JSON lines -----------------------------------------------------------------
     def _emit(self, **obj: Any) -> None:
@@ -38,11 +46,14 @@ class Reporter:
         self.stream.flush()
 
     # -- API ------------------------------------------------------------------------
-    def start(self, task: str, total: int | None = None, description: str | None = None) -> None:
-        """Begin a task of ``total`` steps (None when unknown)."""
-        self._task, self._total, self._last = task, total, 0.0
+    def start(self, task: str, total: int | None = None, description: str | None = None,
+              **fields: Any) -> None:
+        """Begin a task of ``total`` steps (None when unknown). ``fields`` (JSON values, e.g.
+        ``input=path``) go into this line and every later line of the task."""
+        self._stop_bar()          # a previous task's bar that was never closed
+        self._task, self._total, self._last, self._fields = task, total, 0.0, dict(fields)
         if self.machine_readable:
-            self._emit(event="start", task=task, total=total)
+            self._emit(event="start", task=task, total=total, **self._fields)
         elif not self.quiet:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
@@ -53,17 +64,23 @@ class Reporter:
             self._bar.start()
             self._task_id = self._bar.add_task(description or task, total=total)
 
-    def update(self, done: int) -> None:
-        """Report ``done`` steps finished so far."""
+    def update(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` steps finished so far; ``total`` replaces the task's total when given
+        (a total estimated up front and corrected once known exactly)."""
+        if total is not None:
+            self._total = total
         if self.machine_readable:
             now = time.monotonic()
             if now - self._last >= 0.1 or (self._total is not None and done >= self._total):
                 self._last = now
                 frac = done / self._total if self._total else 0.0
                 self._emit(event="progress", task=self._task, progress=round(min(frac, 1.0), 4),
-                           done=done, total=self._total)
+                           done=done, total=self._total, **self._fields)
         elif self._bar is not None:
-            self._bar.update(self._task_id, completed=done)
+            if total is not None:
+                self._bar.update(self._task_id, completed=done, total=total)
+            else:
+                self._bar.update(self._task_id, completed=done)
 
     def fraction(self, frac: float) -> None:
         """Report progress as a fraction in [0, 1] (for tasks without a step count)."""
@@ -82,13 +99,16 @@ class Reporter:
         """The task finished; ``fields`` (e.g. output=path) go into the JSON line."""
         self._stop_bar()
         if self.machine_readable:
-            self._emit(event="success", task=self._task, **fields)
+            self._emit(event="success", task=self._task, **{**self._fields, **fields})
+        self._fields = {}
 
-    def failure(self, error: str, task: str | None = None) -> None:
-        """The task failed with a one-line ``error`` (``task`` names it when none was started)."""
+    def failure(self, error: str, task: str | None = None, **fields: Any) -> None:
+        """The task failed with a one-line ``error`` (``task`` names it when none was started;
+        ``fields`` go into the line, after the task's own)."""
         self._stop_bar()
         if self.machine_readable:
-            self._emit(event="failure", task=self._task or task or "", error=error)
+            self._emit(event="failure", task=self._task or task or "", error=error, **{**self._fields, **fields})
+        self._fields = {}
 
     def info(self, message: str) -> None:
         """A human-readable note (suppressed in machine-readable and quiet modes)."""

@@ -625,15 +625,20 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
                            identity: np.ndarray | None = None, style: str | None = None,
                            front_end: str = "mfcc", text: str | None = None, warn=None,
                            progress: Callable[[float], None] | None = None,
-                           chunk_frames: int | None = None) -> int:
+                           chunk_frames: int | None = None,
+                           frame_progress: Callable[[int], None] | None = None) -> int:
     """:func:`animate_speech_file` written straight to the track file ``output`` (.npz), chunk by
     chunk through a :class:`~evp_anim.tracks.TrackWriter`: with the MFCC front end, memory is
     bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length. The file
     appears only when complete (nothing is left behind on an error or an interrupt).
-    ``progress(fraction)`` is told after each chunk. Returns the number of frames written."""
+    ``progress(fraction)`` is told after each chunk, and ``frame_progress(frames)`` the number of
+    frames (25 fps) written so far (the clip's total is ``n_frames`` of its 16 kHz samples, which a
+    caller can read from the file's header up front). Returns the number of frames written."""
     with TrackWriter(output) as writer:
         for track in _speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
                                          chunk_frames, progress):
             writer.append(track)
             del track       # spooled: not held while the next chunk is made
+            if frame_progress is not None:
+                frame_progress(writer.n_frames)
     return writer.n_frames
