@@ -54,9 +54,11 @@ def test_import_fcurves_equal_track_and_scene_fps(track_path, sfm_dir):
     np.testing.assert_allclose(m_bl, basis @ euler_to_matrix(tr.pose_rotation[19]) @ basis.T, atol=1e-5)
     # the depsgraph shows the shape key value at that frame
     assert key.key_blocks["jawOpen"].value == pytest.approx(tr.channel("jawOpen")[19], abs=1e-5)
-    # one new slotted Action with an OBJECT and a KEY slot
+    # one new slotted Action: OBJECT (head), KEY (shape keys) and one OBJECT slot per eye (gaze)
     action = head.animation_data.action
-    assert sorted(s.target_id_type for s in action.slots) == ["KEY", "OBJECT"]
+    assert sorted(s.target_id_type for s in action.slots) == ["KEY", "OBJECT", "OBJECT", "OBJECT"]
+    eyes = [o for o in head.children if o.get("evp_part", "").startswith("eye_")]
+    assert len(eyes) == 2 and all(e.animation_data.action == action for e in eyes)
     assert key.animation_data.action == action
     # the audio became a sound strip at the first frame
     strips = list(scene.sequence_editor.strips)
@@ -281,12 +283,18 @@ def test_retarget_matches_case_insensitively_and_reports_missing(track_path, sfm
     rep = builder.retarget(track_path, [char])
     assert set(rep.matched) == {"jawOpen", "mouthSmileLeft", "eyeBlinkLeft", "cheekPuff"} - {"cheekPuff"}
     assert "mouthSmileRight" in rep.missing and "jawOpen" not in rep.missing
-    assert rep.not_arkit == ["sfm_anger", "sfm_disgust", "sfm_fear", "sfm_happiness", "sfm_sadness", "sfm_surprise"]
+    # the sfm_* emotion channels reach ARKit through the fitted table: nothing is skipped any more
+    assert rep.not_arkit == []
+    from evp_anim.export.emotion_arkit import SFM_TO_ARKIT
+    happy = SFM_TO_ARKIT["sfm_happiness"]
     vals = fcurve_values(builder, char.data.shape_keys, 'key_blocks["JawOpen"].value', [1, 11])
-    np.testing.assert_allclose(vals, tr.channel("jawOpen")[[0, 10]], atol=1e-6)
+    np.testing.assert_allclose(vals, np.clip(tr.channel("jawOpen") + happy.get("jawOpen", 0.0)
+                                             * tr.channel("sfm_happiness"), 0, 1)[[0, 10]], atol=1e-6)
     smile = fcurve_values(builder, char.data.shape_keys, 'key_blocks["mouthsmileleft"].value', [11])
-    expect = np.clip(tr.channel("mouthSmileLeft")[10] + tr.channel("mouthSmirkLeft")[10], 0, 1)
+    expect = np.clip(tr.channel("mouthSmileLeft")[10] + tr.channel("mouthSmirkLeft")[10]
+                     + happy["mouthSmileLeft"] * tr.channel("sfm_happiness")[10], 0, 1)
     assert smile[0] == pytest.approx(expect, abs=1e-6)
+    assert tr.channel("sfm_happiness")[10] > 0.2 and smile[0] > tr.channel("mouthSmileLeft")[10] + 0.1
 
 
 @isolated

@@ -36,17 +36,23 @@ def make_track(n=60, fps=25.0, seed=0, with_3d=True) -> Track:
                      phonemes=[(0.0, 0.4, "_"), (0.4, 0.6, "m"), (0.6, 0.9, "a"), (0.9, 1.0, "l")])
 
 
-def test_arkit_mapping_splits_smirk_and_drops_sfm():
-    names = ["jawOpen", "mouthSmirkLeft", "mouthSmileLeft", "sfm_anger", "EYEBLINKLEFT"]
-    x = np.array([[0.5, 0.3, 0.4, 0.9, 0.2]], np.float32)
+def test_arkit_mapping_splits_smirk_folds_sfm_and_drops_unknown():
+    from evp_anim.export.emotion_arkit import SFM_TO_ARKIT
+    names = ["jawOpen", "mouthSmirkLeft", "mouthSmileLeft", "sfm_anger", "EYEBLINKLEFT", "notAChannel"]
+    x = np.array([[0.5, 0.3, 0.4, 0.5, 0.2, 0.9]], np.float32)
     out = to_arkit52(x, names)
     col = {n: i for i, n in enumerate(ARKIT_52)}
-    assert out[0, col["jawOpen"]] == pytest.approx(0.5)
+    anger = SFM_TO_ARKIT["sfm_anger"]
+    assert out[0, col["jawOpen"]] == pytest.approx(0.5 + 0.5 * anger.get("jawOpen", 0.0))
     assert out[0, col["mouthSmileLeft"]] == pytest.approx(0.7)   # own 0.4 + smirk 0.3
     assert out[0, col["mouthDimpleLeft"]] == pytest.approx(0.3)
     assert out[0, col["eyeBlinkLeft"]] == pytest.approx(0.2)     # case-insensitive
-    assert out.sum() == pytest.approx(0.5 + 0.7 + 0.3 + 0.2)
-    assert unmapped_channels(names) == ["sfm_anger"]
+    # sfm_anger at 0.5 adds half its fitted row: squinting, glaring eyes and lowered brows
+    assert out[0, col["eyeSquintLeft"]] == pytest.approx(0.5 * anger["eyeSquintLeft"]) and anger["eyeSquintLeft"] > 0.5
+    assert out[0, col["browDownRight"]] == pytest.approx(0.5 * anger["browDownRight"]) and anger["browDownRight"] > 0.2
+    assert out.sum() == pytest.approx(0.5 + 0.7 + 0.3 + 0.2 + 0.5 * sum(anger.values()), rel=1e-5)
+    assert unmapped_channels(names) == ["notAChannel"]
+    assert unmapped_channels(RIG_CHANNELS) == []                  # every rig channel reaches ARKit
 
 
 def test_arkit_csv_round_trips(tmp_path):
@@ -338,7 +344,9 @@ def test_cli_export_formats(tmp_path):
     assert read_openface_csv(tmp_path / "o.csv").landmarks_3d.shape == (30, 68, 3)
     r = _cli("--machine-readable", "export", src, "-f", "livelink-csv", "-o", tmp_path / "l.csv")
     events = [json.loads(line) for line in r.stderr.splitlines()]
-    assert events[-1]["event"] == "success" and "sfm_anger" in events[-1]["notes"][0]
+    # every rig channel reaches ARKit now (sfm_* through the fitted emotion table): nothing left out
+    assert events[-1]["event"] == "success"
+    assert not any("left out" in n for n in events[-1].get("notes", [])), events[-1]
 
 
 def test_cli_export_bad_input_exits_2(tmp_path):
@@ -487,3 +495,101 @@ def test_blender_formats_write_atomically(tmp_path, monkeypatch, fmt, name):
     expected = [name, "a.bin"] if name.endswith(".gltf") else [name]            # the .gltf's .bin comes along
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
     assert out.stat().st_size == 245_000
+
+
+# ---------------------------------------------------------------- gaze in the exports
+def _gaze_track(gaze_deg, pose_deg=(0.0, 0.0, 0.0), n=30):
+    g = np.deg2rad(np.tile(np.asarray(gaze_deg, np.float64), (n, 1))).astype(np.float32)
+    rot = np.deg2rad(np.tile(np.asarray(pose_deg, np.float64), (n, 1))).astype(np.float32)
+    return Track.new(np.full((n, 68, 2), 128.0, np.float32), expression=np.zeros((n, 1), np.float32),
+                     expression_names=["jawOpen"], gaze=g, pose_rotation=rot)
+
+
+def test_gaze_to_the_characters_left_is_eye_look_out_left_and_in_right(tmp_path):
+    from evp_anim.export.arkit import EYE_LOOK_HORIZONTAL_DEG, EYE_LOOK_VERTICAL_DEG
+    assert (EYE_LOOK_HORIZONTAL_DEG, EYE_LOOK_VERTICAL_DEG) == (30.0, 25.0)
+    col = {n: i for i, n in enumerate(ARKIT_52)}
+    left = read_arkit_csv(write_arkit_csv(_gaze_track([0.0, 10.0]), tmp_path / "l.csv")).values
+    assert left[:, col["eyeLookOutLeft"]] == pytest.approx(10 / 30, abs=1e-5)
+    assert left[:, col["eyeLookInRight"]] == pytest.approx(10 / 30, abs=1e-5)
+    for n in ("eyeLookInLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookDownRight"):
+        assert np.all(left[:, col[n]] == 0), n
+    # down and to the character's right (positive pitch = down, as the head's pose)
+    dr = to_arkit52(np.zeros((1, 0)), [], gaze=np.deg2rad([[5.0, -15.0]]))[0]
+    assert dr[col["eyeLookDownLeft"]] == pytest.approx(5 / 25, abs=1e-6) == dr[col["eyeLookDownRight"]]
+    assert dr[col["eyeLookInLeft"]] == pytest.approx(0.5, abs=1e-6) == dr[col["eyeLookOutRight"]]
+    up = to_arkit52(np.zeros((1, 0)), [], gaze=np.deg2rad([[-40.0, 0.0]]))[0]
+    assert up[col["eyeLookUpLeft"]] == 1.0 and up[col["eyeLookDownLeft"]] == 0.0     # clipped at full range
+    # no gaze: eye-look channels stay 0 (today's output)
+    none = to_arkit52(np.zeros((2, 0)), [])
+    assert not none.any()
+
+
+def test_gaze_sign_matches_the_image():
+    """A gaze toward the subject's left must point to the image's right (the projection's +u), and
+    down must point down in the image (+v), also when the head is turned."""
+    from evp_anim.face.projection import project
+    for pose in ([0.0, 0.0, 0.0], [0.1, 0.3, -0.05]):
+        for gaze, du_sign, dv_sign in (([0.0, 0.2], 1, 0), ([0.2, 0.0], 0, 1)):
+            d = formats.gaze_directions(np.array([gaze]), np.array([pose]))[0]    # OpenFace camera space
+            assert np.linalg.norm(d) == pytest.approx(1.0)
+            # the same ray in model space, projected: the far point minus the eye
+            rest = formats.gaze_directions(np.zeros((1, 2)), np.array([pose]))[0]
+            shift = d - rest                                                     # camera x right, y down
+            if du_sign:
+                assert np.sign(shift[0]) == du_sign and abs(shift[0]) > 0.1
+            if dv_sign:
+                assert np.sign(shift[1]) == dv_sign and abs(shift[1]) > 0.1
+    # and the camera frame agrees with the projection's image axes for the head itself
+    pts = project(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 100.0]]), np.array([0.0, 0.3, 0.0]), np.zeros(2), 1.0)
+    nose_dir = formats.gaze_directions(np.zeros((1, 2)), np.array([[0.0, 0.3, 0.0]]))[0]
+    assert np.sign(pts[1, 0] - pts[0, 0]) == np.sign(nose_dir[0]) == 1
+
+
+def test_livelink_eye_columns_carry_the_gaze_and_read_back(tmp_path):
+    tr = _gaze_track([6.0, -12.0], pose_deg=(3.0, 8.0, -2.0))
+    p = write_livelink_csv(tr, tmp_path / "g.csv")
+    _, _, _, cols = _read_llf_by_position(p)
+    assert cols["LeftEyeYaw"] == pytest.approx(np.deg2rad(-12.0), abs=1e-6)
+    assert cols["RightEyeYaw"] == pytest.approx(np.deg2rad(-12.0), abs=1e-6)
+    assert cols["LeftEyePitch"] == pytest.approx(np.deg2rad(6.0), abs=1e-6)
+    assert cols["RightEyePitch"] == pytest.approx(np.deg2rad(6.0), abs=1e-6)
+    assert np.all(cols["LeftEyeRoll"] == 0) and np.all(cols["RightEyeRoll"] == 0)
+    assert cols["HeadYaw"] == pytest.approx(np.deg2rad(8.0), abs=1e-6)     # same convention as the head
+    assert cols["EyeLookInLeft"] == pytest.approx(12 / 30, abs=1e-5) and cols["EyeLookDownRight"] == pytest.approx(
+        6 / 25, abs=1e-5)
+    back = read_livelink_csv(p, fps=25)
+    np.testing.assert_allclose(back.gaze, tr.gaze, atol=1e-6)
+    # no gaze: eye columns 0, read back as zero gaze
+    plain = make_track(n=30)
+    _, _, _, cols = _read_llf_by_position(write_livelink_csv(plain, tmp_path / "p.csv"))
+    assert all(np.all(cols[c] == 0) for c in ("LeftEyeYaw", "LeftEyePitch", "RightEyeYaw", "RightEyePitch"))
+
+
+def test_openface_gaze_vectors_angles_and_read_back(tmp_path):
+    cols = list(formats.OPENFACE_COLUMNS)
+    # looking straight into the camera: (0, 0, -1), angles 0
+    ahead = formats.openface_gaze(_gaze_track([0.0, 0.0], n=3))
+    np.testing.assert_allclose(ahead[0], [0, 0, -1, 0, 0, -1, 0, 0], atol=1e-9)
+    # 10° to the character's left, head straight: camera x > 0 (image right), OpenFace's angle atan2(x, -z)
+    tr = _gaze_track([0.0, 10.0], n=30)
+    p = write_openface_csv(tr, tmp_path / "o.csv")
+    lines = p.read_text().splitlines()
+    row = [float(v) for v in lines[1].split(", ")]
+    g0 = np.array([row[cols.index(f"gaze_0_{a}")] for a in "xyz"])
+    g1 = np.array([row[cols.index(f"gaze_1_{a}")] for a in "xyz"])
+    np.testing.assert_allclose(g0, [np.sin(np.deg2rad(10)), 0.0, -np.cos(np.deg2rad(10))], atol=1e-6)
+    np.testing.assert_allclose(g1, g0, atol=1e-9)
+    assert row[cols.index("gaze_angle_x")] == pytest.approx(np.deg2rad(10.0), abs=1e-6)
+    assert row[cols.index("gaze_angle_y")] == pytest.approx(0.0, abs=1e-6)
+    # looking down: y down in camera space, gaze_angle_y > 0
+    down = formats.openface_gaze(_gaze_track([10.0, 0.0], n=2))[0]
+    assert down[1] == pytest.approx(np.sin(np.deg2rad(10)), abs=1e-6) and down[7] == pytest.approx(np.deg2rad(10), abs=1e-6)
+    # with a turned head the vectors are in the camera, and the reader brings them back into the head
+    turned = _gaze_track([-7.0, 15.0], pose_deg=(5.0, -20.0, 4.0))
+    back = read_openface_csv(write_openface_csv(turned, tmp_path / "t.csv"))
+    np.testing.assert_allclose(back.gaze, turned.gaze, atol=2e-6)
+    assert back.to_track().gaze is not None
+    # a track without gaze writes zeros, read back as no gaze
+    plain = read_openface_csv(write_openface_csv(make_track(n=5), tmp_path / "p.csv"))
+    assert plain.gaze is None

@@ -10,15 +10,19 @@ the writer of each ``--format`` through :data:`evp_anim.export.registry.EXPORT_F
 =================  =====================================================================
 format             columns / content
 =================  =====================================================================
-``arkit-csv``      ``frame,time,<52 ARKit names>``; 0-based frames, seconds, weights 0–1
+``arkit-csv``      ``frame,time,<52 ARKit names>``; 0-based frames, seconds, weights 0–1 (the
+                   ``sfm_*`` emotions folded in, eyeLook* from the track's gaze: see
+                   :mod:`evp_anim.export.arkit`)
 ``livelink-csv``   Live Link Face, as the iOS app writes it: ``Timecode,BlendShapeCount,`` then
                    EyeBlinkLeft, EyeLookDownLeft, … TongueOut in the app's (ARKit enum) order,
                    then HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,…,RightEyeRoll (61 values,
-                   BlendShapeCount = 61); timecode ``HH:MM:SS:FF.fff`` at the track's fps
+                   BlendShapeCount = 61); timecode ``HH:MM:SS:FF.fff`` at the track's fps;
+                   eye angles from the track's gaze (:data:`LIVELINK_EYE_CONVENTION`)
 ``openface-csv``   OpenFace 2.x ``FeatureExtraction``: all 714 columns, ", "-separated (frame,
                    face_id, timestamp, confidence, success, gaze_*, eye_lmk_*, pose_T* in mm
-                   camera space, pose_R*, x_/y_, X_/Y_/Z_, p_scale…p_33, AU*_r, AU*_c); what a
-                   track cannot supply (gaze, eye landmarks, OpenFace's shape modes) is 0
+                   camera space, pose_R*, x_/y_, X_/Y_/Z_, p_scale…p_33, AU*_r, AU*_c); gaze_*
+                   from the track's gaze (0 without); what a track cannot supply (eye landmarks,
+                   OpenFace's shape modes) is 0
 ``rhubarb-json``   Rhubarb Lip Sync: ``metadata`` (soundFile, duration, frameRate) and
                    ``mouthCues`` [{start, end, value}] with shapes A–H and X
 =================  =====================================================================
@@ -96,7 +100,9 @@ class BlendshapeTable:
     """Per-frame blendshape weights read back from a CSV.
 
     fps: frames per second; times: (T,) seconds; names: column names;
-    values: (T, len(names)) float32; head_rotation: (T, 3) [pitch, yaw, roll] radians or None.
+    values: (T, len(names)) float32; head_rotation: (T, 3) [pitch, yaw, roll] radians or None;
+    gaze: (T, 2) [pitch, yaw] radians of the eyes in the head (a Track's ``gaze``), or None when
+    the file has no eye angles.
     """
 
     fps: float
@@ -104,11 +110,19 @@ class BlendshapeTable:
     names: list[str]
     values: np.ndarray
     head_rotation: np.ndarray | None = None
+    gaze: np.ndarray | None = None
+
+
+def _arkit(track: Track) -> np.ndarray:
+    """(T, 52) ARKit weights of a track: its channels, emotions folded in, eyeLook* from its gaze."""
+    return to_arkit52(track.expression, track.expression_names, gaze=track.gaze)
 
 
 def write_arkit_csv(track: Track, path: str | os.PathLike) -> Path:
-    """``frame,time,<ARKIT_52>`` with one row per frame (frame 0-based, time = frame / fps s)."""
-    w = to_arkit52(track.expression, track.expression_names)
+    """``frame,time,<ARKIT_52>`` with one row per frame (frame 0-based, time = frame / fps s);
+    weights from :func:`~evp_anim.export.arkit.to_arkit52` (``sfm_*`` emotions mapped onto ARKit
+    shapes, eyeLook* from the track's gaze, 0 without)."""
+    w = _arkit(track)
     rows = ([str(i), f"{i / track.fps:.9f}"] + [_fmt(v) for v in w[i]] for i in range(track.n_frames))
     return _write_text(path, _csv_text(["frame", "time", *ARKIT_52], rows))
 
@@ -159,6 +173,12 @@ LIVELINK_POSE: tuple[str, ...] = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYa
                                   "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 LIVELINK_HEADER: tuple[str, ...] = ("Timecode", "BlendShapeCount", *LIVELINK_BLENDSHAPES, *LIVELINK_POSE)
 LIVELINK_VALUE_COUNT = 61  # what the app writes in BlendShapeCount: 52 blendshapes + 9 angles
+# The angle columns' convention. Epic does not document the signs of the app's angles, so the eyes
+# follow the convention this writer already uses for the head (the track's own): radians, yaw
+# positive toward the subject's left, pitch positive looking down; a consumer that must flip the
+# head's signs flips the eyes' the same way. Both eyes get the track's one gaze; eye roll is 0
+# (eyes do not roll about their line of sight in a track).
+LIVELINK_EYE_CONVENTION = "radians; yaw + = toward the subject's left, pitch + = down; roll 0"
 assert len(LIVELINK_BLENDSHAPES) + len(LIVELINK_POSE) == LIVELINK_VALUE_COUNT
 assert sorted(n.lower() for n in LIVELINK_BLENDSHAPES) == sorted(n.lower() for n in ARKIT_52)
 # column k of the Live Link blendshapes = column _LIVELINK_FROM_ARKIT[k] of to_arkit52's output
@@ -190,14 +210,16 @@ def write_livelink_csv(track: Track, path: str | os.PathLike) -> Path:
     HeadRoll and each eye's yaw, pitch, roll; BlendShapeCount is 61 on every row.
 
     Timecodes at the track's fps (:func:`livelink_timecode`); weights 0–1 (:func:`to_arkit52`);
-    head angles in radians from the track's pose (0 when it has none); eye angles 0 (the track
-    carries no gaze angles).
+    head angles in radians from the track's pose (0 when it has none); each eye's yaw and pitch
+    from the track's gaze, roll 0 (:data:`LIVELINK_EYE_CONVENTION`; all 0 without gaze).
     """
-    w = to_arkit52(track.expression, track.expression_names)[:, _LIVELINK_FROM_ARKIT]
+    w = _arkit(track)[:, _LIVELINK_FROM_ARKIT]
     rot = track.pose_rotation  # [pitch, yaw, roll]
+    gaze = track.gaze if track.gaze is not None else np.zeros((track.n_frames, 2), np.float32)
     rows = []
     for i in range(track.n_frames):
-        pose = [rot[i, 1], rot[i, 0], rot[i, 2]] + [0.0] * 6
+        eye = [gaze[i, 1], gaze[i, 0], 0.0]    # yaw, pitch, roll; both eyes alike
+        pose = [rot[i, 1], rot[i, 0], rot[i, 2]] + eye + eye
         rows.append([livelink_timecode(i, track.fps), str(LIVELINK_VALUE_COUNT)] + [_fmt(v) for v in w[i]]
                     + [_fmt(v) for v in pose])
     return _write_text(path, _csv_text(list(LIVELINK_HEADER), rows))
@@ -206,7 +228,8 @@ def write_livelink_csv(track: Track, path: str | os.PathLike) -> Path:
 def read_livelink_csv(path: str | os.PathLike, fps: float | None = None) -> BlendshapeTable:
     """Read a Live Link Face CSV; columns are found by name (any case, any order). The format has
     no fps field: pass ``fps``, else it is inferred from the frame field (highest FF + 1, needs
-    at least one second) — LLF's integer rates. Values come back in :data:`ARKIT_52` order."""
+    at least one second) — LLF's integer rates. Values come back in :data:`ARKIT_52` order; the
+    eye angles (when the file has them) come back as ``gaze`` [pitch, yaw], the mean of both eyes."""
     header, rows = _read_csv(path, "Live Link Face CSV")
     if not header or header[0].lower() != "timecode":
         raise EvpError(f"{path}: not a Live Link Face CSV (first column is {header[:1]}, expected Timecode)")
@@ -225,9 +248,14 @@ def read_livelink_csv(path: str | os.PathLike, fps: float | None = None) -> Blen
     names = [_pascal(n) for n in ARKIT_52] + ["HeadYaw", "HeadPitch", "HeadRoll"]
     data = _columns(path, [h.lower() for h in header], rows, [n.lower() for n in names], "Live Link Face CSV")
     yaw, pitch, roll = data[:, 52], data[:, 53], data[:, 54]
+    gaze = None
+    eyes = ["lefteyeyaw", "lefteyepitch", "righteyeyaw", "righteyepitch"]
+    if all(e in (h.lower() for h in header) for e in eyes):
+        e = _columns(path, [h.lower() for h in header], rows, eyes, "Live Link Face CSV")
+        gaze = np.stack([(e[:, 1] + e[:, 3]) / 2, (e[:, 0] + e[:, 2]) / 2], 1).astype(np.float32)
     return BlendshapeTable(fps=float(fps), times=times, names=list(ARKIT_52),
                            values=data[:, :52].astype(np.float32),
-                           head_rotation=np.stack([pitch, yaw, roll], 1).astype(np.float32))
+                           head_rotation=np.stack([pitch, yaw, roll], 1).astype(np.float32), gaze=gaze)
 
 
 # ---------------------------------------------------------------------- OpenFace 2 CSV
@@ -310,12 +338,50 @@ def openface_matrix_to_euler(r: np.ndarray) -> np.ndarray:
                      np.arctan2(-r[..., 0, 1], r[..., 0, 0])], -1)
 
 
+def gaze_directions(gaze: np.ndarray, pose_rotation: np.ndarray) -> np.ndarray:
+    """(T, 2) gaze [pitch, yaw] in the head + (T, 3) head pose (both radians, a Track's) →
+    (T, 3) unit gaze vectors in OpenFace's camera space (x right, y down, z away from the camera;
+    looking into the camera is (0, 0, -1)).
+
+    The eye at rest looks along the head's +z (toward the viewer); the eye turns by
+    ``Ry(yaw) @ Rx(pitch)`` (the pose's convention, no roll), then the head by its pose.
+    """
+    g = np.asarray(gaze, np.float64)
+    p, y = g[:, 0], g[:, 1]
+    # Ry(yaw) @ Rx(pitch) @ (0, 0, 1): pitch + looks down (-y), yaw + looks toward +x
+    d_head = np.stack([np.cos(p) * np.sin(y), -np.sin(p), np.cos(p) * np.cos(y)], 1)
+    d_model = np.einsum("tij,tj->ti", euler_to_matrix(pose_rotation), d_head)
+    return d_model @ _FLIP.T
+
+
+def gaze_from_directions(directions: np.ndarray, pose_rotation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`gaze_directions`: (T, 3) camera-space gaze vectors (any length > 0) and
+    (T, 3) head pose → (T, 2) [pitch, yaw] radians in the head."""
+    d = np.asarray(directions, np.float64) @ _FLIP                       # camera → model space
+    d = np.einsum("tji,tj->ti", euler_to_matrix(pose_rotation), d)      # R^T d: into the head
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return np.stack([-np.arcsin(np.clip(d[:, 1], -1.0, 1.0)), np.arctan2(d[:, 0], d[:, 2])], 1)
+
+
+def openface_gaze(track: Track) -> np.ndarray:
+    """(T, 8) OpenFace gaze columns ``gaze_0_x..z, gaze_1_x..z, gaze_angle_x, gaze_angle_y`` of a
+    track: both eyes' unit vectors (:func:`gaze_directions`; eye 0, the leftmost in the image, is
+    the subject's right eye; a track has one gaze for both, so they are equal) and OpenFace's
+    angles of their mean, ``atan2(x, -z)`` and ``atan2(y, -z)`` radians. All 0 without gaze (as
+    OpenFace writes for an untracked eye)."""
+    if track.gaze is None:
+        return np.zeros((track.n_frames, 8))
+    d = gaze_directions(track.gaze, track.pose_rotation)
+    angles = np.stack([np.arctan2(d[:, 0], -d[:, 2]), np.arctan2(d[:, 1], -d[:, 2])], 1)
+    return np.concatenate([d, d, angles], 1)
+
+
 def openface_action_units(track: Track) -> tuple[np.ndarray, np.ndarray]:
     """(T, 17) AU intensities 0–5 in :data:`OPENFACE_AU_INTENSITY` order and (T, 18) presences 0/1
     in :data:`OPENFACE_AU_PRESENCE` order, estimated from the track's ARKit weights
     (:data:`OPENFACE_AU_FROM_ARKIT`, intensity = 5 × weight, present from :data:`AU_PRESENT_AT`);
     all 0 for a track without expression channels."""
-    w = to_arkit52(track.expression, track.expression_names).astype(np.float64)
+    w = _arkit(track).astype(np.float64)
     col = {n: i for i, n in enumerate(ARKIT_52)}
 
     def level(au: str) -> np.ndarray:
@@ -347,8 +413,11 @@ def write_openface_csv(track: Track, path: str | os.PathLike) -> Path:
       track's scaled-orthographic pose, which OpenFace's rigid shape parameters also are.
     * ``AU*_r`` (0–5) and ``AU*_c`` (0/1): estimated from the ARKit weights
       (:func:`openface_action_units`).
-    * Filled with 0 because the track has no such data: ``gaze_*`` (no gaze), ``eye_lmk_*`` (no
-      eye landmarks), ``p_0..p_33`` (OpenFace's own shape-model coefficients).
+    * ``gaze_0_*``, ``gaze_1_*``: unit gaze vectors in camera space (x right, y down, z away from
+      the camera), ``gaze_angle_x/y`` radians, from the track's gaze and head pose
+      (:func:`openface_gaze`); 0 when the track has no gaze.
+    * Filled with 0 because the track has no such data: ``eye_lmk_*`` (no eye landmarks),
+      ``p_0..p_33`` (OpenFace's own shape-model coefficients).
     """
     n = track.n_frames
     f, cx, cy = openface_camera(track.image_size)
@@ -363,11 +432,12 @@ def write_openface_csv(track: Track, path: str | os.PathLike) -> Path:
     else:
         lm3 = np.zeros((n, NUM_LANDMARKS, 3))
     au_r, au_c = openface_action_units(track)
-    unknown_gaze = ["0"] * (8 + 5 * OPENFACE_EYE_LANDMARKS)
+    gaze = openface_gaze(track)
+    unknown_eyes = ["0"] * (5 * OPENFACE_EYE_LANDMARKS)
     unknown_modes = ["0"] * OPENFACE_PDM_MODES
     lines = [OPENFACE_SEP.join(OPENFACE_COLUMNS)]
     for i in range(n):
-        r = [str(i + 1), "0", f"{i / track.fps:.6f}", "1.00", "1", *unknown_gaze]
+        r = [str(i + 1), "0", f"{i / track.fps:.6f}", "1.00", "1", *(_fmt(v) for v in gaze[i]), *unknown_eyes]
         r += [_fmt(v) for v in tcam[i]] + [_fmt(v) for v in angles[i]]
         r += [_fmt(v) for v in track.landmarks_2d[i, :, 0]] + [_fmt(v) for v in track.landmarks_2d[i, :, 1]]
         for ax in range(3):
@@ -383,7 +453,9 @@ class OpenFaceTable:
     """An OpenFace CSV read back. times (T,) s; landmarks_2d (T, 68, 2) px; landmarks_3d
     (T, 68, 3) mm, pose-invariant (model frame, like a Track's) or None; pose_rotation (T, 3)
     [pitch, yaw, roll] rad in the Track convention; pose_translation (T, 2) px; pose_scale (T,)
-    px per mm or None (a file without ``p_scale``); success (T,) bool."""
+    px per mm or None (a file without ``p_scale``); success (T,) bool; gaze (T, 2) [pitch, yaw]
+    rad of the eyes in the head (a Track's), the mean of both eyes' vectors brought into the head
+    with the pose, or None (a file without gaze columns or with all-zero vectors)."""
 
     fps: float
     times: np.ndarray
@@ -393,13 +465,14 @@ class OpenFaceTable:
     pose_translation: np.ndarray
     pose_scale: np.ndarray | None
     success: np.ndarray
+    gaze: np.ndarray | None = None
 
     def to_track(self, image_size: tuple[int, int] = (256, 256)) -> Track:
         """A Track with these landmarks and pose (no expression channels, neutral emotion)."""
         scale = self.pose_scale if self.pose_scale is not None else np.ones(len(self.times), np.float32)
         return Track.new(self.landmarks_2d, fps=self.fps, image_size=image_size,
                          landmarks_3d=self.landmarks_3d, pose_rotation=self.pose_rotation,
-                         pose_translation=self.pose_translation, pose_scale=scale)
+                         pose_translation=self.pose_translation, pose_scale=scale, gaze=self.gaze)
 
 
 def read_openface_csv(path: str | os.PathLike) -> OpenFaceTable:
@@ -433,12 +506,22 @@ def read_openface_csv(path: str | os.PathLike) -> OpenFaceTable:
             cam = d3.reshape(len(rows), 3, NUM_LANDMARKS).transpose(0, 2, 1) - pose[:, None, :3]
             head = np.einsum("tji,tkj->tki", openface_euler_to_matrix(pose[:, 3:]), cam)   # R^T (X - T)
             lm3 = (head @ _FLIP).astype(np.float32)
+    rotation = matrix_to_euler(_FLIP @ rc @ _FLIP)
+    gaze = None
+    gaze_cols = [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
+    if all(c in index for c in gaze_cols):
+        g = _columns(path, header, rows, gaze_cols, "OpenFace CSV")
+        mean = g[:, :3] + g[:, 3:]
+        tracked = np.linalg.norm(mean, axis=1) > 1e-6
+        if tracked.any():   # OpenFace writes 0 vectors where it lost the eyes: read those as looking ahead
+            mean[~tracked] = np.einsum("tij,j->ti", _FLIP @ euler_to_matrix(rotation[~tracked]), [0.0, 0.0, 1.0])
+            gaze = gaze_from_directions(mean, rotation).astype(np.float32)
     return OpenFaceTable(fps=_fps_from_times(path, times), times=times, landmarks_2d=lm2.astype(np.float32),
                          landmarks_3d=lm3,
-                         pose_rotation=matrix_to_euler(_FLIP @ rc @ _FLIP).astype(np.float32),
+                         pose_rotation=rotation.astype(np.float32),
                          pose_translation=trans.astype(np.float32),
                          pose_scale=None if scale is None else scale.astype(np.float32),
-                         success=base[:, 1] > 0.5)
+                         success=base[:, 1] > 0.5, gaze=gaze)
 
 
 # ---------------------------------------------------------------------- Rhubarb JSON
