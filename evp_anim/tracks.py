@@ -9,6 +9,8 @@ field                  shape / dtype    meaning
 ``landmarks_2d``       (T, 68, 2) f32   iBUG-68 points in pixels, x right, y down, in an
                                         image of ``image_size`` = (width, height)
 ``landmarks_3d``       (T, 68, 3) f32   optional pose-invariant 3D landmarks, mm (SFM frame)
+``gaze``               (T, 2) f32       optional eye rotation in the head (both eyes), radians,
+                                        [pitch(x), yaw(y)] about the head's axes (as pose_rotation)
 ``pose_rotation``      (T, 3) f32       head rotation, radians, [pitch(x), yaw(y), roll(z)],
                                         R = Rz(roll) @ Ry(yaw) @ Rx(pitch)
 ``pose_translation``   (T, 2) f32       2D translation in pixels (EVP Eq. 8's t)
@@ -78,8 +80,9 @@ _FRAME_FIELDS: dict[str, tuple] = {
     "expression": (None,),
     "emotion": (NUM_EMOTIONS,),
     "intensity": (),
+    "gaze": (2,),
 }
-_OPTIONAL = {"landmarks_3d"}
+_OPTIONAL = {"landmarks_3d", "gaze"}
 
 
 @dataclasses.dataclass
@@ -98,6 +101,7 @@ class Track:
     intensity: np.ndarray
     identity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
     landmarks_3d: np.ndarray | None = None
+    gaze: np.ndarray | None = None
     phonemes: list[tuple[float, float, str]] = dataclasses.field(default_factory=list)
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -352,8 +356,10 @@ def concat(tracks: Sequence[Track]) -> Track:
             raise EvpError(f"track {i} has image size {tr.image_size}, track 0 has {first.image_size}")
         if tr.expression_names != first.expression_names:
             raise EvpError(f"track {i} has different expression channels from track 0")
-        if (tr.landmarks_3d is None) != (first.landmarks_3d is None):
-            raise EvpError(f"track {i} {'lacks' if tr.landmarks_3d is None else 'has'} landmarks_3d, track 0 does not")
+        for name in _OPTIONAL:
+            if (getattr(tr, name) is None) != (getattr(first, name) is None):
+                raise EvpError(f"track {i} {'lacks' if getattr(tr, name) is None else 'has'} {name}, "
+                               f"track 0 {'has' if getattr(tr, name) is None else 'does not'}")
         if tr.identity.shape != first.identity.shape or not np.allclose(tr.identity, first.identity):
             raise EvpError(f"track {i} has a different identity from track 0")
     out = first.copy()
@@ -399,7 +405,7 @@ class TrackWriter:
     leaves neither a partial track nor a temporary file; unnamed spools vanish even on SIGKILL.
 
     The first chunk fixes fps, image size, expression channels, identity and whether
-    ``landmarks_3d`` is present; later chunks must match. ``provenance`` and ``info`` come from the
+    ``landmarks_3d`` and ``gaze`` are present; later chunks must match. ``provenance`` and ``info`` come from the
     first chunk and may be edited until :meth:`close`; ``phonemes`` of every chunk are shifted to
     the chunk's start, as :func:`concat` does. OS errors (disk full, a read-only folder) become a
     one-line :class:`EvpError`.
@@ -445,10 +451,10 @@ class TrackWriter:
             self.info = json.loads(json.dumps(chunk.info))
         elif (chunk.fps != first.fps or chunk.image_size != first.image_size
               or chunk.expression_names != first.expression_names
-              or (chunk.landmarks_3d is None) != (first.landmarks_3d is None)
+              or any((getattr(chunk, k) is None) != (getattr(first, k) is None) for k in _OPTIONAL)
               or not np.array_equal(chunk.identity, first.identity)):
             raise EvpError(f"{self.path}: frames from {self.n_frames} differ from the first chunk in fps, "
-                           "image size, expression channels, identity or landmarks_3d")
+                           "image size, expression channels, identity, landmarks_3d or gaze")
         if self.n_frames + chunk.n_frames > MAX_FRAMES:
             raise EvpError(f"{self.path}: more than the {MAX_FRAMES} frames a track may hold")
         offset = self.n_frames / first.fps
@@ -642,6 +648,7 @@ def load_track(path: str | os.PathLike) -> Track:
             intensity=data["intensity"],
             identity=data.get("identity", np.zeros(0, np.float32)),
             landmarks_3d=data.get("landmarks_3d"),
+            gaze=data.get("gaze"),
             phonemes=[tuple(p) if isinstance(p, list) else p for p in meta.get("phonemes", [])],
             provenance=meta.get("provenance", {}),
             info=meta.get("info", {}),

@@ -569,8 +569,27 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
 
 def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
                         style: str | None, front_end: str, text: str | None, warn,
-                        chunk_frames: int | None, progress: Callable[[float], None] | None) -> Iterator[Track]:
+                        chunk_frames: int | None, progress: Callable[[float], None] | None,
+                        life=None) -> Iterator[Track]:
     """The Tracks of consecutive chunks of :func:`animate_speech_file`'s result."""
+    chunks = _speech_model_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
+                                  chunk_frames, progress)
+    if life is None or life.off:
+        yield from chunks
+        return
+    from ..living import Life, apply_life
+    # One Life for the clip: its state (head, blink, gaze) runs on across the chunks.
+    alive = Life(FPS, life)
+    ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
+    for track in chunks:
+        track.info["life"] = dataclasses.asdict(life)
+        yield apply_life(track, alive, rig, ident)
+
+
+def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
+                         style: str | None, front_end: str, text: str | None, warn,
+                         chunk_frames: int | None, progress: Callable[[float], None] | None) -> Iterator[Track]:
+    """The models' chunks of :func:`animate_speech_file`'s result, before the living face."""
     from ..audio.io import audio_sha256, check_audio_file, load_audio
     from ..audio.phones import FRONT_ENDS, speech_content
     from .emote import EmoteModel
@@ -603,7 +622,7 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
 
 def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
                         style: str | None = None, front_end: str = "mfcc", text: str | None = None,
-                        warn=None, chunk_frames: int | None = None) -> Track:
+                        warn=None, chunk_frames: int | None = None, life=None) -> Track:
     """Animate the speech file at ``path`` with an EVP model (landmarks, lifted to the rig) or an
     EMOTE model (rig coefficients) on the face of ``identity`` (63,) (default: the SFM mean face,
     recorded as zero coefficients so that ``align`` can re-express it on a target's face). The
@@ -615,10 +634,13 @@ def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identit
     EVP reads them through its phone content encoder Ep instead of Ec, and both models seal the
     lips on /p b m/. ``"mfcc"``: the models' own audio features only.
 
+    ``life`` (:class:`~evp_anim.living.LifeSettings`) adds head motion, blinks and gaze
+    (:mod:`evp_anim.living`); None: the models' output as it is (head still, no gaze).
+
     The whole Track is returned; :func:`animate_speech_to_file` writes the same track to a file
     with memory that does not grow with the recording."""
     return _join(_speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                     chunk_frames, None))
+                                     chunk_frames, None, life))
 
 
 def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: EmotionSpec, rig,
@@ -626,17 +648,18 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
                            front_end: str = "mfcc", text: str | None = None, warn=None,
                            progress: Callable[[float], None] | None = None,
                            chunk_frames: int | None = None,
-                           frame_progress: Callable[[int], None] | None = None) -> int:
+                           frame_progress: Callable[[int], None] | None = None, life=None) -> int:
     """:func:`animate_speech_file` written straight to the track file ``output`` (.npz), chunk by
     chunk through a :class:`~evp_anim.tracks.TrackWriter`: with the MFCC front end, memory is
     bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length. The file
     appears only when complete (nothing is left behind on an error or an interrupt).
+    ``life`` as in :func:`animate_speech_file`.
     ``progress(fraction)`` is told after each chunk, and ``frame_progress(frames)`` the number of
     frames (25 fps) written so far (the clip's total is ``n_frames`` of its 16 kHz samples, which a
     caller can read from the file's header up front). Returns the number of frames written."""
     with TrackWriter(output) as writer:
         for track in _speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                         chunk_frames, progress):
+                                         chunk_frames, progress, life):
             writer.append(track)
             del track       # spooled: not held while the next chunk is made
             if frame_progress is not None:

@@ -130,6 +130,12 @@ def animate_cmd(
                                               "file (Rhubarb's dialog file works; one input only)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview video (.mp4; "
                                            "one input only)."),
+    head_motion: float = typer.Option(1.0, "--head-motion", help="Head motion from the speech's rhythm and "
+                                      "the emotion: 0 = still, 1 = natural (a few degrees), up to 3."),
+    no_blinks: bool = typer.Option(False, "--no-blinks", help="No blinks (the eyelids keep the emotion's level)."),
+    no_gaze: bool = typer.Option(False, "--no-gaze", help="No eye movement (the track gets no gaze)."),
+    still: bool = typer.Option(False, "--still", help="No head motion, blinks or gaze: the model's output only."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the head motion, blinks and gaze."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Speech → emotional Track: EVP (landmarks, lifted to the rig) or EMOTE (rig coefficients and the
@@ -138,6 +144,9 @@ def animate_cmd(
     Several files or a folder go through one process (the model is loaded once) into the folder
     -o: a.wav → OUTDIR/a.npz. A file that fails is reported on one line and the others still run;
     the exit status is 2 if any failed. Inputs are never overwritten.
+
+    The face lives unless --still: the head moves with the speech's rhythm and the emotion, the
+    eyes blink (10–20 a minute, more in pauses) and look around (saccades); see evp_anim/living.py.
     """
     from ..emotions import canonical_emotion, check_intensity
     from ..emotion_keys import read_emotion_keys
@@ -178,7 +187,10 @@ def animate_cmd(
         if _same_file(inputs[0], output):
             raise EvpError(f"-o {output} is the input itself: give another name for the track")
 
-    animator = _Animator(model_path, spec, style, reference, front_end, line, sfm_dir)
+    from ..living import OFF, LifeSettings
+    life = OFF if still else LifeSettings(head_motion=head_motion, blinks=not no_blinks, gaze=not no_gaze,
+                                          seed=seed)
+    animator = _Animator(model_path, spec, style, reference, front_end, line, sfm_dir, life)
     if not batch:
         animator.run(inputs[0], outputs[0])
         if preview is not None:
@@ -196,7 +208,7 @@ def animate_cmd(
 class _Animator:
     """The model, rig and face loaded once, and :meth:`run` to animate one file with them."""
 
-    def __init__(self, model_path, spec, style, reference, front_end, text, sfm_dir):
+    def __init__(self, model_path, spec, style, reference, front_end, text, sfm_dir, life=None):
         from ..face.rig import FaceRig
         from ..tracks import load_track
         from .animate import limit_heap_growth, load_animation_model
@@ -215,6 +227,7 @@ class _Animator:
                 raise EvpError(f"{reference}: track has no SFM identity to animate")
             self.identity = tr.identity
         self.spec, self.style, self.front_end, self.text = spec, style, front_end, text
+        self.life = life
         limit_heap_growth()     # this process streams the speech: chunk-sized buffers stay out of the heap
 
     def run(self, audio: Path, output: Path, warn_prefix: str = "", **fields) -> int:
@@ -235,7 +248,7 @@ class _Animator:
         frames = animate_speech_to_file(audio, output, self.model, self.spec, self.rig, identity=self.identity,
                                         style=self.style, front_end=self.front_end, text=self.text,
                                         warn=lambda m: rep.info(f"warning: {warn_prefix}{m}"),
-                                        frame_progress=on_frames)
+                                        frame_progress=on_frames, life=self.life)
         if frames != total:
             rep.update(frames, total=frames)    # the exact count, now known
         rep.success(output=str(output), frames=frames)
