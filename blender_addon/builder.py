@@ -9,8 +9,9 @@ Conventions
 * **Time.** Track frame ``i`` sits on scene frame ``frame_start + i`` (``frame_start`` = 1 by
   default); scene fps is set from the track (25 → ``render.fps = 25``, ``fps_base = 1``;
   29.97 → ``30 / 1.001``).
-* **Actions.** Every import writes a NEW slotted Action with two slots — ``OBJECT`` (head
-  rotation, emotion/intensity keys) and ``KEY`` (one F-curve per shape key) — through
+* **Actions.** Every import writes a NEW slotted Action with an ``OBJECT`` slot (head
+  rotation, emotion/intensity keys), a ``KEY`` slot (one F-curve per shape key) and, when the
+  head has eyes, one ``OBJECT`` slot per eye (gaze: rotation X = pitch, Z = yaw) — through
   ``bpy_extras.anim_utils.action_ensure_channelbag_for_slot``. An Action the head already had
   is never modified: it keeps a fake user, and the new one becomes active (or an NLA strip).
 * **Landmarks.** One mesh holds every frame's 68 points (T·68 vertices, sketch edges per frame,
@@ -20,6 +21,12 @@ Conventions
   playback time, and it is saved with the .blend. With pose-invariant 3D landmarks it is
   parented to the head (so it follows the pose); with 2D-only tracks it is a flat sketch in
   the XZ plane beside the head.
+* **Face parts** (``parts=True``): eyeballs (24 mm; sclera, iris, pupil) in sockets cut into
+  the mask's eye surface, upper and lower teeth, a tongue, a dark mouth interior and eye
+  sockets, all parented to the head and placed from the identity's landmarks
+  (:func:`face_layout`). Lower teeth and tongue turn about the jaw centre fitted to the rig's
+  jawOpen shape (drivers on the head's jawOpen key), the interior's floor follows through its
+  own driven shape key; the blink keys close the lids over the eyeballs.
 
 Errors a user can cause raise :class:`evp_anim.errors.EvpError`, always before the scene is
 touched; a failure during building removes whatever the import had created.
@@ -233,12 +240,20 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _build_head(rig, identity: np.ndarray, name: str, collection):
-    ident = identity if identity.size == rig.num_identity else None
-    base = rig.vertices(ident)
+def head_vertices(rig, identity: np.ndarray) -> np.ndarray:
+    """(N, 3) mm neutral head for ``identity`` (the mean face when its size is not the rig's)."""
+    return rig.vertices(identity if identity.size == rig.num_identity else None)
+
+
+def _build_head(rig, identity: np.ndarray, name: str, collection, drop: np.ndarray | None = None):
+    """The head mesh object with one shape key per rig channel; ``drop``: (F,) bool triangles
+    left out (the eye surface over the eyeballs; vertices, and so the shape keys, are the rig's)."""
+    base = head_vertices(rig, identity)
     verts = sfm_to_blender(base)
     mesh = bpy.data.meshes.new(name)
     tris = np.asarray(rig.triangles, np.int32)
+    if drop is not None:
+        tris = tris[~drop]
     mesh.vertices.add(len(verts))
     mesh.vertices.foreach_set("co", verts.ravel())
     mesh.loops.add(tris.size)
@@ -259,6 +274,388 @@ def _build_head(rig, identity: np.ndarray, name: str, collection):
     mesh.shape_keys.name = f"{name} keys"
     obj.rotation_mode = "XZY"
     return obj
+
+
+# ---------------------------------------------------------------------- face parts
+# Eyes, teeth, tongue and a mouth interior for the SFM head, which is a face mask: its eye
+# openings are covered by a closed "eye surface" and its lips part onto nothing. All sizes are
+# SFM millimetres (x right, y up, z toward the viewer) until the mesh is made, then Blender metres.
+PART_PROP = "evp_part"              # custom property naming a part: eye_R, eye_L, teeth_upper, ...
+EYE_RADIUS_MM = 12.0                # a 24 mm eyeball
+IRIS_RADIUS_MM = 5.8                # radius of the iris disc seen from the front
+PUPIL_RADIUS_MM = 2.0
+EYE_BEHIND_LIDS_MM = 1.5            # eyeball front this far behind the lid line (lids rest on it)
+EYE_HOLE_HALF_WIDTH_MM = 11.0       # the opening cut over each eyeball; the corners stay closed skin
+TEETH_HEIGHT_MM, TEETH_THICK_MM = 9.5, 3.0
+TEETH_BEHIND_LIP_MM = 3.0           # upper incisors' front this far behind the inner lip line
+ARCH_CURVE = 0.04                   # dental arch depth z = front - ARCH_CURVE * x² (mm)
+INTERIOR_BEHIND_SKIN_MM = 5.0       # the mouth interior's rim this far behind the skin
+SOCKET_BEHIND_SKIN_MM = 2.5         # the eye socket's rim this far behind the skin
+# crown widths (mm of arch) from the midline back: incisors, canine, premolars, molars
+TOOTH_WIDTHS_MM = (8.5, 6.5, 7.5, 7.0, 7.0, 10.0)
+LOWER_TOOTH_WIDTHS_MM = (5.5, 6.0, 7.0, 7.0, 7.5, 11.0)
+
+_PART_COLOURS = {  # name: (RGB, roughness); dark, matte interior so an open mouth reads as a mouth
+    "EVP sclera": ((0.86, 0.84, 0.80), 0.25),
+    "EVP iris": ((0.16, 0.30, 0.42), 0.25),
+    "EVP pupil": ((0.01, 0.01, 0.01), 0.15),
+    "EVP teeth": ((0.90, 0.87, 0.78), 0.35),
+    "EVP tongue": ((0.55, 0.18, 0.18), 0.6),
+    "EVP mouth interior": ((0.045, 0.012, 0.012), 1.0),
+    "EVP eye socket": ((0.20, 0.07, 0.06), 0.8),
+}
+
+
+@dataclass
+class FaceLayout:
+    """Where the parts go for one identity's neutral mesh (SFM mm; bpy-free, see :func:`face_layout`).
+
+    eye_centres: (2, 3) eyeball centres, [subject's right (x < 0), subject's left (x > 0)].
+    eye_holes: (F,) bool, head triangles inside the eye openings over the eyeballs (removed).
+    jaw_centre: (3,) the point the lower jaw turns about, and jaw_angle: radians at jawOpen = 1
+    (about +x), fitted to the rig's jawOpen delta on the chin.
+    mouth: (3,) the inner-lip centre; mouth_corners: (2, 3); skin_depth: callable (x, y) → z of
+    the neutral skin (mm) for the mouth interior's rim.
+    """
+
+    eye_centres: np.ndarray
+    eye_holes: np.ndarray
+    jaw_centre: np.ndarray
+    jaw_angle: float
+    mouth: np.ndarray
+    mouth_corners: np.ndarray
+    skin_depth: object
+
+
+def _lid_curves(lm: np.ndarray, first: int):
+    """(upper y(x), lower y(x), x range) of one eye from its six iBUG points (first = 36 or 42),
+    piecewise linear (numpy only: a stock Blender has no scipy)."""
+    upper = lm[[first, first + 1, first + 2, first + 3]]
+    lower = lm[[first, first + 5, first + 4, first + 3]]
+    def curve(pts):
+        o = np.argsort(pts[:, 0])
+        return lambda x: np.interp(x, pts[o, 0], pts[o, 1])
+    xs = upper[:, 0]
+    return curve(upper), curve(lower), (xs.min(), xs.max())
+
+
+def _fit_jaw(base: np.ndarray, delta: np.ndarray, chin: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre (3,), angle) of the rotation about +x that moves the chin region like ``delta``
+    (the jawOpen shape at weight 1): a 2D Procrustes fit in (y, z) of the vertices within 12 mm of
+    the chin landmark, where the rig's jaw weight is 1. The rig's small condyle glide is folded
+    into the centre (exact at jawOpen 0 and 1, well under a millimetre off between)."""
+    near = np.linalg.norm(base - chin, axis=1) < 12.0
+    p, q = base[near][:, 1:], (base + delta)[near][:, 1:]
+    pc, qc = p - p.mean(0), q - q.mean(0)
+    # angle of the best rotation (y, z) -> (c y - s z, s y + c z)
+    ang = float(np.arctan2((pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum(), (pc * qc).sum()))
+    c, s = np.cos(ang), np.sin(ang)
+    rot = np.array([[c, -s], [s, c]])
+    t = q.mean(0) - rot @ p.mean(0)
+    yz = np.linalg.solve(np.eye(2) - rot, t)        # the fixed point of the motion
+    return np.array([0.0, yz[0], yz[1]]), ang
+
+
+def face_layout(base: np.ndarray, triangles: np.ndarray, landmark_vertices: np.ndarray,
+                jaw_delta: np.ndarray, skin_back: np.ndarray | None = None) -> FaceLayout:
+    """The parts' placement for a neutral head ``base`` (N, 3) mm, from its iBUG landmarks.
+
+    Eyeball centre: x midway between the eye corners, y the mean of the four lid points, z so that
+    the 24 mm ball's front sits :data:`EYE_BEHIND_LIDS_MM` behind the lid points' mean depth.
+    The triangles whose centroid lies between the lids, within :data:`EYE_HOLE_HALF_WIDTH_MM` of
+    the centre, are the eye surface cut away so the eyeball shows; the blink shape keys bring
+    the skin above the upper lid down onto the lower lid over it. ``skin_back``: (N,) mm, how far
+    each vertex can move back (≤ 0) under any one channel, so rims placed behind the skin stay
+    behind it when the face moves.
+    """
+    lm = base[np.asarray(landmark_vertices)]
+    tris = np.asarray(triangles)
+    cen = base[tris].mean(1)
+    centres, holes = [], np.zeros(len(tris), bool)
+    for first in (36, 42):                      # subject's right eye (x < 0), then left
+        yu, yl, (x0, x1) = _lid_curves(lm, first)
+        lids = lm[[first + 1, first + 2, first + 4, first + 5]]
+        cx = 0.5 * (x0 + x1)
+        front = lids[:, 2].mean() - EYE_BEHIND_LIDS_MM
+        centres.append([cx, lids[:, 1].mean(), front - EYE_RADIUS_MM])
+        holes |= ((np.abs(cen[:, 0] - cx) < EYE_HOLE_HALF_WIDTH_MM) & (cen[:, 1] < yu(cen[:, 0]))
+                  & (cen[:, 1] > yl(cen[:, 0])) & (cen[:, 2] > front - 6.0))
+    jaw_centre, jaw_angle = _fit_jaw(base, jaw_delta, lm[8])
+    inner = lm[60:68]
+    mouth = np.array([0.5 * (inner[:, 0].min() + inner[:, 0].max()), inner[:, 1].mean(), inner[:, 2].max()])
+    deepest = base[:, 2] + (skin_back if skin_back is not None else 0.0)
+    front = base[:, 2] > base[:, 2].max() - 80.0
+    front_verts = np.concatenate([base[front, :2], deepest[front, None]], 1)
+
+    def skin_depth(x, y):
+        """z (mm) of the skin at (x, y) (the deepest any one channel takes it): inverse-distance
+        mean of the 4 nearest front vertices."""
+        d = np.hypot(front_verts[:, 0] - x, front_verts[:, 1] - y)
+        k = np.argsort(d)[:4]
+        w = 1.0 / (d[k] + 0.5)
+        return float((front_verts[k, 2] * w).sum() / w.sum())
+
+    return FaceLayout(np.array(centres), holes, jaw_centre, jaw_angle, mouth, lm[[48, 54]], skin_depth)
+
+
+def _material(name: str):
+    """The shared material ``name`` of :data:`_PART_COLOURS`: the viewport/Workbench colour and a
+    Principled BSDF with the same base colour for EEVEE/Cycles."""
+    mat = bpy.data.materials.get(name)
+    if mat is not None:
+        return mat
+    rgb, rough = _PART_COLOURS[name]
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*rgb, 1.0)      # Workbench (color type Material) and the solid viewport
+    mat.roughness = rough
+    mat.metallic = 0.0
+    if mat.node_tree is None:            # Blender 5 materials come with nodes; older ones may not
+        mat.use_nodes = True
+    bsdf = next((n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is not None:
+        bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
+        bsdf.inputs["Roughness"].default_value = rough
+        if name == "EVP mouth interior" and "Specular IOR Level" in bsdf.inputs:
+            bsdf.inputs["Specular IOR Level"].default_value = 0.0   # no highlights in the cavity
+    return mat
+
+
+def _part_object(name: str, verts_mm: np.ndarray, faces, materials, face_mats, head, collection,
+                 origin_mm: np.ndarray, part: str):
+    """A mesh object parented to ``head`` at ``origin_mm`` (SFM mm, head-local) whose vertices
+    ``verts_mm`` are given in SFM mm (head-local); one material slot per name in ``materials``."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata((sfm_to_blender(verts_mm) - sfm_to_blender(origin_mm)).tolist(), [], [list(f) for f in faces])
+    for m in materials:
+        mesh.materials.append(_material(m))
+    if face_mats is not None:
+        mesh.polygons.foreach_set("material_index", np.asarray(face_mats, np.int32))
+    mesh.update()
+    mesh.validate()
+    mesh.shade_smooth()
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    obj.parent = head                     # parent inverse stays identity: location is head-local
+    obj.location = tuple(sfm_to_blender(origin_mm))
+    obj.rotation_mode = "XZY"             # as the head: gaze keys use the pose's Euler mapping
+    obj[PART_PROP] = part
+    return obj
+
+
+def _sphere(polar_deg, segments: int = 32):
+    """Unit sphere with its pole on +z (SFM: toward the viewer), rings at ``polar_deg`` from
+    that pole (ascending, excluding 0 and 180). Returns (verts (V, 3), faces, ring of each face)."""
+    th = np.radians(np.asarray(polar_deg, float))
+    ph = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    ring = np.stack([np.sin(th)[:, None] * np.cos(ph), np.sin(th)[:, None] * np.sin(ph),
+                     np.repeat(np.cos(th)[:, None], segments, 1)], -1).reshape(-1, 3)
+    verts = np.concatenate([[[0, 0, 1.0]], ring, [[0, 0, -1.0]]])
+    n, s = len(th), segments
+    faces, rings = [], []
+    for j in range(s):
+        faces.append((0, 1 + (j + 1) % s, 1 + j)); rings.append(0)
+    for i in range(n - 1):
+        for j in range(s):
+            a, b = 1 + i * s + j, 1 + i * s + (j + 1) % s
+            faces.append((a, b, b + s, a + s)); rings.append(i + 1)
+    last = len(verts) - 1
+    for j in range(s):
+        faces.append((1 + (n - 1) * s + j, 1 + (n - 1) * s + (j + 1) % s, last)); rings.append(n)
+    return verts, faces, np.array(rings)
+
+
+def _eye_geometry():
+    """Eyeball (mm, centred, looking along +z): pupil, iris and sclera faces by ring, with the
+    ring boundaries at the pupil's and iris's radii on the 12 mm ball."""
+    r = EYE_RADIUS_MM
+    a_pupil = np.degrees(np.arcsin(PUPIL_RADIUS_MM / r))
+    a_iris = np.degrees(np.arcsin(IRIS_RADIUS_MM / r))
+    polar = [a_pupil * 0.5, a_pupil, 0.5 * (a_pupil + a_iris), a_iris, a_iris + 6,
+             *np.linspace(a_iris + 15, 170, 10)]
+    verts, faces, rings = _sphere(polar)
+    # faces from the pole: ring 0, 1 pupil; 2, 3 iris; the rest sclera
+    mats = np.where(rings < 2, 2, np.where(rings < 4, 1, 0))
+    return verts * r, faces, mats
+
+
+def _arch_z(x, front):
+    return front - ARCH_CURVE * np.asarray(x) ** 2
+
+
+def _arch_x_at(arc: float, front: float) -> float:
+    """x (mm, ≥ 0) at arc length ``arc`` from the midline along the dental arch."""
+    xs = np.linspace(0, 40, 401)
+    seg = np.hypot(np.diff(xs), np.diff(_arch_z(xs, front)))
+    s = np.concatenate([[0], np.cumsum(seg)])
+    return float(np.interp(arc, s, xs))
+
+
+def _teeth_geometry(front: float, edge_y: float, height: float, widths, thick: float):
+    """One row of teeth along the arch (mm): a slightly bevelled curved box per crown, 0.35 mm
+    apart, from ``edge_y`` (the biting edge) over ``height`` (negative: downward)."""
+    verts, faces = [], []
+    arc = 0.0
+    for w in widths:
+        for side in (1.0, -1.0):
+            xs = [side * _arch_x_at(arc + 0.175 + (w - 0.35) * k / 4, front) for k in range(5)]
+            base = len(verts)
+            for x in xs:
+                z = float(_arch_z(x, front))
+                # unit normal of the arch (outward) to offset the back face inward
+                nx, nz = 2 * ARCH_CURVE * x, 1.0
+                nn = np.hypot(nx, nz)
+                nx, nz = nx / nn, nz / nn
+                for dy, dt in ((0.0, 0.3), (0.25, 0.0), (1.0, 0.0), (1.0, 1.0), (0.25, 1.0), (0.0, 0.7)):
+                    # front/back, with the biting edge a little thinner than the crown
+                    t = dt * thick
+                    verts.append((x - nx * t, edge_y + dy * height, z - nz * t))
+            n = 6
+            for k in range(4):
+                a, b = base + k * n, base + (k + 1) * n
+                for m in range(n):
+                    m2 = (m + 1) % n
+                    f = (a + m, a + m2, b + m2, b + m)
+                    faces.append(f if side > 0 else f[::-1])
+            cap0, cap1 = [base + m for m in range(n)], [base + 4 * n + m for m in range(n)]
+            faces.append(tuple(cap0[::-1]) if side > 0 else tuple(cap0))
+            faces.append(tuple(cap1) if side > 0 else tuple(cap1[::-1]))
+        arc += w
+    return np.array(verts, float), faces
+
+
+def _ellipsoid(centre, radii, segments: int = 24):
+    verts, faces, _ = _sphere(np.linspace(180 / 12, 180 - 180 / 12, 11), segments)
+    return np.asarray(centre) + verts * np.asarray(radii), faces
+
+
+def _bowl(skin_depth, centre, rim_radii, behind_skin: float, back_z: float, rings: int = 9,
+          segments: int = 32):
+    """A bowl open toward the viewer (mm): its rim an ellipse of ``rim_radii`` around ``centre``
+    (x, y), ``behind_skin`` mm behind the skin, closing at depth ``back_z``; faces toward the
+    opening. Returns (verts, faces)."""
+    cx, cy = centre[0], centre[1]
+    ph = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    rim = np.stack([cx + rim_radii[0] * np.cos(ph), cy + rim_radii[1] * np.sin(ph)], 1)
+    rim_z = np.array([skin_depth(x, y) for x, y in rim]) - behind_skin
+    verts = []
+    for i in range(rings):
+        t = 0.5 * np.pi * i / rings
+        for j in range(segments):
+            verts.append((cx + (rim[j, 0] - cx) * np.cos(t), cy + (rim[j, 1] - cy) * np.cos(t),
+                          rim_z[j] + (back_z - rim_z[j]) * np.sin(t)))
+    verts.append((cx, cy, back_z))
+    faces = []
+    for i in range(rings - 1):
+        for j in range(segments):
+            a, b = i * segments + j, i * segments + (j + 1) % segments
+            faces.append((a, a + segments, b + segments, b))
+    last = len(verts) - 1
+    for j in range(segments):
+        a, b = (rings - 1) * segments + j, (rings - 1) * segments + (j + 1) % segments
+        faces.append((a, last, b))
+    return np.array(verts), faces
+
+
+def _interior_geometry(layout: FaceLayout, rim_radii=(34.0, 24.0), depth: float = 45.0):
+    """The mouth's cavity (mm): a bowl whose rim circles the mouth :data:`INTERIOR_BEHIND_SKIN_MM`
+    behind the skin, ``depth`` mm deep behind the lips. Returns (verts, faces, jaw weight per
+    vertex: 1 from 4 mm below the lip line down, 0 from 4 mm above it up, smooth between)."""
+    verts, faces = _bowl(layout.skin_depth, layout.mouth, rim_radii, INTERIOR_BEHIND_SKIN_MM,
+                         layout.mouth[2] - depth)
+    u = np.clip((layout.mouth[1] + 4.0 - verts[:, 1]) / 8.0, 0.0, 1.0)
+    return verts, faces, u * u * (3 - 2 * u)
+
+
+def _jaw_driver(target, data_path: str, index: int, key, scale: float) -> None:
+    """Drive ``target.data_path[index]`` with ``scale`` × the head's jawOpen shape key (a simple
+    expression: evaluated without Python scripts being allowed)."""
+    fc = target.driver_add(data_path, index) if index >= 0 else target.driver_add(data_path)
+    drv = fc.driver
+    drv.type = "SCRIPTED"
+    var = drv.variables.new()
+    var.name, var.type = "jaw", "SINGLE_PROP"
+    var.targets[0].id_type = "KEY"
+    var.targets[0].id = key
+    var.targets[0].data_path = 'key_blocks["jawOpen"].value'
+    drv.expression = f"{scale:.9g} * jaw"
+
+
+def rig_face_layout(rig, base: np.ndarray) -> FaceLayout:
+    """:func:`face_layout` for ``rig``'s head with neutral vertices ``base`` (mm)."""
+    k = list(rig.channels).index("jawOpen") if "jawOpen" in rig.channels else None
+    jaw_delta = np.asarray(rig.deltas[k]) if k is not None else np.zeros_like(base)
+    back = np.minimum(np.asarray(rig.deltas)[:, :, 2].min(0), 0.0)
+    return face_layout(base, np.asarray(rig.triangles), np.asarray(rig.landmark_vertices), jaw_delta, back)
+
+
+def _build_face_parts(head, lay: FaceLayout, collection) -> list:
+    """Eyes, teeth, tongue and mouth interior for ``head`` placed by ``lay``, parented to it
+    (the head mesh was built without the ``lay.eye_holes`` triangles). Returns the objects and
+    meshes made."""
+    made = []
+    key = head.data.shape_keys
+    ev, ef, em = _eye_geometry()
+    for centre, side in zip(lay.eye_centres, "RL"):
+        eye = _part_object(f"{head.name} eye {side}", ev + centre, ef, ("EVP sclera", "EVP iris", "EVP pupil"),
+                           em, head, collection, centre, f"eye_{side}")
+        # a shallow dark-pink socket behind the ball: seen past it at the eye's corners, in
+        # place of the void behind the face mask
+        sv, sf = _bowl(lay.skin_depth, centre, (16.0, 11.0), SOCKET_BEHIND_SKIN_MM, centre[2] - 2.0)
+        socket = _part_object(f"{head.name} eye socket {side}", sv, sf, ("EVP eye socket",), None, head,
+                              collection, centre, f"socket_{side}")
+        made += [eye, eye.data, socket, socket.data]
+    front = lay.mouth[2] - TEETH_BEHIND_LIP_MM
+    uv, uf = _teeth_geometry(front, lay.mouth[1] - 1.0, TEETH_HEIGHT_MM, TOOTH_WIDTHS_MM, TEETH_THICK_MM)
+    upper = _part_object(f"{head.name} teeth upper", uv, uf, ("EVP teeth",), None, head, collection,
+                         lay.mouth, "teeth_upper")
+    # lower incisors close behind the upper ones, their edges 1.5 mm above the upper edges (overbite)
+    lv_, lf = _teeth_geometry(front - TEETH_THICK_MM - 0.3, lay.mouth[1] + 0.5, -TEETH_HEIGHT_MM + 0.5,
+                              LOWER_TOOTH_WIDTHS_MM, TEETH_THICK_MM * 0.85)
+    lower = _part_object(f"{head.name} teeth lower", lv_, lf, ("EVP teeth",), None, head, collection,
+                         lay.jaw_centre, "teeth_lower")
+    tv, tf = _ellipsoid((lay.mouth[0], lay.mouth[1] - 8.5, front - 27.0), (16.5, 5.0, 20.0))
+    tongue = _part_object(f"{head.name} tongue", tv, tf, ("EVP tongue",), None, head, collection,
+                          lay.jaw_centre, "tongue")
+    iv, if_, w = _interior_geometry(lay)
+    interior = _part_object(f"{head.name} mouth interior", iv, if_, ("EVP mouth interior",), None, head,
+                            collection, lay.mouth, "mouth_interior")
+    made += [upper, upper.data, lower, lower.data, tongue, tongue.data, interior, interior.data]
+    if key is not None and "jawOpen" in key.key_blocks:
+        # lower teeth and tongue turn with the jaw about its fitted centre (their origin)
+        for obj in (lower, tongue):
+            _jaw_driver(obj, "rotation_euler", 0, key, lay.jaw_angle)   # SFM Rx(a) is Blender Rx(a)
+        # the cavity's floor follows the jaw through a shape key, its roof stays with the skull
+        c, s = np.cos(lay.jaw_angle), np.sin(lay.jaw_angle)
+        p = iv - lay.jaw_centre
+        turned = np.stack([p[:, 0], c * p[:, 1] - s * p[:, 2], s * p[:, 1] + c * p[:, 2]], 1) + lay.jaw_centre
+        opened = iv + (turned - iv) * w[:, None]
+        interior.shape_key_add(name="Basis", from_mix=False)
+        kb = interior.shape_key_add(name="jawOpen", from_mix=False)
+        kb.data.foreach_set("co", (sfm_to_blender(opened) - sfm_to_blender(lay.mouth)).ravel())
+        kb.slider_min, kb.slider_max = -1.0, 2.0
+        _jaw_driver(kb, "value", -1, key, 1.0)
+    return made
+
+
+def face_parts(head) -> dict:
+    """The parts an import made for ``head``: {part name (eye_R, eye_L, socket_R, socket_L,
+    teeth_upper, teeth_lower, tongue, mouth_interior): object}; empty for a head built without them."""
+    return {c[PART_PROP]: c for c in head.children if PART_PROP in c}
+
+
+def _key_gaze(action, track: Track, eyes, frames: np.ndarray, nla: bool, frame_start: int) -> None:
+    """Key both eyes' rotation with the track's gaze (zeros without: the eyes look ahead), in
+    ``action`` (one OBJECT slot per eye), with the head pose's Euler mapping (mode 'XZY':
+    X = pitch, Z = yaw)."""
+    gaze = track.gaze if track.gaze is not None else np.zeros((track.n_frames, 2), np.float32)
+    eul = pose_to_euler_xzy(np.concatenate([gaze, np.zeros((len(gaze), 1), np.float32)], 1))
+    for eye in eyes:
+        slot = ensure_slot(action, "OBJECT", eye.name)
+        bag = channelbag(action, slot)
+        eye.rotation_mode = "XZY"
+        for i in (0, 2):
+            _fcurve(bag, "rotation_euler", frames, eul[:, i], index=i, group="Gaze")
+        _assign(eye, action, slot, nla, frame_start)
 
 
 def _landmark_group():
@@ -350,7 +747,7 @@ def landmark_child(head):
 def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, audio=None,
                  head=None, name: str | None = None, frame_start: int = 1, landmarks: bool = True,
                  nla: bool = False, sound: bool = True, fps: float | None = None,
-                 source_path: str | os.PathLike | None = None) -> ImportResult:
+                 source_path: str | os.PathLike | None = None, parts: bool = True) -> ImportResult:
     """Put a track into ``scene`` (default: the context scene).
 
     Args:
@@ -367,6 +764,9 @@ def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, 
         source_path: the track file recorded on the head as Export's source (identity, image
             size, phonemes…). Default: ``track`` when it is a path; for a :class:`Track` given in
             memory onto an existing ``head`` (Apply Adjustments), the head's current source.
+        parts: give a new head eyes, teeth, a tongue and a mouth interior (its eye openings cut
+            open); the eyes are keyed with the track's gaze (straight ahead without). An existing
+            ``head``'s eyes get the new gaze keys either way.
     Returns:
         :class:`ImportResult`. Raises :class:`EvpError` (scene untouched) on bad input.
     """
@@ -398,7 +798,7 @@ def import_track(track: Track | str | os.PathLike, *, sfm_dir=None, scene=None, 
         # animation: keep the file Export reads identity, image size and phonemes from
         source_path = head.get("evp_track_path", "") or None
     try:
-        _build(result, track, source_path, rig, scene, audio_path, name, int(frame_start), landmarks, nla)
+        _build(result, track, source_path, rig, scene, audio_path, name, int(frame_start), landmarks, nla, parts)
     except Exception:
         _remove(result.created)
         raise
@@ -421,16 +821,20 @@ def with_solved_weights(track: Track, rig) -> tuple[Track, str]:
 
 
 def _build(result: ImportResult, track: Track, track_path, rig, scene, audio_path, name, frame_start,
-           landmarks, nla) -> None:
+           landmarks, nla, parts: bool = True) -> None:
     """Make the head (unless reusing ``result.head``), the new Action and the landmarks;
     ``track_path`` is the source file recorded on the head and the Action (None: none)."""
     collection = scene.collection
     made = result.created
     head = result.head
     if head is None:
-        head = _build_head(rig, track.identity, f"{name} head", collection)
+        lay = rig_face_layout(rig, head_vertices(rig, track.identity)) if parts else None
+        head = _build_head(rig, track.identity, f"{name} head", collection,
+                           drop=lay.eye_holes if lay is not None else None)
         made += [head, head.data]
         result.head = head
+        if lay is not None:
+            made += _build_face_parts(head, lay, collection)
     key = head.data.shape_keys
     # Scene timing first: keys are written on frames, and fps decides what a frame is.
     set_scene_timing(scene, track.fps, frame_start, track.n_frames)
@@ -472,6 +876,9 @@ def _build(result: ImportResult, track: Track, track_path, rig, scene, audio_pat
     action["evp_track_path"] = str(track_path) if track_path else ""
     _assign(head, action, obj_slot, nla, frame_start)
     _assign(key, action, key_slot, nla, frame_start)
+    eyes = [o for n, o in sorted(face_parts(head).items()) if n.startswith("eye_")]
+    if eyes:
+        _key_gaze(action, track, eyes, frames, nla, frame_start)
 
     existing = landmark_child(head) if result.head is not None and head not in made else None
     if landmarks and existing is not None:
@@ -528,7 +935,8 @@ def export_track(head, source: Track | str | os.PathLike | None = None, sfm_dir=
     Each shape-key F-curve of the head's active Action (else its top unmuted NLA strip) is
     evaluated at every frame
     (``frame_start + i``); head pose comes from the rotation curves (mode 'XZY'), emotion and
-    intensity from the ``evp.emotion`` / ``evp.intensity`` curves when keyed. Everything else
+    intensity from the ``evp.emotion`` / ``evp.intensity`` curves when keyed, gaze from the
+    eyes' rotation curves (when the source had gaze or the eyes were turned). Everything else
     (identity, image size, translation, scale, phonemes, provenance) comes from ``source``
     (default: the track the head was imported from). When the channels are the rig's own, the
     3D landmarks are recomputed from the edited weights and the 2D landmarks re-projected, so a
@@ -579,6 +987,19 @@ def export_track(head, source: Track | str | os.PathLike | None = None, sfm_dir=
             out.emotion[changed] = onehot[changed]
         if inten is not None:
             out.intensity = np.clip(_evaluate(inten, frames), 0.0, 1.0)
+    eyes = [o for n, o in sorted(face_parts(head).items()) if n.startswith("eye_")]
+    ebag, eoff = animating_channelbag(eyes[0]) if eyes else (None, 0.0)
+    if ebag is not None:
+        # gaze from the first eye's rotation curves (mode 'XZY': pitch = X, yaw = Z); kept
+        # absent when the source had none and nobody turned the eyes
+        eul = np.zeros((src.n_frames, 3), np.float32)
+        for i in (0, 2):
+            fc = ebag.fcurves.find("rotation_euler", index=i)
+            if fc is not None:
+                eul[:, i] = _evaluate(fc, frame_start + np.arange(src.n_frames, dtype=np.float64) + eoff)
+        gaze = euler_xzy_to_pose(eul)[:, :2]
+        if src.gaze is not None or np.abs(gaze).max() > 1e-6:
+            out.gaze = np.ascontiguousarray(gaze, np.float32)
     try:
         rig = load_rig(sfm_dir)
     except EvpError:
@@ -803,8 +1224,11 @@ def export_scene(track_path: str | os.PathLike, fmt: str, output: str | os.PathL
         register()
     # .blend keeps the add-on's convention (track frame 0 on scene frame 1); FBX and glTF store
     # seconds, so track frame i goes to frame i, i.e. i / fps seconds, and a clip starts at 0 s.
+    # FBX and glTF get the head alone: the parts' jaw motion is drivers, which neither format
+    # carries (the lower teeth would stay shut), and a second shape-keyed mesh (the mouth
+    # interior) would be taken for the head by readers that pick the first one
     res = import_track(track_path, sfm_dir=sfm_dir, landmarks=(fmt == "blend"), sound=(fmt == "blend"),
-                       frame_start=1 if fmt == "blend" else 0, audio=audio)
+                       frame_start=1 if fmt == "blend" else 0, audio=audio, parts=(fmt == "blend"))
     # The take (FBX AnimStack, glTF animation) is named after the clip, i.e. the track file's
     # stem: FBX names its one baked take after the scene, glTF its merged active actions after
     # the name passed below (both would otherwise say "Scene" / "Animation").
