@@ -1122,7 +1122,7 @@ def retarget(track: Track | str | os.PathLike, objects, scene=None, frame_start:
     if not isinstance(track, Track):
         track = load_track(track)
     # the curves a source name stands for: ARKit columns (splits folded in), else raw channels
-    values = source_curves(track.expression, track.expression_names)
+    values = source_curves(track.expression, track.expression_names, getattr(track, "gaze", None))
     present = [n for n in ARKIT_52 if n in values]
     user_map = resolve_map_sources(user_map, list(values))
     meshes = [(o, o.data.shape_keys) for o in objects

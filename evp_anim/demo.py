@@ -11,6 +11,8 @@ animate the same speech once more (happy), as rig coefficients (``emote_happy``)
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     from .audio.io import audio_sha256, load_audio
     from .emotion_keys import EmotionKey
     from .face.rig import FaceRig
+    from .living import Life, LifeSettings, apply_life
     from .models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
     from .models.evp import EvpModel
     from .preview import write_preview
@@ -53,6 +56,9 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     tracks = {}
     for name, spec in takes.items():
         track = lift_to_rig(animate(audio, model, spec, reference=reference), rig)
+        # The face lives as with `animate` (same default seed): head motion, blinks, gaze.
+        track = apply_life(track, Life(track.fps, LifeSettings()), rig)
+        track.info["life"] = dataclasses.asdict(LifeSettings())
         track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
         track.info["audio"] = str(SAMPLE)
         path = save_track(track, output / f"{name}.npz")
@@ -66,6 +72,8 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     from .models.animate import animate_emote, default_emote_path
     from .models.emote import EmoteModel
     track = animate_emote(audio, EmoteModel.load(default_emote_path()), EmotionSpec("happy", 1.0), rig)
+    track = apply_life(track, Life(track.fps, LifeSettings()), rig)
+    track.info["life"] = dataclasses.asdict(LifeSettings())
     track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
     track.info["audio"] = str(SAMPLE)
     path = save_track(track, output / "emote_happy.npz")

@@ -127,3 +127,15 @@ def test_map_sources_must_be_track_channels():
                                                                                        "sfm_happiness": ["b"]}
     with pytest.raises(EvpError, match="names channels the track does not have: browLowerer, sfm_joy"):
         resolve_map_sources({"browLowerer": ["x"], "jawOpen": ["a"], "sfm_joy": ["y"]}, chans)
+
+
+def test_source_curves_carry_gaze_into_eye_look_channels():
+    """A track looking 10° to the character's left drives eyeLookOutLeft / eyeLookInRight."""
+    from evp_anim.export.retarget_names import source_curves
+    expr = np.zeros((3, 1), np.float32)
+    gaze = np.zeros((3, 2), np.float32)
+    gaze[1, 1] = np.deg2rad(10.0)
+    curves = source_curves(expr, ["jawOpen"], gaze)
+    np.testing.assert_allclose(curves["eyeLookOutLeft"], [0, 10 / 30, 0], atol=1e-5)
+    np.testing.assert_allclose(curves["eyeLookInRight"], [0, 10 / 30, 0], atol=1e-5)
+    assert "eyeLookOutLeft" not in source_curves(expr, ["jawOpen"])

@@ -254,16 +254,17 @@ def read_map(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def source_curves(expression: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+def source_curves(expression: np.ndarray, names: Sequence[str],
+                  gaze: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """{source channel: (T,) float32 curve} a retarget can send to shape keys.
 
     First the ARKit channels the track reaches (in :data:`ARKIT_52` order; a channel moves or
     the track names it), as :func:`evp_anim.export.arkit.to_arkit52` gives them (splits folded
-    in, clipped to 0–1); then the track's other channels (e.g. ``sfm_happiness``) raw.
-    ``expression`` is (T, K) for the K ``names``.
+    in, clipped to 0–1; with ``gaze`` (T, 2) radians the eyeLook* channels); then the track's
+    other channels (e.g. ``sfm_happiness``) raw. ``expression`` is (T, K) for the K ``names``.
     """
     expr = np.asarray(expression, np.float32)
-    arkit = to_arkit52(expr, list(names))
+    arkit = to_arkit52(expr, list(names), gaze=gaze)
     named = {arkit_name(n) for n in names}
     out = {n: arkit[:, j] for j, n in enumerate(ARKIT_52) if n in named or np.any(arkit[:, j] != 0)}
     for k, n in enumerate(names):
