@@ -11,7 +11,7 @@ track already says:
   whether the face is speaking or pausing;
 * **the emotion** (per-frame weights × intensity): arousal scales the motion (angry, surprised,
   fearful heads move more, sad ones less and lower), each emotion sets a posture offset and its
-  blink rate (:data:`~evp_anim.synth.dynamics.BLINK_RATE_PER_MIN`).
+  blink rate (:data:`~evp_anim.synth.dynamics.BLINK_RATE_PER_MIN`, kept within 13–19 a minute).
 
 Head (radians, the track's ``pose_rotation`` [pitch, yaw, roll]): a nod on each beat (a damped
 second-order response, down then back), plus mean-reverting drift per axis (Ornstein–Uhlenbeck,
@@ -123,7 +123,9 @@ class Life:
         rate = sum(w[i] * (BLINK_RATE_PER_MIN["neutral"]
                            + (BLINK_RATE_PER_MIN[e] - BLINK_RATE_PER_MIN["neutral"]) * intensity)
                    for i, e in enumerate(EMOTIONS))
-        return float(gain), np.asarray(post, np.float64), float(rate)
+        # The corpus's per-emotion rates (10–26 a minute) kept within the 13–19 that land a
+        # minute of speech at 10–20 blinks once pauses and speech reweight them.
+        return float(gain), np.asarray(post, np.float64), float(np.clip(rate, 13.0, 19.0))
 
     def _blink(self, speaking: float, rate: float) -> float:
         dt = self.dt
