@@ -21,7 +21,7 @@ from ..errors import EvpError
 from .features import SAMPLE_RATE, audio_features, check_waveform
 
 # Formats libsndfile reads natively and reliably; anything else goes to PyAV.
-_SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
+SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".caf"})
 
 
 class _DecodeFailed(Exception):
@@ -99,7 +99,7 @@ def _source_blocks(path: Path) -> Iterator[tuple[int, np.ndarray]]:
     """The decoded blocks of ``path``: libsndfile for its formats, else (or when libsndfile cannot
     open the file, e.g. a .wav holding MP3 data) PyAV. One EvpError if neither can read it."""
     errors = []
-    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
             yield from _soundfile_blocks(path)
             return

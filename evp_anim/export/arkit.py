@@ -28,21 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..face.channels import ARKIT_52, arkit_name
 from .emotion_arkit import SFM_TO_ARKIT
 
-ARKIT_52: tuple[str, ...] = (
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
-    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
-    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
-    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
-    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
-    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
-)
-assert len(ARKIT_52) == 52
 
 # Rig channels that are not ARKit names but map onto ARKit channels (added, then clipped).
 SPLIT_CHANNELS: dict[str, tuple[str, ...]] = {
@@ -65,13 +53,7 @@ NEVER_PRODUCED: tuple[str, ...] = ("cheekPuff", "jawForward", "jawLeft", "jawRig
 EYE_LOOK_HORIZONTAL_DEG = 30.0
 EYE_LOOK_VERTICAL_DEG = 25.0
 
-_ARKIT_LOWER = {n.lower(): n for n in ARKIT_52}
 _COL = {n: i for i, n in enumerate(ARKIT_52)}
-
-
-def arkit_name(name: str) -> str | None:
-    """The ARKit spelling of ``name`` matched case-insensitively, or None if it is not ARKit."""
-    return _ARKIT_LOWER.get(name.lower())
 
 
 def to_arkit52(expression: np.ndarray, names: list[str] | tuple[str, ...],

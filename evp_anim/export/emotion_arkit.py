@@ -153,7 +153,7 @@ def fit_sfm_to_arkit(rig, candidates: dict[str, tuple[str, ...]] | None = None,
     """
     from scipy.optimize import lsq_linear
 
-    from .arkit import arkit_name
+    from ..face.channels import arkit_name
 
     cands = FACS_CANDIDATES if candidates is None else candidates
     names = list(rig.channels)

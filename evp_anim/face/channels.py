@@ -48,3 +48,27 @@ SPEECH_CHANNELS: tuple[str, ...] = (
 def channel_index(name: str) -> int:
     """Column of ``name`` in :data:`RIG_CHANNELS` (exact, case-sensitive)."""
     return RIG_CHANNELS.index(name)
+
+
+# Apple ARKit's 52 face blendshapes, in ARKit's (alphabetical) order: the names exports and
+# retargeting speak (evp_anim.export.arkit maps the rig's channels onto them).
+ARKIT_52: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
+    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
+    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
+    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+assert len(ARKIT_52) == 52
+
+_ARKIT_LOWER = {n.lower(): n for n in ARKIT_52}
+
+
+def arkit_name(name: str) -> str | None:
+    """The ARKit spelling of ``name`` matched case-insensitively, or None if it is not ARKit."""
+    return _ARKIT_LOWER.get(name.lower())

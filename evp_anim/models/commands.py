@@ -36,9 +36,9 @@ def expected_frames(path: Path) -> int | None:
     stream duration, an estimate (encoder priming, rounding). None when the header does not tell
     (or the file cannot be opened: decoding then gives the one-line error)."""
     from ..audio.features import SAMPLE_RATE, n_frames
-    from ..audio.io import _SOUNDFILE_SUFFIXES
+    from ..audio.io import SOUNDFILE_SUFFIXES
     path = Path(path)
-    if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
             import soundfile as sf
             info = sf.info(str(path))
