@@ -77,7 +77,7 @@ def contact_sheet(rig, out_png: str | Path, tile: int = 192, columns: int = 8, i
     out = Path(out_png)
     if out.suffix.lower() != ".png":
         raise EvpError(f"contact sheet must be a .png file, got {out}")
-    renderer = FaceRenderer(rig)
+    renderer = FaceRenderer(rig, backend="auto")   # OpenGL when available, else numpy
     tiles = [render_tile(rig, renderer, w, yaw, tile, identity, name) for name, w, yaw in sheet_entries(rig)]
     cols = max(1, int(columns))
     filler = np.empty_like(tiles[0])
