@@ -26,6 +26,7 @@ from .errors import EvpError
 from .eval import commands as eval_commands
 from .export import commands as export_commands
 from .footage import commands as footage_commands
+from .live import commands as live_commands
 from .models import commands as models_commands
 from .progress import Reporter
 from .train import commands as train_commands
@@ -296,6 +297,7 @@ STAGE_COMMANDS = (
     train_commands,     # train, train-emote
     models_commands,    # animate
     render_commands,    # render (train, run), eval-video, dub
+    live_commands,      # live
 )
 for _module in STAGE_COMMANDS:
     _module.register(app)

@@ -30,6 +30,14 @@ if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa.so.0 \
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
 fi
 
+# 1c. PortAudio for `evp-anim live --mic` (sounddevice loads it when a microphone is used).
+if ! ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "[setup] installing PortAudio (apt)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 >/dev/null
+fi
+
 # 2. Python environment with the pinned dependencies.
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv with $($PY --version)"
@@ -37,7 +45,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Extras: test (pytest, hypothesis), blender (bpy 5.0.1, for the add-on tests and .blend/FBX/glTF export),
 # tracking (dlib + its 68-point model, for target footage).
-if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, moderngl, pytest, hypothesis, bpy, dlib, face_recognition_models" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import evp_anim, torch, eos, librosa, av, moderngl, pythonosc, pytest, hypothesis, bpy, dlib, face_recognition_models" >/dev/null 2>&1; then
     echo "[setup] installing evp-anim and its dependencies (pip)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test,blender,tracking]"

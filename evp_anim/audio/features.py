@@ -161,7 +161,7 @@ def _hann(n: int) -> np.ndarray:
     return w
 
 
-def _mfcc_block(y: np.ndarray, m0: int, m1: int, offset: int = 0) -> np.ndarray:
+def mfcc_block(y: np.ndarray, m0: int, m1: int, offset: int = 0) -> np.ndarray:
     """MFCC c1…c12 of frames ``m0 … m1-1`` of the 16 kHz signal ``y``: (m1 - m0, 12) float32.
 
     Frame m covers samples ``[m*160 - 200, m*160 + 200)``; samples outside the clip are zeros (the
@@ -206,7 +206,7 @@ def mfcc(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     out = np.empty((m_total, N_MFCC), np.float32)
     for m0 in range(0, m_total, _MFCC_BLOCK):
         m1 = min(m0 + _MFCC_BLOCK, m_total)
-        out[m0:m1] = _mfcc_block(y, m0, m1)
+        out[m0:m1] = mfcc_block(y, m0, m1)
     return out
 
 
@@ -270,7 +270,7 @@ def mfcc_window_span(samples: np.ndarray, offset: int, n_samples: int, f0: int, 
     rows = np.empty((r1 - r0, N_MFCC), np.float32)
     for m0 in range(r0, r1, _SPAN_BLOCK):
         m1 = min(m0 + _SPAN_BLOCK, r1)
-        rows[m0 - r0:m1 - r0] = _mfcc_block(y, m0, m1, offset)
+        rows[m0 - r0:m1 - r0] = mfcc_block(y, m0, m1, offset)
     # windows[t, r] is MFCC row 4t - 12 + r, clamped to the clip's rows (mfcc_window_view's edge copies)
     t = np.arange(f0, f1)[:, None]
     idx = np.clip(MFCC_PER_FRAME * t - _WIN_BEFORE + np.arange(MFCC_WINDOW)[None, :], 0, m_total - 1) - r0

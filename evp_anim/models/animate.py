@@ -283,7 +283,8 @@ def _run_chunks(windows: Iterator[tuple[int, int, int, np.ndarray]], one_chunk: 
             _glibc().malloc_trim(0)         # the chunk's freed buffers go back to the OS (see limit_heap_growth)
 
 
-def _provenance(model) -> dict:
+def model_provenance(model) -> dict:
+    """The provenance every animated track records: model name and version, evp-anim version, command."""
     return {"model": model.name, "model_version": str(model.meta.get("evp_anim_version", "")),
             "evp_anim_version": __version__, "command": " ".join(["evp-anim"] + sys.argv[1:])}
 
@@ -412,7 +413,7 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
     """
     chunk = _chunk_size(chunk_frames)
     return _join(_evp_chunks(_Speech.from_array(audio, sample_rate), model, spec, reference, identity,
-                             content, None, chunk, _provenance(model), {}))
+                             content, None, chunk, model_provenance(model), {}))
 
 
 def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
@@ -564,7 +565,7 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
     one :meth:`EmoteModel.predict` call's on the whole clip)."""
     chunk = _chunk_size(chunk_frames)
     return _join(_emote_chunks(_Speech.from_array(audio, sample_rate), model, spec, rig, identity, style,
-                               content, chunk, _provenance(model), {"style": style or "unknown"}))
+                               content, chunk, model_provenance(model), {"style": style or "unknown"}))
 
 
 def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
@@ -609,7 +610,7 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
         speech = _Speech.from_array(x)
     else:
         speech = _Speech.from_file(path, warn=warn)
-    provenance = {**_provenance(model), "source_audio_sha256": audio_sha256(path)}
+    provenance = {**model_provenance(model), "source_audio_sha256": audio_sha256(path)}
     info = {"front_end": front_end if content is None else f"phones ({content.source})",
             "audio": str(Path(path).resolve())}
     if isinstance(model, EmoteModel):
