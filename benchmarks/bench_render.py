@@ -1,15 +1,17 @@
 """Benchmark the renderers: the preview video (default) and the neural dubbing renderer (--target).
 
 Preview (no --target): ``evp-anim preview``'s real pipeline (``write_preview``: landmark sketch,
-shaded SFM head, labels, H.264 + AAC) at 768x384 on a track animated from assets/sample_speech.wav
-with the shipped EVP model, looped to ``--seconds`` (or ``--track``). Printed in one run: preview
-frames per second and the ratio to the track's 25 fps playback; the same for the pre-OpenGL
-reference (the numpy rasteriser, ``FaceRenderer(backend="numpy")``, in the old frame loop: a
-little faster than the original, which rendered the whole image) on ``--ref-frames``
-frames, and the speed-up; CPU time per frame of all threads (load-independent, unlike fps on
-cores shared with other jobs); per-stage times (head render, sketch + labels, encode); and the SSIM
-(and per-pixel error) of today's head renders against the reference renderer's, on frames of
-the track and on turned heads. Target (issue 17): preview >= 3x playback, SSIM >= 0.95.
+shaded SFM head with its eyes, teeth and mouth interior, labels, H.264 + AAC) at 768x384 on a
+track animated from assets/sample_speech.wav with the shipped EVP model, looped to ``--seconds``
+(or ``--track``). Printed in one run: preview frames per second and the ratio to the track's
+25 fps playback; the same for the pre-OpenGL reference (the numpy rasteriser,
+``FaceRenderer(backend="numpy", parts=True)``, in the old frame loop: a little faster than the
+original, which rendered the whole image) on ``--ref-frames`` frames, and the speed-up; CPU time
+per frame of all threads (load-independent, unlike fps on cores shared with other jobs);
+per-stage times (head render, sketch + labels, encode); what the head's parts cost (head render
+with and without them, interleaved, same frames; issue 16: at most ~20%); and the SSIM (and
+per-pixel error) of today's head renders against the reference renderer's, on frames of the
+track and on turned heads. Target (issue 17): preview >= 3x playback, SSIM >= 0.95.
 
     OMP_NUM_THREADS=1 flock /tmp/evp_cpu.lock python benchmarks/bench_render.py [--seconds 20]
 
@@ -89,7 +91,7 @@ def _reference_preview(track, output: Path, audio, sfm_dir: Path, size: int) -> 
     from evp_anim.video_io import open_video_writer
 
     rig = FaceRig(sfm_dir)
-    renderer = FaceRenderer(rig, backend="numpy")
+    renderer = FaceRenderer(rig, backend="numpy", parts=True)
     weights = _rig_weights(track, tuple(rig.channels))
     ident = track.identity if track.identity.size == rig.num_identity else None
     scale, offset = _sketch_transform(track, size)
@@ -101,7 +103,8 @@ def _reference_preview(track, output: Path, audio, sfm_dir: Path, size: int) -> 
     with open_video_writer(output, track.fps, (2 * size, size), audio) as writer:
         for t in range(track.n_frames):
             left = draw_sketch(track.landmarks_2d[t] * scale + offset, (size, size), thickness=max(1, size // 256))
-            right = renderer.render(ident, weights[t], track.pose_rotation[t], size=size)
+            right = renderer.render(ident, weights[t], track.pose_rotation[t], size=size,
+                                    gaze=None if track.gaze is None else track.gaze[t])
             frame = np.concatenate([left, right], axis=1)
             label(frame, f"{t / track.fps:6.2f} s  frame {t}", 18)
             label(frame, f"{emo[t]} {track.intensity[t]:.2f}", 36)
@@ -128,11 +131,14 @@ def bench_preview(args) -> None:
     track = _looped(base, n)
     ref_track = _looped(base, min(args.ref_frames, n))
     rig = FaceRig(sfm_dir)
-    renderer = FaceRenderer(rig, backend="auto")   # as write_preview makes it
-    ref = FaceRenderer(rig, backend="numpy")
+    renderer = FaceRenderer(rig, backend="auto", parts=True)   # as write_preview makes it
+    ref = FaceRenderer(rig, backend="numpy", parts=True)
+    no_parts = FaceRenderer(rig, backend="auto")                # the head before it had eyes and teeth
     weights = _rig_weights(base, tuple(rig.channels))
     ident = base.identity if base.identity.size == rig.num_identity else None
+    gaze = base.gaze if base.gaze is not None else np.zeros((base.n_frames, 2), np.float32)
     renderer.render(ident, weights[0], base.pose_rotation[0], size)   # GL context, shaders
+    no_parts.render(ident, weights[0], base.pose_rotation[0], size)
     print(f"preview at {2 * size}x{size}, head renderer backend: {renderer.backend_used}; "
           f"track {base.n_frames} frames looped to {n} ({n / base.fps:.1f} s), reference on {ref_track.n_frames}")
 
@@ -162,12 +168,24 @@ def bench_preview(args) -> None:
         frames = []
         t0 = time.perf_counter()
         for t in range(k):
-            renderer.render(ident, weights[t], base.pose_rotation[t], size)
+            renderer.render(ident, weights[t], base.pose_rotation[t], size, gaze=gaze[t])
         t_new = (time.perf_counter() - t0) / k
         t0 = time.perf_counter()
         for t in range(min(k, 10)):
-            ref.render(ident, weights[t], base.pose_rotation[t], size)
+            ref.render(ident, weights[t], base.pose_rotation[t], size, gaze=gaze[t])
         t_ref = (time.perf_counter() - t0) / min(k, 10)
+        # the parts' cost: with and without them on the same frames, alternating in rounds so
+        # both see the same load on shared cores
+        t_with, t_without = 0.0, 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for t in range(k):
+                renderer.render(ident, weights[t], base.pose_rotation[t], size, gaze=gaze[t])
+            t_with += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for t in range(k):
+                no_parts.render(ident, weights[t], base.pose_rotation[t], size)
+            t_without += time.perf_counter() - t0
         t0 = time.perf_counter()
         for t in range(k):
             img = np.empty((size, 2 * size, 3), np.uint8)
@@ -184,6 +202,9 @@ def bench_preview(args) -> None:
         print(f"per frame: head render {t_new * 1e3:.1f} ms (reference {t_ref * 1e3:.1f} ms, "
               f"{t_ref / t_new:.1f}x), sketch + labels {t_sketch * 1e3:.1f} ms, "
               f"H.264 encode {t_enc * 1e3:.1f} ms (overlapped with rendering in write_preview)")
+        print(f"head parts (eyes, teeth, tongue, mouth interior): head render {t_with / (3 * k) * 1e3:.1f} ms "
+              f"with them, {t_without / (3 * k) * 1e3:.1f} ms without ({renderer.backend_used}): "
+              f"{(t_with / t_without - 1) * 100:+.0f}% (target <= +20%)")
 
     # look: today's head renders against the reference renderer's
     picks = np.linspace(0, base.n_frames - 1, min(base.n_frames, 20)).astype(int)

@@ -24,9 +24,10 @@ Conventions
 * **Face parts** (``parts=True``): eyeballs (24 mm; sclera, iris, pupil) in sockets cut into
   the mask's eye surface, upper and lower teeth, a tongue, a dark mouth interior and eye
   sockets, all parented to the head and placed from the identity's landmarks
-  (:func:`face_layout`). Lower teeth and tongue turn about the jaw centre fitted to the rig's
-  jawOpen shape (drivers on the head's jawOpen key), the interior's floor follows through its
-  own driven shape key; the blink keys close the lids over the eyeballs.
+  (:func:`evp_anim.face.head_parts.face_layout`, bpy-free and shared with the preview). Lower
+  teeth and tongue turn about the jaw centre fitted to the rig's jawOpen shape (drivers on the
+  head's jawOpen key), the interior's floor follows through its own driven shape key; the blink
+  keys close the lids over the eyeballs.
 
 Errors a user can cause raise :class:`evp_anim.errors.EvpError`, always before the scene is
 touched; a failure during building removes whatever the import had created.
@@ -48,6 +49,11 @@ from evp_anim.errors import EvpError
 from evp_anim.export.blender_math import (emotion_keys_at, emotion_keys_from_track, emotion_of_curve_value,
                                           euler_xzy_to_pose, ibug_edges, landmark_points, pose_to_euler_xzy,
                                           scene_fps_settings, sfm_to_blender)
+# the parts' placement and meshes are bpy-free and shared with the preview renderer; the layout
+# names stay importable from here (builder.face_layout, builder.FaceLayout, ...)
+from evp_anim.face.head_parts import (FaceLayout, eye_geometry, face_layout,  # noqa: F401
+                                      interior_geometry, interior_opened, lower_teeth_geometry,
+                                      rig_face_layout, socket_geometry, tongue_geometry, upper_teeth_geometry)
 from evp_anim.tracks import Track, load_track
 
 EVP_PROP = "evp"  # name of the PointerProperty the add-on attaches to objects
@@ -278,22 +284,10 @@ def _build_head(rig, identity: np.ndarray, name: str, collection, drop: np.ndarr
 
 # ---------------------------------------------------------------------- face parts
 # Eyes, teeth, tongue and a mouth interior for the SFM head, which is a face mask: its eye
-# openings are covered by a closed "eye surface" and its lips part onto nothing. All sizes are
-# SFM millimetres (x right, y up, z toward the viewer) until the mesh is made, then Blender metres.
+# openings are covered by a closed "eye surface" and its lips part onto nothing. Where they go and
+# their meshes (SFM millimetres, x right, y up, z toward the viewer) are bpy-free and shared with
+# the preview renderer, in evp_anim.face.head_parts; here they become Blender objects (metres).
 PART_PROP = "evp_part"              # custom property naming a part: eye_R, eye_L, teeth_upper, ...
-EYE_RADIUS_MM = 12.0                # a 24 mm eyeball
-IRIS_RADIUS_MM = 5.8                # radius of the iris disc seen from the front
-PUPIL_RADIUS_MM = 2.0
-EYE_BEHIND_LIDS_MM = 1.5            # eyeball front this far behind the lid line (lids rest on it)
-EYE_HOLE_HALF_WIDTH_MM = 11.0       # the opening cut over each eyeball; the corners stay closed skin
-TEETH_HEIGHT_MM, TEETH_THICK_MM = 9.5, 3.0
-TEETH_BEHIND_LIP_MM = 3.0           # upper incisors' front this far behind the inner lip line
-ARCH_CURVE = 0.04                   # dental arch depth z = front - ARCH_CURVE * x² (mm)
-INTERIOR_BEHIND_SKIN_MM = 5.0       # the mouth interior's rim this far behind the skin
-SOCKET_BEHIND_SKIN_MM = 2.5         # the eye socket's rim this far behind the skin
-# crown widths (mm of arch) from the midline back: incisors, canine, premolars, molars
-TOOTH_WIDTHS_MM = (8.5, 6.5, 7.5, 7.0, 7.0, 10.0)
-LOWER_TOOTH_WIDTHS_MM = (5.5, 6.0, 7.0, 7.0, 7.5, 11.0)
 
 _PART_COLOURS = {  # name: (RGB, roughness); dark, matte interior so an open mouth reads as a mouth
     "EVP sclera": ((0.86, 0.84, 0.80), 0.25),
@@ -304,98 +298,6 @@ _PART_COLOURS = {  # name: (RGB, roughness); dark, matte interior so an open mou
     "EVP mouth interior": ((0.045, 0.012, 0.012), 1.0),
     "EVP eye socket": ((0.20, 0.07, 0.06), 0.8),
 }
-
-
-@dataclass
-class FaceLayout:
-    """Where the parts go for one identity's neutral mesh (SFM mm; bpy-free, see :func:`face_layout`).
-
-    eye_centres: (2, 3) eyeball centres, [subject's right (x < 0), subject's left (x > 0)].
-    eye_holes: (F,) bool, head triangles inside the eye openings over the eyeballs (removed).
-    jaw_centre: (3,) the point the lower jaw turns about, and jaw_angle: radians at jawOpen = 1
-    (about +x), fitted to the rig's jawOpen delta on the chin.
-    mouth: (3,) the inner-lip centre; mouth_corners: (2, 3); skin_depth: callable (x, y) → z of
-    the neutral skin (mm) for the mouth interior's rim.
-    """
-
-    eye_centres: np.ndarray
-    eye_holes: np.ndarray
-    jaw_centre: np.ndarray
-    jaw_angle: float
-    mouth: np.ndarray
-    mouth_corners: np.ndarray
-    skin_depth: object
-
-
-def _lid_curves(lm: np.ndarray, first: int):
-    """(upper y(x), lower y(x), x range) of one eye from its six iBUG points (first = 36 or 42),
-    piecewise linear (numpy only: a stock Blender has no scipy)."""
-    upper = lm[[first, first + 1, first + 2, first + 3]]
-    lower = lm[[first, first + 5, first + 4, first + 3]]
-    def curve(pts):
-        o = np.argsort(pts[:, 0])
-        return lambda x: np.interp(x, pts[o, 0], pts[o, 1])
-    xs = upper[:, 0]
-    return curve(upper), curve(lower), (xs.min(), xs.max())
-
-
-def _fit_jaw(base: np.ndarray, delta: np.ndarray, chin: np.ndarray) -> tuple[np.ndarray, float]:
-    """(centre (3,), angle) of the rotation about +x that moves the chin region like ``delta``
-    (the jawOpen shape at weight 1): a 2D Procrustes fit in (y, z) of the vertices within 12 mm of
-    the chin landmark, where the rig's jaw weight is 1. The rig's small condyle glide is folded
-    into the centre (exact at jawOpen 0 and 1, well under a millimetre off between)."""
-    near = np.linalg.norm(base - chin, axis=1) < 12.0
-    p, q = base[near][:, 1:], (base + delta)[near][:, 1:]
-    pc, qc = p - p.mean(0), q - q.mean(0)
-    # angle of the best rotation (y, z) -> (c y - s z, s y + c z)
-    ang = float(np.arctan2((pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum(), (pc * qc).sum()))
-    c, s = np.cos(ang), np.sin(ang)
-    rot = np.array([[c, -s], [s, c]])
-    t = q.mean(0) - rot @ p.mean(0)
-    yz = np.linalg.solve(np.eye(2) - rot, t)        # the fixed point of the motion
-    return np.array([0.0, yz[0], yz[1]]), ang
-
-
-def face_layout(base: np.ndarray, triangles: np.ndarray, landmark_vertices: np.ndarray,
-                jaw_delta: np.ndarray, skin_back: np.ndarray | None = None) -> FaceLayout:
-    """The parts' placement for a neutral head ``base`` (N, 3) mm, from its iBUG landmarks.
-
-    Eyeball centre: x midway between the eye corners, y the mean of the four lid points, z so that
-    the 24 mm ball's front sits :data:`EYE_BEHIND_LIDS_MM` behind the lid points' mean depth.
-    The triangles whose centroid lies between the lids, within :data:`EYE_HOLE_HALF_WIDTH_MM` of
-    the centre, are the eye surface cut away so the eyeball shows; the blink shape keys bring
-    the skin above the upper lid down onto the lower lid over it. ``skin_back``: (N,) mm, how far
-    each vertex can move back (≤ 0) under any one channel, so rims placed behind the skin stay
-    behind it when the face moves.
-    """
-    lm = base[np.asarray(landmark_vertices)]
-    tris = np.asarray(triangles)
-    cen = base[tris].mean(1)
-    centres, holes = [], np.zeros(len(tris), bool)
-    for first in (36, 42):                      # subject's right eye (x < 0), then left
-        yu, yl, (x0, x1) = _lid_curves(lm, first)
-        lids = lm[[first + 1, first + 2, first + 4, first + 5]]
-        cx = 0.5 * (x0 + x1)
-        front = lids[:, 2].mean() - EYE_BEHIND_LIDS_MM
-        centres.append([cx, lids[:, 1].mean(), front - EYE_RADIUS_MM])
-        holes |= ((np.abs(cen[:, 0] - cx) < EYE_HOLE_HALF_WIDTH_MM) & (cen[:, 1] < yu(cen[:, 0]))
-                  & (cen[:, 1] > yl(cen[:, 0])) & (cen[:, 2] > front - 6.0))
-    jaw_centre, jaw_angle = _fit_jaw(base, jaw_delta, lm[8])
-    inner = lm[60:68]
-    mouth = np.array([0.5 * (inner[:, 0].min() + inner[:, 0].max()), inner[:, 1].mean(), inner[:, 2].max()])
-    deepest = base[:, 2] + (skin_back if skin_back is not None else 0.0)
-    front = base[:, 2] > base[:, 2].max() - 80.0
-    front_verts = np.concatenate([base[front, :2], deepest[front, None]], 1)
-
-    def skin_depth(x, y):
-        """z (mm) of the skin at (x, y) (the deepest any one channel takes it): inverse-distance
-        mean of the 4 nearest front vertices."""
-        d = np.hypot(front_verts[:, 0] - x, front_verts[:, 1] - y)
-        k = np.argsort(d)[:4]
-        w = 1.0 / (d[k] + 0.5)
-        return float((front_verts[k, 2] * w).sum() / w.sum())
-
-    return FaceLayout(np.array(centres), holes, jaw_centre, jaw_angle, mouth, lm[[48, 54]], skin_depth)
 
 
 def _material(name: str):
@@ -442,130 +344,6 @@ def _part_object(name: str, verts_mm: np.ndarray, faces, materials, face_mats, h
     return obj
 
 
-def _sphere(polar_deg, segments: int = 32):
-    """Unit sphere with its pole on +z (SFM: toward the viewer), rings at ``polar_deg`` from
-    that pole (ascending, excluding 0 and 180). Returns (verts (V, 3), faces, ring of each face)."""
-    th = np.radians(np.asarray(polar_deg, float))
-    ph = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-    ring = np.stack([np.sin(th)[:, None] * np.cos(ph), np.sin(th)[:, None] * np.sin(ph),
-                     np.repeat(np.cos(th)[:, None], segments, 1)], -1).reshape(-1, 3)
-    verts = np.concatenate([[[0, 0, 1.0]], ring, [[0, 0, -1.0]]])
-    n, s = len(th), segments
-    faces, rings = [], []
-    for j in range(s):
-        faces.append((0, 1 + (j + 1) % s, 1 + j)); rings.append(0)
-    for i in range(n - 1):
-        for j in range(s):
-            a, b = 1 + i * s + j, 1 + i * s + (j + 1) % s
-            faces.append((a, b, b + s, a + s)); rings.append(i + 1)
-    last = len(verts) - 1
-    for j in range(s):
-        faces.append((1 + (n - 1) * s + j, 1 + (n - 1) * s + (j + 1) % s, last)); rings.append(n)
-    return verts, faces, np.array(rings)
-
-
-def _eye_geometry():
-    """Eyeball (mm, centred, looking along +z): pupil, iris and sclera faces by ring, with the
-    ring boundaries at the pupil's and iris's radii on the 12 mm ball."""
-    r = EYE_RADIUS_MM
-    a_pupil = np.degrees(np.arcsin(PUPIL_RADIUS_MM / r))
-    a_iris = np.degrees(np.arcsin(IRIS_RADIUS_MM / r))
-    polar = [a_pupil * 0.5, a_pupil, 0.5 * (a_pupil + a_iris), a_iris, a_iris + 6,
-             *np.linspace(a_iris + 15, 170, 10)]
-    verts, faces, rings = _sphere(polar)
-    # faces from the pole: ring 0, 1 pupil; 2, 3 iris; the rest sclera
-    mats = np.where(rings < 2, 2, np.where(rings < 4, 1, 0))
-    return verts * r, faces, mats
-
-
-def _arch_z(x, front):
-    return front - ARCH_CURVE * np.asarray(x) ** 2
-
-
-def _arch_x_at(arc: float, front: float) -> float:
-    """x (mm, ≥ 0) at arc length ``arc`` from the midline along the dental arch."""
-    xs = np.linspace(0, 40, 401)
-    seg = np.hypot(np.diff(xs), np.diff(_arch_z(xs, front)))
-    s = np.concatenate([[0], np.cumsum(seg)])
-    return float(np.interp(arc, s, xs))
-
-
-def _teeth_geometry(front: float, edge_y: float, height: float, widths, thick: float):
-    """One row of teeth along the arch (mm): a slightly bevelled curved box per crown, 0.35 mm
-    apart, from ``edge_y`` (the biting edge) over ``height`` (negative: downward)."""
-    verts, faces = [], []
-    arc = 0.0
-    for w in widths:
-        for side in (1.0, -1.0):
-            xs = [side * _arch_x_at(arc + 0.175 + (w - 0.35) * k / 4, front) for k in range(5)]
-            base = len(verts)
-            for x in xs:
-                z = float(_arch_z(x, front))
-                # unit normal of the arch (outward) to offset the back face inward
-                nx, nz = 2 * ARCH_CURVE * x, 1.0
-                nn = np.hypot(nx, nz)
-                nx, nz = nx / nn, nz / nn
-                for dy, dt in ((0.0, 0.3), (0.25, 0.0), (1.0, 0.0), (1.0, 1.0), (0.25, 1.0), (0.0, 0.7)):
-                    # front/back, with the biting edge a little thinner than the crown
-                    t = dt * thick
-                    verts.append((x - nx * t, edge_y + dy * height, z - nz * t))
-            n = 6
-            for k in range(4):
-                a, b = base + k * n, base + (k + 1) * n
-                for m in range(n):
-                    m2 = (m + 1) % n
-                    f = (a + m, a + m2, b + m2, b + m)
-                    faces.append(f if side > 0 else f[::-1])
-            cap0, cap1 = [base + m for m in range(n)], [base + 4 * n + m for m in range(n)]
-            faces.append(tuple(cap0[::-1]) if side > 0 else tuple(cap0))
-            faces.append(tuple(cap1) if side > 0 else tuple(cap1[::-1]))
-        arc += w
-    return np.array(verts, float), faces
-
-
-def _ellipsoid(centre, radii, segments: int = 24):
-    verts, faces, _ = _sphere(np.linspace(180 / 12, 180 - 180 / 12, 11), segments)
-    return np.asarray(centre) + verts * np.asarray(radii), faces
-
-
-def _bowl(skin_depth, centre, rim_radii, behind_skin: float, back_z: float, rings: int = 9,
-          segments: int = 32):
-    """A bowl open toward the viewer (mm): its rim an ellipse of ``rim_radii`` around ``centre``
-    (x, y), ``behind_skin`` mm behind the skin, closing at depth ``back_z``; faces toward the
-    opening. Returns (verts, faces)."""
-    cx, cy = centre[0], centre[1]
-    ph = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-    rim = np.stack([cx + rim_radii[0] * np.cos(ph), cy + rim_radii[1] * np.sin(ph)], 1)
-    rim_z = np.array([skin_depth(x, y) for x, y in rim]) - behind_skin
-    verts = []
-    for i in range(rings):
-        t = 0.5 * np.pi * i / rings
-        for j in range(segments):
-            verts.append((cx + (rim[j, 0] - cx) * np.cos(t), cy + (rim[j, 1] - cy) * np.cos(t),
-                          rim_z[j] + (back_z - rim_z[j]) * np.sin(t)))
-    verts.append((cx, cy, back_z))
-    faces = []
-    for i in range(rings - 1):
-        for j in range(segments):
-            a, b = i * segments + j, i * segments + (j + 1) % segments
-            faces.append((a, a + segments, b + segments, b))
-    last = len(verts) - 1
-    for j in range(segments):
-        a, b = (rings - 1) * segments + j, (rings - 1) * segments + (j + 1) % segments
-        faces.append((a, last, b))
-    return np.array(verts), faces
-
-
-def _interior_geometry(layout: FaceLayout, rim_radii=(34.0, 24.0), depth: float = 45.0):
-    """The mouth's cavity (mm): a bowl whose rim circles the mouth :data:`INTERIOR_BEHIND_SKIN_MM`
-    behind the skin, ``depth`` mm deep behind the lips. Returns (verts, faces, jaw weight per
-    vertex: 1 from 4 mm below the lip line down, 0 from 4 mm above it up, smooth between)."""
-    verts, faces = _bowl(layout.skin_depth, layout.mouth, rim_radii, INTERIOR_BEHIND_SKIN_MM,
-                         layout.mouth[2] - depth)
-    u = np.clip((layout.mouth[1] + 4.0 - verts[:, 1]) / 8.0, 0.0, 1.0)
-    return verts, faces, u * u * (3 - 2 * u)
-
-
 def _jaw_driver(target, data_path: str, index: int, key, scale: float) -> None:
     """Drive ``target.data_path[index]`` with ``scale`` × the head's jawOpen shape key (a simple
     expression: evaluated without Python scripts being allowed)."""
@@ -580,43 +358,32 @@ def _jaw_driver(target, data_path: str, index: int, key, scale: float) -> None:
     drv.expression = f"{scale:.9g} * jaw"
 
 
-def rig_face_layout(rig, base: np.ndarray) -> FaceLayout:
-    """:func:`face_layout` for ``rig``'s head with neutral vertices ``base`` (mm)."""
-    k = list(rig.channels).index("jawOpen") if "jawOpen" in rig.channels else None
-    jaw_delta = np.asarray(rig.deltas[k]) if k is not None else np.zeros_like(base)
-    back = np.minimum(np.asarray(rig.deltas)[:, :, 2].min(0), 0.0)
-    return face_layout(base, np.asarray(rig.triangles), np.asarray(rig.landmark_vertices), jaw_delta, back)
-
-
 def _build_face_parts(head, lay: FaceLayout, collection) -> list:
     """Eyes, teeth, tongue and mouth interior for ``head`` placed by ``lay``, parented to it
     (the head mesh was built without the ``lay.eye_holes`` triangles). Returns the objects and
     meshes made."""
     made = []
     key = head.data.shape_keys
-    ev, ef, em = _eye_geometry()
-    for centre, side in zip(lay.eye_centres, "RL"):
+    ev, ef, em = eye_geometry()
+    for i, (centre, side) in enumerate(zip(lay.eye_centres, "RL")):
         eye = _part_object(f"{head.name} eye {side}", ev + centre, ef, ("EVP sclera", "EVP iris", "EVP pupil"),
                            em, head, collection, centre, f"eye_{side}")
         # a shallow dark-pink socket behind the ball: seen past it at the eye's corners, in
         # place of the void behind the face mask
-        sv, sf = _bowl(lay.skin_depth, centre, (16.0, 11.0), SOCKET_BEHIND_SKIN_MM, centre[2] - 2.0)
+        sv, sf = socket_geometry(lay, i)
         socket = _part_object(f"{head.name} eye socket {side}", sv, sf, ("EVP eye socket",), None, head,
                               collection, centre, f"socket_{side}")
         made += [eye, eye.data, socket, socket.data]
-    front = lay.mouth[2] - TEETH_BEHIND_LIP_MM
-    uv, uf = _teeth_geometry(front, lay.mouth[1] - 1.0, TEETH_HEIGHT_MM, TOOTH_WIDTHS_MM, TEETH_THICK_MM)
+    uv, uf = upper_teeth_geometry(lay)
     upper = _part_object(f"{head.name} teeth upper", uv, uf, ("EVP teeth",), None, head, collection,
                          lay.mouth, "teeth_upper")
-    # lower incisors close behind the upper ones, their edges 1.5 mm above the upper edges (overbite)
-    lv_, lf = _teeth_geometry(front - TEETH_THICK_MM - 0.3, lay.mouth[1] + 0.5, -TEETH_HEIGHT_MM + 0.5,
-                              LOWER_TOOTH_WIDTHS_MM, TEETH_THICK_MM * 0.85)
+    lv_, lf = lower_teeth_geometry(lay)
     lower = _part_object(f"{head.name} teeth lower", lv_, lf, ("EVP teeth",), None, head, collection,
                          lay.jaw_centre, "teeth_lower")
-    tv, tf = _ellipsoid((lay.mouth[0], lay.mouth[1] - 8.5, front - 27.0), (16.5, 5.0, 20.0))
+    tv, tf = tongue_geometry(lay)
     tongue = _part_object(f"{head.name} tongue", tv, tf, ("EVP tongue",), None, head, collection,
                           lay.jaw_centre, "tongue")
-    iv, if_, w = _interior_geometry(lay)
+    iv, if_, w = interior_geometry(lay)
     interior = _part_object(f"{head.name} mouth interior", iv, if_, ("EVP mouth interior",), None, head,
                             collection, lay.mouth, "mouth_interior")
     made += [upper, upper.data, lower, lower.data, tongue, tongue.data, interior, interior.data]
@@ -625,10 +392,7 @@ def _build_face_parts(head, lay: FaceLayout, collection) -> list:
         for obj in (lower, tongue):
             _jaw_driver(obj, "rotation_euler", 0, key, lay.jaw_angle)   # SFM Rx(a) is Blender Rx(a)
         # the cavity's floor follows the jaw through a shape key, its roof stays with the skull
-        c, s = np.cos(lay.jaw_angle), np.sin(lay.jaw_angle)
-        p = iv - lay.jaw_centre
-        turned = np.stack([p[:, 0], c * p[:, 1] - s * p[:, 2], s * p[:, 1] + c * p[:, 2]], 1) + lay.jaw_centre
-        opened = iv + (turned - iv) * w[:, None]
+        opened = interior_opened(lay, iv, w)
         interior.shape_key_add(name="Basis", from_mix=False)
         kb = interior.shape_key_add(name="jawOpen", from_mix=False)
         kb.data.foreach_set("co", (sfm_to_blender(opened) - sfm_to_blender(lay.mouth)).ravel())

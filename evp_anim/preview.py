@@ -2,8 +2,10 @@
 
 Left panel: the track's 2D landmarks (iBUG polylines), framed by their bounding box over the
 whole clip so the framing does not jitter. Right panel: the SFM head with the track's identity,
-expression channels (matched to the rig by name) and head rotation, rendered on the CPU
-(OpenGL through Mesa's llvmpipe when available, else numpy; see :class:`~evp_anim.face.raster.FaceRenderer`).
+expression channels (matched to the rig by name) and head rotation, with the Blender head's
+parts (eyeballs turned by the track's gaze, teeth, tongue and a dark mouth interior that follow
+jawOpen; :mod:`evp_anim.face.head_parts`), rendered on the CPU (OpenGL through Mesa's llvmpipe
+when available, else numpy; see :class:`~evp_anim.face.raster.FaceRenderer`).
 Frames are rendered on the calling thread and H.264-encoded on a second one (the encoder releases
 the GIL), a few frames apart, so memory does not grow with clip length.
 """
@@ -162,11 +164,12 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
     if sfm_dir is None:
         raise EvpError("preview needs the SFM files: pass --sfm-dir or run `evp-anim assets download`")
     rig = FaceRig(sfm_dir)
-    renderer = FaceRenderer(rig, backend="auto")
+    renderer = FaceRenderer(rig, backend="auto", parts=True)
     weights = _rig_weights(track, tuple(rig.channels))
     identity = track.identity if track.identity.size == rig.num_identity else None
     scale, offset = _sketch_transform(track, size)
     emo_names = [EMOTIONS[i] for i in track.emotion.argmax(1)]
+    gaze = track.gaze   # (T, 2) radians [pitch, yaw] of the eyes, or None: they look ahead
 
     sketch_px = track.landmarks_2d * scale + offset
     # superfast: a preview is for looking at, not keeping; it halves x264's share of each frame.
@@ -175,7 +178,8 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
         for t in range(track.n_frames):
             frame = np.empty((size, 2 * size, 3), np.uint8)
             frame[:, :size] = draw_sketch(sketch_px[t], (size, size), thickness=max(1, size // 256))
-            frame[:, size:] = renderer.render(identity, weights[t], track.pose_rotation[t], size=size)
+            frame[:, size:] = renderer.render(identity, weights[t], track.pose_rotation[t], size=size,
+                                              gaze=None if gaze is None else gaze[t])
             _label(frame, f"{t / track.fps:6.2f} s  frame {t}", 18)
             _label(frame, f"{emo_names[t]} {track.intensity[t]:.2f}", 36)
             enc.write(frame)

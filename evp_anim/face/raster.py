@@ -438,7 +438,10 @@ class _GLFaceRaster:
     """
 
     def __init__(self, ctx, texture: np.ndarray, uv: np.ndarray, triangles: np.ndarray,
-                 background: np.ndarray, back_color: np.ndarray, supersample: int):
+                 background: np.ndarray, back_color: np.ndarray, supersample: int,
+                 culled_triangles: np.ndarray | None = None):
+        """``triangles``: (F, 3) drawn two-sided; ``culled_triangles``: (P, 3) or None, drawn after
+        them with back faces culled (the head parts, whose back faces are never seen)."""
         self.ctx = ctx
         self.ss = int(supersample)
         self.n_vert = len(uv)
@@ -469,6 +472,12 @@ class _GLFaceRaster:
         self.vao_plain = ctx.vertex_array(self.plain, [(self.pos, "3f 1f", "in_pos", "in_shade")],
                                           index_buffer=self.ibo_plain, index_element_size=4)
         self.n_textured, self.n_plain = int((~plain).sum()), int(plain.sum())
+        self.n_culled = 0 if culled_triangles is None else len(culled_triangles)
+        if self.n_culled:
+            self.ibo_culled = ctx.buffer(np.ascontiguousarray(np.asarray(culled_triangles, np.int32)).tobytes())
+            self.vao_culled = ctx.vertex_array(self.prog, [(self.pos, "3f 1f", "in_pos", "in_shade"),
+                                                           (self.uv, "2f", "in_uv")],
+                                               index_buffer=self.ibo_culled, index_element_size=4)
         self.bg = tuple(float(c) for c in background)
         self.bg_u8 = np.clip(np.asarray(background, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         self._targets: dict = {}   # output size -> framebuffer at size * supersample
@@ -557,6 +566,13 @@ class _GLFaceRaster:
                 self.vao.render(moderngl.TRIANGLES)
             if self.n_plain:
                 self.vao_plain.render(moderngl.TRIANGLES)
+            if self.n_culled:
+                # last, so the face's depth rejects the hidden parts' fragments early; culling
+                # skips their back faces (front faces are clockwise on screen, see above)
+                ctx.enable(moderngl.CULL_FACE)
+                ctx.cull_face = "back"
+                self.vao_culled.render(moderngl.TRIANGLES)
+                ctx.disable(moderngl.CULL_FACE)
             # RGBA read-back is ~2x cheaper than RGB (no repacking); cvtColor drops alpha (SIMD)
             buf = fbo.read(viewport=box, components=4, alignment=1)
         img = np.frombuffer(buf, np.uint8).reshape(box[3], box[2], 4)
@@ -578,19 +594,185 @@ LASH_BGR = (0.10, 0.10, 0.13)
 BROW_BGR = (0.20, 0.26, 0.36)
 MOUTH_BGR = (0.07, 0.05, 0.22)
 TEETH_BGR = (0.82, 0.87, 0.90)
+# the head parts (parts=True): the eyeball's iris, the tongue, the cavity and the eye sockets
+EYE_IRIS_BGR = (0.42, 0.30, 0.16)        # blue-grey, as the Blender head's iris
+EYE_CORNER_BGR = (0.66, 0.69, 0.82)      # the eye surface left at the openings' corners: shadowed white
+TONGUE_BGR = (0.36, 0.38, 0.72)
+INTERIOR_BGR = (0.08, 0.06, 0.27)
+SOCKET_BGR = (0.20, 0.22, 0.36)
 
 _TEX_PX_PER_MM = 4.0
 _TEX_MARGIN_MM = 4.0
+_MOUTH_STRIP_H = 64          # texel rows below the face: the interior fan's teeth-to-dark ramp
+# eyeball texture (parts=True): an azimuthal-equidistant map of the ball around its front pole,
+# _EYE_TEX_R texels from the pole to _EYE_TEX_DEG degrees of arc; beyond that it is all sclera
+_EYE_TEX_R = 120
+_EYE_TEX_DEG = 100.0
+_EYE_TEX_PAD = 4
+_SWATCH = 12                 # side of a one-colour swatch (texels); parts sample its centre
+
+
+class _HeadParts:
+    """The eyeballs, eye sockets, teeth, tongue and mouth interior of a preview head.
+
+    Meshes and placement are :mod:`evp_anim.face.head_parts`' (those of the Blender head), at a
+    resolution for a few hundred pixels: 24 segments a ring, the ball closed at 120° from its
+    front pole (the rest is never seen through the eye opening), 3 cross-sections a tooth.
+    Vertices follow the face's (index ``n_face`` on); their order and triangles are the same for
+    every identity, their rest positions are computed per identity (:meth:`rest`, the last one
+    cached). Triangles are wound so the visible side is the front (outward for the closed parts,
+    toward the opening for the bowls): back faces are never seen and are culled.
+
+    The eye openings cut from the face (``holes``, (F,) bool over the rig's triangles) are the
+    mean face's: the SFM meshes are in dense correspondence, so the eye surface is the same
+    triangles for every identity, and one set keeps the GL index buffers fixed.
+    """
+
+    def __init__(self, rig, n_face: int, eye_uv, swatch_uv: dict):
+        from . import head_parts as hp
+
+        self.rig = rig
+        self.n_face = int(n_face)
+        self.jaw_k = list(rig.channels).index("jawOpen") if "jawOpen" in rig.channels else None
+        lay = hp.rig_face_layout(rig, np.asarray(rig.vertices(None), np.float64))
+        self.holes = lay.eye_holes
+        meshes = self._meshes(lay)
+        names, counts, tris, uvs = [], [], [], []
+        start = 0
+        for name, verts, faces in meshes:
+            t = hp.triangulate(faces)
+            v = np.asarray(verts, np.float64)
+            fn = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+            if name.startswith(("socket", "interior")):
+                # bowls: the inside (facing the opening, +z) is the visible side
+                flip = fn[:, 2].sum() < 0
+            else:
+                # closed meshes: outward, i.e. a positive signed volume
+                flip = np.einsum("ij,ij->", v[t[:, 0]], np.cross(v[t[:, 1]], v[t[:, 2]])) < 0
+            tris.append((t[:, ::-1] if flip else t) + start)
+            if name.startswith("eye"):
+                uvs.append(eye_uv(v - lay.eye_centres[int(name[-1])]))
+            else:
+                uvs.append(np.broadcast_to(swatch_uv[name.split("_")[0]], (len(v), 2)))
+            names.append(name)
+            counts.append(len(v))
+            start += len(v)
+        self.n_vert = start
+        self.triangles = np.concatenate(tris) + self.n_face          # (P, 3) in the whole mesh
+        self.uv = np.concatenate(uvs).astype(np.float32)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        self.slices = {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
+        self._local_tris = self.triangles - self.n_face
+        self._key = None
+        self._rest = None
+
+    @staticmethod
+    def _meshes(lay):
+        """[(name, verts (V, 3) mm, faces)] in vertex order; names end in the eye's index."""
+        from . import head_parts as hp
+
+        ev, ef, _ = hp.eye_geometry(back_deg=120.0, rings_behind=4, segments=24)
+        out = [(f"eye_{i}", ev + c, ef) for i, c in enumerate(lay.eye_centres)]
+        out += [(f"socket_{i}", *hp.socket_geometry(lay, i, rings=5, segments=16)) for i in range(2)]
+        out.append(("teeth_upper", *hp.upper_teeth_geometry(lay, columns=3)))
+        out.append(("teeth_lower", *hp.lower_teeth_geometry(lay, columns=3)))
+        out.append(("tongue", *hp.tongue_geometry(lay, segments=16, rings=7)))
+        iv, if_, _ = hp.interior_geometry(lay, rings=6, segments=24)
+        out.append(("interior", iv, if_))
+        return out
+
+    def rest(self, identity):
+        """Rest geometry for ``identity`` ((S,) or None: the mean face): a dict with the layout,
+        verts (P, 3) mm, normals (P, 3) unit, ``opened`` (the interior at jawOpen = 1) and
+        ``cavity`` (P,) light factor (1 at the front teeth, darker deeper in the mouth)."""
+        from . import head_parts as hp
+
+        key = None if identity is None else np.asarray(identity, np.float32).tobytes()
+        if self._rest is not None and key == self._key:
+            return self._rest
+        lay = hp.rig_face_layout(self.rig, np.asarray(self.rig.vertices(identity), np.float64))
+        meshes = self._meshes(lay)
+        verts = np.concatenate([m[1] for m in meshes]).astype(np.float64)
+        s = self.slices["interior"]
+        _, _, w = hp.interior_geometry(lay, rings=6, segments=24)
+        opened = hp.interior_opened(lay, verts[s], w)
+        # light falls off into the mouth (little light reaches the back of the cavity): a factor
+        # by depth behind the upper incisors' front, so back teeth and the throat go dark; the
+        # sockets are in the lids' shadow
+        depth = hp.teeth_front(lay) - verts[:, 2]
+        cavity = np.ones(len(verts))
+        for name, falloff, floor in (("teeth_upper", 40.0, 0.45), ("teeth_lower", 40.0, 0.45),
+                                     ("tongue", 50.0, 0.5), ("interior", 60.0, 0.45)):
+            sl = self.slices[name]
+            cavity[sl] = np.clip(1.0 - depth[sl] / falloff, floor, 1.0)
+        for i in range(2):
+            cavity[self.slices[f"socket_{i}"]] = 0.6
+        # ambient share of the Lambert light: teeth are translucent and their small bevelled
+        # crowns would otherwise show every facet's normal
+        ambient = np.full(len(verts), DEFAULT_AMBIENT)
+        for name in ("teeth_upper", "teeth_lower"):
+            ambient[self.slices[name]] = 0.7
+        self._rest = dict(layout=lay, verts=verts, normals=vertex_normals(verts, self._local_tris),
+                          opened=opened, cavity=cavity.astype(np.float32), ambient=ambient.astype(np.float32))
+        self._key = key
+        return self._rest
+
+    def pose(self, identity, weights, gaze) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(verts (P, 3) mm, unit normals (P, 3), light factor (P,), ambient share (P,)) in the head
+        frame for one frame: the eyes turned by ``gaze`` ((2,) radians [pitch, yaw], as the head pose; None:
+        ahead), the lower teeth and tongue turned and the cavity's floor lowered by the frame's
+        jawOpen weight (``weights``: (K,) rig weights or None)."""
+        from . import head_parts as hp
+        from .projection import euler_to_matrix
+
+        r = self.rest(identity)
+        lay = r["layout"]
+        v, n = r["verts"], r["normals"]
+        jaw = 0.0
+        if weights is not None and self.jaw_k is not None:
+            jaw = float(np.asarray(weights).reshape(-1)[self.jaw_k])
+        g = np.zeros(2) if gaze is None else np.asarray(gaze, np.float64).reshape(-1)
+        if g.shape != (2,) or not np.isfinite(g).all():
+            raise EvpError(f"gaze must be 2 finite angles (pitch, yaw) in radians, got {gaze!r}")
+        if jaw == 0.0 and not g.any():
+            return v, n, r["cavity"], r["ambient"]
+        v, n = v.copy(), n.copy()
+        if g.any():
+            rot = euler_to_matrix(np.array([g[0], g[1], 0.0]))
+            for i in range(2):
+                sl, c = self.slices[f"eye_{i}"], lay.eye_centres[i]
+                v[sl] = (v[sl] - c) @ rot.T + c
+                n[sl] = n[sl] @ rot.T
+        if jaw != 0.0:
+            a = jaw * lay.jaw_angle
+            rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+            for name in ("teeth_lower", "tongue"):
+                sl = self.slices[name]
+                v[sl] = hp.jaw_rotate(v[sl], lay, jaw)
+                n[sl] = n[sl] @ rx.T
+            sl = self.slices["interior"]
+            # the cavity's shape key, as in Blender (its normals stay the rest ones: it is dark)
+            v[sl] = v[sl] + jaw * (r["opened"] - v[sl])
+        return v, n, r["cavity"], r["ambient"]
 
 
 class FaceRenderer:
     """Shaded preview renders of a :class:`~evp_anim.face.rig.FaceRig`.
 
     The face is textured procedurally in the mean face's frontal (x, y) coordinates, which serve
-    as UVs, so the texture follows every deformation: skin, red lips, eyes (white, brown iris,
-    pupil, dark lash line) and brows. The mouth opening gets a dark interior with an upper row
-    of teeth: a fan of extra triangles from the opening's rim, pushed back into the head, which
-    only shows where the lips part. A blink collapses the eye's texture under the upper lid.
+    as UVs, so the texture follows every deformation: skin, red lips, eyes and brows.
+
+    ``parts=False`` (the default; the synthetic footage and contact sheets use it): the eyes are
+    painted on the mask's eye surface (white, iris, pupil, dark lash line) and a blink collapses
+    them under the upper lid; the mouth opening gets a dark interior with an upper row of teeth:
+    a fan of extra triangles from the opening's rim, pushed back into the head, which only shows
+    where the lips part.
+
+    ``parts=True`` (the preview): the Blender head's parts (:mod:`evp_anim.face.head_parts`):
+    24 mm eyeballs (white, blue-grey iris, pupil) behind openings cut into the eye surface,
+    turned by ``render(gaze=...)``, the lids (eyeBlink) closing over them; upper and lower teeth,
+    a tongue and a dark mouth cavity, the lower teeth, tongue and cavity floor following the
+    frame's jawOpen weight; light falls off into the mouth. A closed mouth hides them all.
 
     Two backends draw the same picture (SSIM >= 0.999 between them, mean difference < 0.1 of a
     level; tests/test_preview_speed_render.py): ``"numpy"`` (:func:`rasterize` + ``cv2.remap``,
@@ -601,12 +783,14 @@ class FaceRenderer:
     says which one the last :meth:`render` took.
     """
 
-    def __init__(self, rig, supersample: int = 2, background=(40, 40, 40), backend: str = "numpy"):
+    def __init__(self, rig, supersample: int = 2, background=(40, 40, 40), backend: str = "numpy",
+                 parts: bool = False):
         if backend not in ("auto", "gl", "numpy"):
             raise EvpError(f"backend must be 'auto', 'gl' or 'numpy', got {backend!r}")
         self.rig = rig
         self.backend = backend
         self.backend_used: str | None = None
+        self.parts = bool(parts)
         self._gl_local = None   # threading.local: this thread's GL backend and the pid that made it
         self.supersample = int(supersample)
         self.background = _as_bgr_float(background, "background")
@@ -623,48 +807,113 @@ class FaceRenderer:
         tex_w = int(np.ceil((hi[0] - lo[0]) * k)) + 1
         tex_h = int(np.ceil((hi[1] - lo[1]) * k)) + 1
         self._to_tex = lambda p: np.stack([(p[..., 0] - lo[0]) * k, (hi[1] - p[..., 1]) * k], -1)
-        # a strip below the face holds the mouth interior: teeth at its top, dark below
-        strip_h = 64
-        tex = np.empty((tex_h + strip_h, tex_w, 3), np.float32)
+        # a strip below the face holds the mouth interior: teeth at its top, dark below; with the
+        # parts, a second one holds the eyeball's map and one-colour swatches
+        strip_h = _MOUTH_STRIP_H
+        eye_side = 2 * (_EYE_TEX_R + _EYE_TEX_PAD)
+        parts_h = eye_side if self.parts else 0
+        width = max(tex_w, eye_side + 5 * (_SWATCH + 4)) if self.parts else tex_w
+        tex = np.empty((tex_h + strip_h + parts_h, width, 3), np.float32)
         tex[:] = SKIN_BGR
-        self._paint_face(tex[:tex_h], self._to_tex(lm))
+        self._paint_face(tex[:tex_h], self._to_tex(lm), painted_eyes=not self.parts)
         ramp = np.clip((np.arange(strip_h) - 14.0) / 6.0, 0.0, 1.0)[:, None, None]
-        tex[tex_h:] = (1.0 - ramp) * np.asarray(TEETH_BGR, np.float32) + ramp * np.asarray(MOUTH_BGR, np.float32)
-        self.texture = tex
+        tex[tex_h:tex_h + strip_h] = ((1.0 - ramp) * np.asarray(TEETH_BGR, np.float32)
+                                      + ramp * np.asarray(MOUTH_BGR, np.float32))
+        # surfaces seen from behind show this texel (the strip's dark end) at 0.6 light
+        self._back_uv = np.array([tex_w / 2.0, tex_h + strip_h - 2.0], np.float32)
         uv = self._to_tex(mean)
-        # interior vertices: rim copies (m) and a centre (1); UVs in the strip
-        rim_uv = np.stack([np.full(m, tex_w / 2.0), np.full(m, tex_h + 2.0)], 1)
-        upper_arc, _, _ = split_mouth_loop(mean, self._loop)
-        upper = np.isin(self._loop, upper_arc)
-        rim_uv[~upper, 1] = tex_h + strip_h - 2.0  # lower rim and corners: dark (tongue/throat)
-        centre_uv = np.array([[tex_w / 2.0, tex_h + strip_h - 2.0]])
-        self._uv = np.concatenate([uv, rim_uv, centre_uv]).astype(np.float32)
-        fan = np.stack([n + np.arange(m), n + (np.arange(m) + 1) % m, np.full(m, n + m)], 1)
-        # orient the fan to face the viewer like the face (CCW seen from +z)
-        rim = mean[self._loop]
-        c = rim.mean(0)
-        area_z = np.cross(rim[fan[:, 1] - n] - c, rim[fan[:, 0] - n] - c)[:, 2].sum()
-        if area_z > 0:
-            fan = fan[:, [1, 0, 2]]
-        self._triangles = np.concatenate([np.asarray(model.triangles, np.int64), fan])
+        if self.parts:
+            y0 = tex_h + strip_h
+            self._paint_eyeball(tex[y0:y0 + eye_side, :eye_side])
+            swatch_uv = {}
+            for i, (name, colour) in enumerate((("teeth", TEETH_BGR), ("tongue", TONGUE_BGR),
+                                                ("interior", INTERIOR_BGR), ("socket", SOCKET_BGR))):
+                x0 = eye_side + 4 + i * (_SWATCH + 4)
+                tex[y0 + 4:y0 + 4 + _SWATCH, x0:x0 + _SWATCH] = colour
+                # the swatch's centre: bilinear lookups there read its colour only
+                swatch_uv[name] = np.array([x0 + (_SWATCH - 1) / 2.0, y0 + 4 + (_SWATCH - 1) / 2.0])
+            centre_uv = np.array([_EYE_TEX_PAD + _EYE_TEX_R - 0.5, y0 + _EYE_TEX_PAD + _EYE_TEX_R - 0.5])
+
+            def eye_uv(d):
+                """(V, 2) texels of eyeball points ``d`` (V, 3) mm from its centre (looking +z)."""
+                d = d / np.linalg.norm(d, axis=1, keepdims=True)
+                theta = np.degrees(np.arccos(np.clip(d[:, 2], -1.0, 1.0)))
+                rho = np.minimum(theta / _EYE_TEX_DEG, 1.0) * _EYE_TEX_R
+                phi = np.arctan2(d[:, 1], d[:, 0])
+                return centre_uv + np.stack([rho * np.cos(phi), -rho * np.sin(phi)], 1)
+
+            self._parts = _HeadParts(rig, n, eye_uv, swatch_uv)
+            self._face_tris = np.asarray(model.triangles, np.int64)[~self._parts.holes]
+            self._uv = np.concatenate([uv, self._parts.uv]).astype(np.float32)
+            # face normals over the whole mask (the cut eye surface included), so the lids shade
+            # as they did before the openings were cut
+            normal_tris = np.asarray(model.triangles, np.int64)
+            self._triangles = self._face_tris
+        else:
+            self._parts = None
+            # interior vertices: rim copies (m) and a centre (1); UVs in the strip
+            rim_uv = np.stack([np.full(m, tex_w / 2.0), np.full(m, tex_h + 2.0)], 1)
+            upper_arc, _, _ = split_mouth_loop(mean, self._loop)
+            upper = np.isin(self._loop, upper_arc)
+            rim_uv[~upper, 1] = tex_h + strip_h - 2.0  # lower rim and corners: dark (tongue/throat)
+            centre_uv = self._back_uv[None].astype(np.float64)
+            self._uv = np.concatenate([uv, rim_uv, centre_uv]).astype(np.float32)
+            fan = np.stack([n + np.arange(m), n + (np.arange(m) + 1) % m, np.full(m, n + m)], 1)
+            # orient the fan to face the viewer like the face (CCW seen from +z)
+            rim = mean[self._loop]
+            c = rim.mean(0)
+            area_z = np.cross(rim[fan[:, 1] - n] - c, rim[fan[:, 0] - n] - c)[:, 2].sum()
+            if area_z > 0:
+                fan = fan[:, [1, 0, 2]]
+            self._triangles = np.concatenate([np.asarray(model.triangles, np.int64), fan])
+            normal_tris = self._triangles
+        self.texture = tex
         self._n = n
         # for the per-frame vertex normals: the (N, F) incidence matrix that sums face normals onto
         # their vertices (one sparse product instead of a scatter-add), and the corners, edge-major
         from scipy.sparse import csr_matrix
 
-        f = len(self._triangles)
-        self._incidence = csr_matrix((np.ones(3 * f), (self._triangles.T.reshape(-1), np.tile(np.arange(f), 3))),
-                                     shape=(len(self._uv), f))
-        self._tri_t = np.ascontiguousarray(self._triangles.T)
-        # surfaces seen from behind show the mouth interior's texel (at the fan's centre) at 0.6
-        # light: one colour, sampled here as the numpy path samples it
-        c_uv = self._uv[-1].reshape(1, 1, 2)
+        f = len(normal_tris)
+        n_norm = n if self.parts else len(self._uv)
+        self._incidence = csr_matrix((np.ones(3 * f), (normal_tris.T.reshape(-1), np.tile(np.arange(f), 3))),
+                                     shape=(n_norm, f))
+        self._tri_t = np.ascontiguousarray(normal_tris.T)
+        # surfaces seen from behind show the mouth interior's texel at 0.6 light: one colour,
+        # sampled here as the numpy path samples it
+        c_uv = self._back_uv.reshape(1, 1, 2)
         bg = tuple(float(c) for c in self.background)
         self._back_color = cv2.remap(self.texture, c_uv[..., 0], c_uv[..., 1], cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=bg)[0, 0] * np.float32(0.6)
 
-    def _paint_face(self, tex: np.ndarray, lm: np.ndarray) -> None:
-        """Draw lips, eyes and brows into the (H, W, 3) texture; ``lm`` are (68, 2) texel points."""
+    @staticmethod
+    def _paint_eyeball(tex: np.ndarray) -> None:
+        """The eyeball's map into the (2(R+pad), 2(R+pad), 3) texture block ``tex``: sclera, an
+        iris darkening to a limbal ring with faint radial fibres, and the pupil, anti-aliased over
+        a texel; radius in texels is arc from the front pole (see ``_EYE_TEX_*``)."""
+        from .head_parts import EYE_RADIUS_MM, IRIS_RADIUS_MM, PUPIL_RADIUS_MM
+
+        side = tex.shape[0]
+        c = _EYE_TEX_PAD + _EYE_TEX_R - 0.5
+        yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+        rho = np.hypot(xx - c, yy - c)
+        per_deg = _EYE_TEX_R / _EYE_TEX_DEG
+        r_pupil = np.degrees(np.arcsin(PUPIL_RADIUS_MM / EYE_RADIUS_MM)) * per_deg
+        r_iris = np.degrees(np.arcsin(IRIS_RADIUS_MM / EYE_RADIUS_MM)) * per_deg
+        # inside-ness of each boundary, linear over one texel (anti-aliased edges)
+        in_iris = np.clip(r_iris + 0.5 - rho, 0.0, 1.0)[..., None]
+        in_pupil = np.clip(r_pupil + 0.5 - rho, 0.0, 1.0)[..., None]
+        t = np.clip((rho - r_pupil) / max(r_iris - r_pupil, 1e-6), 0.0, 1.0)
+        fibres = 1.0 + 0.12 * np.cos(np.arctan2(yy - c, xx - c) * 37.0)
+        iris = np.asarray(EYE_IRIS_BGR, np.float32) * (1.15 - 0.65 * t ** 3)[..., None] * fibres[..., None]
+        # the sclera greys a little toward the ball's side, where the lids shadow it
+        sclera = np.asarray(SCLERA_BGR, np.float32) * np.clip(1.0 - 0.12 * rho / _EYE_TEX_R, 0.8, 1.0)[..., None]
+        out = sclera * (1 - in_iris) + iris * in_iris
+        tex[:] = out * (1 - in_pupil) + np.asarray(PUPIL_BGR, np.float32) * in_pupil
+
+    def _paint_face(self, tex: np.ndarray, lm: np.ndarray, painted_eyes: bool = True) -> None:
+        """Draw lips, eyes and brows into the (H, W, 3) texture; ``lm`` are (68, 2) texel points.
+        ``painted_eyes``: iris and pupil painted on the eye surface (False: the eye surface only
+        shows at the openings' corners, as white)."""
         k = _TEX_PX_PER_MM
         shift = 4
         fx = float(1 << shift)
@@ -686,17 +935,18 @@ class FaceRenderer:
             idx = list(eye)
             eye_mask = np.zeros((h, w), np.uint8)
             cv2.fillPoly(eye_mask, [pts(idx)], 255, cv2.LINE_AA, shift)
-            blend(eye_mask, SCLERA_BGR)
-            centre = lm[[idx[1], idx[2], idx[4], idx[5]]].mean(0)
-            opening = np.linalg.norm(lm[idx[1]] - lm[idx[5]])
-            iris = np.zeros((h, w), np.uint8)
-            cv2.circle(iris, tuple(np.round(centre * fx).astype(int)), int(round(0.62 * opening * fx)),
-                       255, -1, cv2.LINE_AA, shift)
-            blend(np.minimum(iris, eye_mask), IRIS_BGR)
-            pupil = np.zeros((h, w), np.uint8)
-            cv2.circle(pupil, tuple(np.round(centre * fx).astype(int)), int(round(0.25 * opening * fx)),
-                       255, -1, cv2.LINE_AA, shift)
-            blend(np.minimum(pupil, eye_mask), PUPIL_BGR)
+            blend(eye_mask, SCLERA_BGR if painted_eyes else EYE_CORNER_BGR)
+            if painted_eyes:
+                centre = lm[[idx[1], idx[2], idx[4], idx[5]]].mean(0)
+                opening = np.linalg.norm(lm[idx[1]] - lm[idx[5]])
+                iris = np.zeros((h, w), np.uint8)
+                cv2.circle(iris, tuple(np.round(centre * fx).astype(int)), int(round(0.62 * opening * fx)),
+                           255, -1, cv2.LINE_AA, shift)
+                blend(np.minimum(iris, eye_mask), IRIS_BGR)
+                pupil = np.zeros((h, w), np.uint8)
+                cv2.circle(pupil, tuple(np.round(centre * fx).astype(int)), int(round(0.25 * opening * fx)),
+                           255, -1, cv2.LINE_AA, shift)
+                blend(np.minimum(pupil, eye_mask), PUPIL_BGR)
             lash = np.zeros((h, w), np.uint8)
             cv2.polylines(lash, [pts(idx[:4])], False, 255, max(1, int(round(0.7 * k))), cv2.LINE_AA, shift)
             blend(lash, LASH_BGR, 0.9)
@@ -707,7 +957,7 @@ class FaceRenderer:
             blend(bm, BROW_BGR, 0.85)
 
     def render(self, identity=None, weights=None, rotation=(0.0, 0.0, 0.0), size: int = 256,
-               scale: float | None = None, translation=None) -> np.ndarray:
+               scale: float | None = None, translation=None, gaze=None) -> np.ndarray:
         """(size, size, 3) uint8 BGR render.
 
         Args:
@@ -716,6 +966,9 @@ class FaceRenderer:
             size: output side in pixels.
             scale, translation: px/mm and (2,) px; default: the aligned crop of
                 :func:`~evp_anim.face.projection.aligned_crop_transform`.
+            gaze: (2,) radians [pitch, yaw] of the eyes in the head (a Track's ``gaze`` row; same
+                axes as the head rotation: positive yaw looks toward the subject's left, i.e.
+                the image's right); None looks ahead. Only drawn with ``parts=True``.
         """
         from .projection import aligned_crop_transform, euler_to_matrix
 
@@ -727,22 +980,44 @@ class FaceRenderer:
         verts = self.rig.vertices(identity, weights).astype(np.float64)
         if verts.ndim != 2:
             raise EvpError("FaceRenderer.render takes one frame: weights must have shape (K,)")
-        rim = verts[self._loop] + np.array([0.0, 0.0, -2.5])
-        centre = rim.mean(0, keepdims=True) + np.array([0.0, 0.0, -14.0])
-        allv = np.concatenate([verts, rim, centre])
         rmat = euler_to_matrix(np.asarray(rotation, np.float64))
+        if self._parts is not None:
+            pv, pn, light, amb = self._parts.pose(identity, weights, gaze)
+            allv = np.concatenate([verts, pv])
+        else:
+            rim = verts[self._loop] + np.array([0.0, 0.0, -2.5])
+            centre = rim.mean(0, keepdims=True) + np.array([0.0, 0.0, -14.0])
+            allv = np.concatenate([verts, rim, centre])
         rp = allv @ rmat.T
         t = np.asarray(translation, np.float64)
         px = np.stack([scale * rp[:, 0] + t[0], t[1] - scale * rp[:, 1], scale * rp[:, 2]], 1)
-        # per-vertex Lambert factor (Gouraud); the interior fan gets a flat dim light
-        shade = lambert(self._normals(px)).astype(np.float32)
-        shade[self._n:] = 0.75
+        if self._parts is not None:
+            # per-vertex Lambert factor (Gouraud); the parts' normals are their rest normals turned
+            # with them (rigid), in the y-up view frame as the face's
+            shade = np.empty(len(px), np.float32)
+            shade[:self._n] = lambert(self._normals(px[:self._n]))
+            lv = np.asarray(DEFAULT_LIGHT, np.float64) / np.linalg.norm(DEFAULT_LIGHT)
+            lit = np.clip((pn @ rmat.T) @ lv, 0.0, None)
+            shade[self._n:] = (amb + (1.0 - amb) * lit) * light
+        else:
+            shade = lambert(self._normals(px)).astype(np.float32)
+            shade[self._n:] = 0.75          # the interior fan gets a flat dim light
         gl = self._gl_raster() if np.isfinite(px).all() else None
         if gl is not None and gl.fits(size):
             self.backend_used = "gl"
             return gl.render(px, shade, size)
         self.backend_used = "numpy"
         return self._render_numpy(px, shade, size)
+
+    def _visible_triangles(self, px: np.ndarray) -> np.ndarray:
+        """(F', 3) triangles the numpy path rasterises for output pixels ``px``: the face's, and
+        the parts' front-facing ones (their back faces are never seen; GL culls the same ones)."""
+        if self._parts is None:
+            return self._triangles
+        t = self._parts.triangles
+        a, b, c = px[t[:, 0]], px[t[:, 1]], px[t[:, 2]]
+        area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        return np.concatenate([self._face_tris, t[area2 < 0]])   # y down: front faces are clockwise
 
     def _render_numpy(self, px: np.ndarray, shade: np.ndarray, size: int) -> np.ndarray:
         """(size, size, 3) uint8 BGR of (N, 3) output pixels ``px`` with (N,) ``shade`` by
@@ -757,14 +1032,15 @@ class FaceRenderer:
             return out
         # whole output pixels of shift keep the supersampled grid aligned with the full frame's
         local = px - np.array([x0, y0, 0.0])
-        frag = rasterize(supersample_vertices(local, ss), self._triangles, ((y1 - y0) * ss, (x1 - x0) * ss))
+        tris = self._visible_triangles(px)
+        frag = rasterize(supersample_vertices(local, ss), tris, ((y1 - y0) * ss, (x1 - x0) * ss))
         front_vals = np.concatenate([self._uv, shade[:, None]], 1)
         # surfaces seen from behind (inside of the lips when the head turns): mouth-interior dark
         back_vals = front_vals.copy()
-        back_vals[:, :2] = self._uv[-1]
+        back_vals[:, :2] = self._back_uv
         back_vals[:, 2] = 0.6
         # uncovered pixels sample outside the texture, where remap returns the background
-        attrs = shade_fragments(frag, self._triangles, front_vals, back_vals, np.array([-10.0, -10.0, 1.0]))
+        attrs = shade_fragments(frag, tris, front_vals, back_vals, np.array([-10.0, -10.0, 1.0]))
         bg = tuple(float(c) for c in self.background)
         img = cv2.remap(self.texture, attrs[..., 0], attrs[..., 1], cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=bg)
@@ -798,8 +1074,9 @@ class FaceRenderer:
         local = self._gl_local
         # a context made in another thread, or in the parent of a forked process, is not usable here
         if getattr(local, "pid", None) != os.getpid():
+            parts = self._parts.triangles if self._parts is not None else None
             local.gl = _GLFaceRaster.create(self.texture, self._uv, self._triangles, self.background,
-                                            self._back_color, self.supersample)
+                                            self._back_color, self.supersample, parts)
             local.pid = os.getpid()
             if local.gl is None and self.backend == "gl":
                 raise EvpError("the GL renderer is not available (needs moderngl and an EGL OpenGL "
