@@ -44,7 +44,7 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     if not SAMPLE.is_file():
         raise EvpError(f"sample speech missing: {SAMPLE} (reinstall evp-anim from a full checkout)")
     model = EvpModel.load(model_path)
-    rig = FaceRig(sfm_dir)
+    rig = FaceRig.cached(sfm_dir)
     audio = load_audio(SAMPLE)
     reference = rig.landmarks_3d(None)
     duration = len(audio) / SAMPLE_RATE

@@ -163,7 +163,7 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
         audio = load_audio(audio_path)
     if sfm_dir is None:
         raise EvpError("preview needs the SFM files: pass --sfm-dir or run `evp-anim assets download`")
-    rig = FaceRig(sfm_dir)
+    rig = FaceRig.cached(sfm_dir)
     renderer = FaceRenderer(rig, backend="auto", parts=True)
     weights = _rig_weights(track, tuple(rig.channels))
     identity = track.identity if track.identity.size == rig.num_identity else None

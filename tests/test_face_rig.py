@@ -397,3 +397,30 @@ def test_emotions_move_the_face_plausibly(rig):
     for emo in EMOTION_TABLE:
         v = rig.vertices(None, rig.emotion_weights(emo, 1.0))
         assert np.abs(v - rig.mean).max() < 30, emo
+
+
+def test_cached_rig_equals_the_built_one_and_rebuilds_when_damaged(sfm_dir, tmp_path, monkeypatch):
+    """FaceRig.cached: the same arrays as FaceRig(sfm_dir) from the per-user cache (written on
+    first use), the SFM model loaded only when asked for; a damaged cache file is rebuilt."""
+    import numpy as np
+    from evp_anim.export.rigdata import rig_cache_path
+    from evp_anim.face.rig import FaceRig
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = FaceRig(sfm_dir)
+    path = rig_cache_path(sfm_dir)
+    assert not path.exists()
+    first = FaceRig.cached(sfm_dir)             # builds and writes the cache
+    assert path.is_file()
+    again = FaceRig.cached(sfm_dir)             # reads it
+    assert again._model is None
+    w = np.random.default_rng(0).uniform(0, 1, (4, built.num_channels)).astype(np.float32)
+    ident = np.random.default_rng(1).normal(0, 1, built.num_identity).astype(np.float32)
+    for rig in (first, again):
+        np.testing.assert_array_equal(rig.deltas, built.deltas)
+        np.testing.assert_allclose(rig.landmarks_3d(ident, w), built.landmarks_3d(ident, w), atol=1e-5)
+        np.testing.assert_allclose(rig.vertices(None, w), built.vertices(None, w), atol=1e-5)
+    assert again.model.mean.shape == built.mean.shape      # the SFM model on demand
+    path.write_bytes(b"not a zip")
+    healed = FaceRig.cached(sfm_dir)
+    np.testing.assert_array_equal(healed.deltas, built.deltas)
+    assert FaceRig.cached(sfm_dir)._model is None          # the rewritten cache reads back

@@ -35,7 +35,7 @@ def export_track_file(track_path: Path, fmt: str, output: Path, sfm_dir: Optiona
             raise EvpError(f"{track_path}: track has neither expression channels nor 3D landmarks to export as {fmt}")
         from ..face.rig import FaceRig
         from ..face.solve import weights_from_landmarks
-        rig = FaceRig(sfm(sfm_dir))
+        rig = FaceRig.cached(sfm(sfm_dir))
         ident = track.identity if track.identity.size == rig.num_identity else None
         track.expression = weights_from_landmarks(rig, track.landmarks_3d, ident)
         track.expression_names = list(rig.channels)

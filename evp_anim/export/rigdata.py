@@ -87,12 +87,24 @@ class RigData:
         return (out[0] if w.ndim == 1 else out).astype(np.float32)
 
 
+def _rig_code_hash() -> str:
+    """sha256 of the code that derives the rig (a changed articulation must not load an old cache)."""
+    face = Path(__file__).resolve().parents[1] / "face"
+    h = hashlib.sha256()
+    for name in ("rig.py", "articulation.py", "channels.py", "sfm.py"):
+        try:
+            h.update((face / name).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()[:16]
+
+
 def rig_cache_path(sfm_dir: str | os.PathLike) -> Path:
     """Per-user cache file for the rig of ``sfm_dir`` (``$XDG_CACHE_HOME/evp-anim/rig/``), keyed by
-    the folder, its files' sizes and times, and the evp-anim version."""
+    the folder, its files' sizes and times, the evp-anim version and the rig's source code."""
     d = Path(sfm_dir).expanduser().resolve()
-    stamp = [str(d), __version__] + [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
-                                      for p in sorted(d.iterdir()) if p.is_file()]
+    stamp = [str(d), __version__, _rig_code_hash()] + [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+                                                        for p in sorted(d.iterdir()) if p.is_file()]
     key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
     base = os.environ.get("XDG_CACHE_HOME") or ""
     root = Path(base).expanduser() if base.strip() else Path.home() / ".cache"

@@ -99,12 +99,6 @@ class FaceRig:
 
     def __init__(self, sfm_dir: str | Path | SfmModel):
         model = sfm_dir if isinstance(sfm_dir, SfmModel) else load_sfm(sfm_dir)
-        self.model = model
-        self.channels: tuple[str, ...] = RIG_CHANNELS
-        self.mean = model.mean
-        self.identity_basis = model.identity_basis
-        self.triangles = model.triangles
-        self.landmark_vertices = model.landmark_vertices
         sfm_index = {name: i for i, name in enumerate(model.expression_names)}
         sfm_rows = []
         for ch in SFM_EMOTION_CHANNELS:
@@ -115,7 +109,18 @@ class FaceRig:
             sfm_rows.append(model.expression_basis[sfm_index[name]])
         art = articulation_basis(model)
         assert art.shape[0] == len(ARTICULATION_CHANNELS)
-        self.deltas = np.ascontiguousarray(np.concatenate([np.stack(sfm_rows), art]), dtype=np.float32)
+        self._model = model
+        self._sfm_dir = model.source_dir
+        self._set_arrays(model.mean, model.identity_basis, np.concatenate([np.stack(sfm_rows), art]),
+                         model.triangles, model.landmark_vertices)
+
+    def _set_arrays(self, mean, identity_basis, deltas, triangles, landmark_vertices) -> None:
+        self.channels: tuple[str, ...] = RIG_CHANNELS
+        self.mean = mean
+        self.identity_basis = identity_basis
+        self.triangles = triangles
+        self.landmark_vertices = landmark_vertices
+        self.deltas = np.ascontiguousarray(deltas, dtype=np.float32)
         self.deltas.setflags(write=False)
         n = self.num_vertices
         # flattened bases for fast matrix products
@@ -127,6 +132,40 @@ class FaceRig:
         self._lm_id = np.ascontiguousarray(self.identity_basis[:, lv].reshape(self.num_identity, -1))
         self._lm_delta = np.ascontiguousarray(self.deltas[:, lv].reshape(self.num_channels, -1))
         assert self._mean_flat.shape == (3 * n,)
+
+    @property
+    def model(self) -> SfmModel:
+        """The :class:`~evp_anim.face.sfm.SfmModel` (loaded on first use by a cached rig)."""
+        if self._model is None:
+            self._model = load_sfm(self._sfm_dir)
+        return self._model
+
+    @classmethod
+    def cached(cls, sfm_dir: str | Path) -> "FaceRig":
+        """The rig of ``sfm_dir`` from the per-user rig cache (:mod:`evp_anim.export.rigdata`),
+        built and cached on first use: the same arrays without parsing the SFM files or deriving
+        the articulation basis (~0.9 s and scipy's import at every command's start). The cache key
+        covers the SFM files and the rig's own source code, so a change to either rebuilds it."""
+        from ..export.rigdata import load_rig_data, rig_cache_path, save_rig_data
+        path = rig_cache_path(sfm_dir)
+        data = None
+        if path.is_file():
+            try:
+                data = load_rig_data(path)
+            except EvpError:
+                data = None                      # damaged or old: rebuilt below
+        if data is None or tuple(data.channels) != RIG_CHANNELS:
+            rig = cls(sfm_dir)
+            try:
+                save_rig_data(rig, path)
+            except EvpError:
+                pass                             # a read-only cache only costs time
+            return rig
+        rig = cls.__new__(cls)
+        rig._model = None
+        rig._sfm_dir = Path(sfm_dir)
+        rig._set_arrays(data.mean, data.identity_basis, data.deltas, data.triangles, data.landmark_vertices)
+        return rig
 
     @classmethod
     def load(cls, sfm_dir: str | Path) -> "FaceRig":

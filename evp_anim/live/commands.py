@@ -228,7 +228,7 @@ def live_cmd(
         from ..face.rig import FaceRig
         from ..models.animate import model_provenance, limit_heap_growth, load_animation_model
         mdl = load_animation_model(model)
-        rig = FaceRig(sfm(sfm_dir))
+        rig = FaceRig.cached(sfm(sfm_dir))
         limit_heap_growth()
         engine = LiveEngine(mdl, rig, life=life, emotion=emo, intensity=inten, provenance=model_provenance(mdl),
                             info={"live": {"source": source.name, "start_emotion": emo, "start_intensity": inten}})

@@ -219,7 +219,7 @@ class _Animator:
             raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
         if style is not None and not is_emote:
             raise EvpError("--style applies to the EMOTE model only (--model emote)")
-        self.rig = FaceRig(sfm(sfm_dir))
+        self.rig = FaceRig.cached(sfm(sfm_dir))
         self.identity = None   # the SFM mean face (see animate_speech_file)
         if reference is not None:
             tr = load_track(reference)

@@ -1,0 +1,67 @@
+"""Cold start: `evp-anim animate` of a 2 s clip in a fresh process, beside `python -c "import torch"`
+measured in the same run (issue 17's target: animate ≤ 2.5 s wall).
+
+Each command runs ``--repeats`` times, alternating, each in a new process; the medians are printed
+with animate's share above the bare torch import (the part the project controls).
+
+    .venv/bin/python benchmarks/bench_startup.py [--repeats 5] [--model emote]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "assets" / "sample_speech.wav"
+
+
+def wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--model", default=None, help="passed to animate --model (default: the shipped EVP)")
+    args = ap.parse_args()
+    audio, sr = sf.read(SAMPLE, dtype="float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "two_seconds.wav"
+        sf.write(clip, audio[:2 * sr], sr)
+        exe = [sys.executable, "-m", "evp_anim"]
+        animate = exe + ["animate", str(clip), "-o", str(Path(tmp) / "out.npz")]
+        if args.model:
+            animate += ["--model", args.model]
+        runs = {"python -c 'import torch'": [sys.executable, "-c", "import torch"],
+                "evp-anim --version": exe + ["--version"],
+                "evp-anim animate (2 s clip)": animate}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        wall(animate)                                    # page cache warm, like a second click
+        for _ in range(args.repeats):
+            for name, cmd in runs.items():
+                times[name].append(wall(cmd))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, v in times.items():
+        print(f"{name:<30} median {med[name]:5.2f} s  (min {min(v):.2f}, max {max(v):.2f}, n={len(v)})")
+    a, t = med["evp-anim animate (2 s clip)"], med["python -c 'import torch'"]
+    print(f"animate - import torch: {a - t:.2f} s; animate / import torch: {a / t:.1f}x; "
+          f"target animate <= 2.5 s: {'met' if a <= 2.5 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
