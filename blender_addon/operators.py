@@ -1,4 +1,4 @@
-"""Operators: import / export tracks, emotion keys, regenerate (modal CLI job), adjust, retarget.
+"""Operators: import / export tracks, emotion keys, regenerate (modal CLI job), adjust, retarget, Live.
 
 Every operator turns :class:`evp_anim.errors.EvpError` into ``self.report({'ERROR'}, msg)`` and
 ``{'CANCELLED'}``; the builder validates before it touches the scene, so a failed import leaves
@@ -362,6 +362,75 @@ class EVP_OT_reset_multipliers(_HeadOperator, bpy.types.Operator):
         props.strength, props.smoothing = 1.0, 0
         for m in props.multipliers:
             m.multiplier = 1.0
+        return {"FINISHED"}
+
+
+class EVP_OT_live_start(_HeadOperator, bpy.types.Operator):
+    """Receive Live Link Face packets (evp-anim live --livelink, or the iPhone app) on the Live
+    port and drive the selected EVP head with them"""
+
+    bl_idname = "evp.live_start"
+    bl_label = "Start Live"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        from . import live
+        return live.session() is None and _head(context) is not None
+
+    def execute(self, context):
+        from . import live
+        settings = context.scene.evp_live
+        try:
+            s = live.start(_head(context), settings.port, record=settings.record, scene=context.scene,
+                           timer=not bpy.app.background)   # no timers without an event loop
+        except live.LiveError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Live: listening on UDP {s.receiver.port}, driving {s.driver.head_name!r}")
+        return {"FINISHED"}
+
+
+class EVP_OT_live_stop(bpy.types.Operator):
+    """Stop Live; a recorded take becomes the head's Action (otherwise its previous one returns)"""
+
+    bl_idname = "evp.live_stop"
+    bl_label = "Stop Live"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        from . import live
+        return live.session() is not None
+
+    def execute(self, context):
+        from . import live
+        action = live.stop()
+        # Record off: the next Start does not record unless asked; the update does nothing now
+        context.scene.evp_live.record = False
+        if action is not None:
+            self.report({"INFO"}, f"Live stopped: recorded Action {action.name!r} is on the head")
+        else:
+            self.report({"INFO"}, "Live stopped")
+        return {"FINISHED"}
+
+
+class EVP_OT_live_send_emotion(bpy.types.Operator):
+    """Send /evp/emotion NAME INTENSITY (OSC over UDP) to evp-anim live's --control-port"""
+
+    bl_idname = "evp.live_send_emotion"
+    bl_label = "Send Emotion"
+
+    def execute(self, context):
+        from . import live
+        st = context.scene.evp_live
+        try:
+            live.send_emotion(st.control_host, st.control_port, st.emotion, st.intensity)
+        except live.LiveError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        st.control_status = f"sent /evp/emotion {st.emotion} {st.intensity:.2f}"
+        self.report({"INFO"}, f"{st.control_status} to {st.control_host}:{st.control_port}")
         return {"FINISHED"}
 
 

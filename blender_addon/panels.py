@@ -121,3 +121,44 @@ class EVP_PT_retarget(_EvpPanel, bpy.types.Panel):
         col.label(text=f"unmatched ({len(res.unmatched)}):", icon="ERROR")
         col.template_list("EVP_UL_unmatched", "", res, "unmatched", res, "unmatched_index", rows=6)
         col.label(text="Map them with a mapping table (Retarget › Mapping table)", icon="INFO")
+
+
+class EVP_PT_live(_EvpPanel, bpy.types.Panel):
+    """Live mode: Live Link Face packets drive the selected head; Record keys them; emotion control."""
+
+    bl_label = "Live"
+    bl_parent_id = "EVP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from . import live
+        st = getattr(context.scene, "evp_live", None)
+        if st is None:
+            return
+        s = live.session()
+        col = self.layout.column()
+        row = col.row(align=True)
+        row.enabled = s is None          # the port of a running session cannot change
+        row.prop(st, "port")
+        row = col.row(align=True)
+        if s is None:
+            row.operator("evp.live_start", icon="PLAY")
+        else:
+            row.operator("evp.live_stop", icon="SNAP_FACE")
+        row.prop(st, "record", icon="REC", toggle=True)
+        if s is not None:
+            col.label(text=f"{s.driver.head_name}: {s.status()}")
+        elif live.last_error:
+            col.label(text=live.last_error, icon="ERROR")
+        box = col.box()
+        box.label(text="Emotion control (evp-anim live --control-port)")
+        row = box.row(align=True)
+        row.prop(st, "control_host", text="")
+        row.prop(st, "control_port", text="")
+        box.prop(st, "emotion")
+        box.prop(st, "intensity", slider=True)
+        row = box.row(align=True)
+        row.prop(st, "send_on_change")
+        row.operator("evp.live_send_emotion", icon="EXPORT")
+        if st.control_status:
+            box.label(text=st.control_status)

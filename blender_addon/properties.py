@@ -1,4 +1,5 @@
-"""Property groups the add-on attaches to objects (``Object.evp``) in register()."""
+"""Property groups the add-on attaches to objects (``Object.evp``) and scenes (``Scene.evp_retarget``,
+``Scene.evp_live``) in register()."""
 
 from __future__ import annotations
 
@@ -43,6 +44,56 @@ class EVP_PG_head(bpy.types.PropertyGroup):
     job_progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                                 options={"SKIP_SAVE"})
     job_status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+
+
+def _record_changed(self, context):
+    # Record toggled while Live runs: start a take, or end it as a new Action
+    from . import live
+    s = live.session()
+    if s is None:
+        return
+    try:
+        if self.record:
+            s.start_recording()
+        else:
+            action = s.stop_recording()
+            if action is not None:
+                self.control_status = f"take recorded: {action.name!r} (on the head at Stop)"
+    except live.LiveError as e:
+        self.control_status = str(e)
+
+
+def _emotion_changed(self, context):
+    # the emotion / intensity fields steer `evp-anim live --control-port` as they change
+    if self.send_on_change:
+        from . import live
+        try:
+            live.send_emotion(self.control_host, self.control_port, self.emotion, self.intensity)
+            self.control_status = f"sent /evp/emotion {self.emotion} {self.intensity:.2f}"
+        except live.LiveError as e:
+            self.control_status = str(e)
+
+
+class EVP_PG_live(bpy.types.PropertyGroup):
+    """Live mode settings (``Scene.evp_live``): the Live Link port, Record, and the emotion
+    control sent as OSC to ``evp-anim live --control-port``."""
+
+    port: IntProperty(name="Port", default=11111, min=1, max=65535,
+                      description="UDP port to receive Live Link Face packets on (evp-anim live --livelink HOST:PORT)")
+    record: BoolProperty(name="Record", default=False, update=_record_changed,
+                         description="Record the live stream as keyframes at the scene's frame rate, from "
+                         "the current frame; the take becomes a new Action on the head at Stop")
+    control_host: StringProperty(name="Control host", default="127.0.0.1",
+                                 description="Host running evp-anim live --control-port")
+    control_port: IntProperty(name="Control port", default=9000, min=1, max=65535,
+                              description="evp-anim live's --control-port (OSC over UDP)")
+    emotion: EnumProperty(name="Emotion", items=EMOTION_ITEMS, default="neutral", update=_emotion_changed,
+                          description="Emotion to send as /evp/emotion NAME INTENSITY")
+    intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0, update=_emotion_changed,
+                             description="Emotion intensity to send, 0–1")
+    send_on_change: BoolProperty(name="Send on change", default=True,
+                                 description="Send /evp/emotion whenever Emotion or Intensity changes")
+    control_status: StringProperty(name="Control", default="", options={"SKIP_SAVE"})
 
 
 class EVP_PG_unmatched(bpy.types.PropertyGroup):

@@ -182,9 +182,10 @@ def test_batch_loads_the_model_and_rig_once(clips, tmp_path, sfm_dir, monkeypatc
         return real_load(path)
 
     class CountingRig(real_rig):
-        def __init__(self, *a, **k):
+        @classmethod
+        def cached(cls, *a, **k):          # the CLI's way to the rig (the per-user rig cache)
             loads["rig"] += 1
-            super().__init__(*a, **k)
+            return super().cached(*a, **k)
 
     monkeypatch.setattr(animate_module, "load_animation_model", counting_load)
     monkeypatch.setattr(rig_module, "FaceRig", CountingRig)
