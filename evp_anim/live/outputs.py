@@ -186,7 +186,21 @@ def encode_livelink(values: np.ndarray, frame_number: int, fps: int, subject: st
     ])
 
 
-class LiveLinkOutput:
+class _UdpOutput:
+    """An output that sends datagrams through ``self.udp`` (a :class:`_Udp`)."""
+
+    udp: "_Udp"
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams the receiver was not there for (the loop keeps running)."""
+        return self.udp.dropped
+
+    def close(self) -> None:
+        self.udp.close()
+
+
+class LiveLinkOutput(_UdpOutput):
     """Live Link Face packets to ``host:port`` (UDP), one per frame."""
 
     def __init__(self, host: str, port: int, subject: str = "evp-anim", device_id: str | None = None):
@@ -202,15 +216,9 @@ class LiveLinkOutput:
         if on_sent is not None:
             on_sent(frame)
 
-    @property
-    def dropped(self) -> int:
-        return self.udp.dropped
-
-    def close(self) -> None:
-        self.udp.close()
 
 
-class VmcOutput:
+class VmcOutput(_UdpOutput):
     """VMC-protocol blendshapes (ARKit names) as one OSC bundle per frame to ``host:port``."""
 
     def __init__(self, host: str, port: int):
@@ -237,12 +245,6 @@ class VmcOutput:
         if on_sent is not None:
             on_sent(frame)
 
-    @property
-    def dropped(self) -> int:
-        return self.udp.dropped
-
-    def close(self) -> None:
-        self.udp.close()
 
 
 class JsonlOutput:
