@@ -64,9 +64,10 @@ class Reporter:
             self._bar.start()
             self._task_id = self._bar.add_task(description or task, total=total)
 
-    def update(self, done: int, total: int | None = None) -> None:
+    def update(self, done: int, total: int | None = None, **extra: Any) -> None:
         """Report ``done`` steps finished so far; ``total`` replaces the task's total when given
-        (a total estimated up front and corrected once known exactly)."""
+        (a total estimated up front and corrected once known exactly). ``extra`` (JSON values, e.g.
+        ``steps_per_s``, ``eta_s``) goes into this progress line only (machine-readable mode)."""
         if total is not None:
             self._total = total
         if self.machine_readable:
@@ -75,20 +76,21 @@ class Reporter:
                 self._last = now
                 frac = done / self._total if self._total else 0.0
                 self._emit(event="progress", task=self._task, progress=round(min(frac, 1.0), 4),
-                           done=done, total=self._total, **self._fields)
+                           done=done, total=self._total, **{**self._fields, **extra})
         elif self._bar is not None:
             if total is not None:
                 self._bar.update(self._task_id, completed=done, total=total)
             else:
                 self._bar.update(self._task_id, completed=done)
 
-    def fraction(self, frac: float) -> None:
-        """Report progress as a fraction in [0, 1] (for tasks without a step count)."""
+    def fraction(self, frac: float, **extra: Any) -> None:
+        """Report progress as a fraction in [0, 1] (for tasks without a step count); ``extra`` as
+        in :meth:`update`."""
         if self._total is None:
             self._total = 1000
             if self._bar is not None:
                 self._bar.update(self._task_id, total=1000)
-        self.update(int(round(frac * self._total)))
+        self.update(int(round(frac * self._total)), **extra)
 
     def _stop_bar(self) -> None:
         if self._bar is not None:
@@ -111,7 +113,25 @@ class Reporter:
         self._fields = {}
 
     def info(self, message: str) -> None:
-        """A human-readable note (suppressed in machine-readable and quiet modes)."""
+        """A human-readable note (suppressed in machine-readable and quiet modes). While a bar is
+        shown the note goes through the bar's console, which prints it above the bar instead of
+        through it."""
         if not self.machine_readable and not self.quiet:
+            if self._bar is not None:
+                self._bar.console.print(message, markup=False, highlight=False, soft_wrap=True)
+                return
             self.stream.write(message + "\n")
             self.stream.flush()
+
+    def warning(self, message: str) -> None:
+        """A warning: the line ``warning: <message>`` for people (also in quiet mode: it asks for
+        action), ``{"event": "warning", "task": ..., "message": ...}`` in machine-readable mode
+        (readers that do not know the event skip it)."""
+        if self.machine_readable:
+            self._emit(event="warning", task=self._task, message=message, **self._fields)
+            return
+        if self._bar is not None:
+            self._bar.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+            return
+        self.stream.write(f"warning: {message}\n")
+        self.stream.flush()

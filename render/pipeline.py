@@ -50,13 +50,19 @@ def default_target_cache() -> Path:
 
 def train_target(video: Path, track_path: Path, output: Path, size: int = 256, minutes: Optional[float] = None,
                  steps: Optional[int] = None, holdout: float = 0.1, batch: int = 2, lr: float = 5e-4,
-                 gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100, bf16: bool = True,
-                 rep: Optional[Reporter] = None) -> dict:
-    """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta."""
+                 gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100,
+                 precision: str = "auto", rep: Optional[Reporter] = None) -> dict:
+    """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta.
+
+    ``precision``: auto | fp32 | bf16 (:func:`render.trainer.choose_precision`; the choice and why
+    is one line). While training, a line with steps/s and the ETA comes once the speed is known and
+    then every ~30 s (plain lines, so they show when the output is not a terminal; in
+    machine-readable mode the progress JSON lines carry ``steps_per_s``, ``eta_s``,
+    ``expected_steps``), and a warning when the budget allows too few steps to converge."""
     from evp_anim.tracks import load_track
 
     from .data import TargetFrames, video_fingerprint
-    from .trainer import RenderTrainConfig, RenderTrainer
+    from .trainer import RenderTrainConfig, RenderTrainer, choose_precision
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun only rank 0 reports
@@ -65,9 +71,11 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
         minutes = 60.0
     if output.exists() and not output.is_dir():
         raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
+    bf16, why = choose_precision(precision, size)
     cfg = RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start,
                             preview_every=preview_every, checkpoint_every=checkpoint_every, bf16=bf16)
     cfg.validate()
+    rep.info(why)
     target = load_track(track_path)
     fp = video_fingerprint(video)
     rep.start("render-train-frames", total=target.n_frames, description="decode footage")
@@ -79,7 +87,14 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
 
     def progress(frac, logs):
         last.update(logs)
-        rep.fraction(frac)
+        pace = trainer.pace
+        rep.fraction(frac, **pace.fields())
+        warning = pace.few_steps_warning()
+        if warning:
+            rep.warning(warning)
+        line = pace.line(logs)
+        if line:
+            rep.info(line)
 
     trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress)
     if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
@@ -162,29 +177,40 @@ def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = 
     res["model"] = str(model)
     res["train_seconds"] = m.meta.get("train_seconds")
     res["train_steps"] = m.meta.get("steps")
-    rep.success(**{k: v for k, v in res.items() if isinstance(v, (int, float, str)) or v is None})
+    rep.success(**{k: v for k, v in res.items() if isinstance(v, (int, float, str, dict)) or v is None})
+    why = res.get("null_reasons", {})
+
+    def fig(key: str, spec: str, unit: str = "") -> str:
+        """``res[key]`` formatted, or "n/a (why)" where it could not be computed."""
+        v = res.get(key)
+        if v is None:
+            return f"n/a ({why.get(key, 'not computed')})"
+        return f"{v:{spec}}{unit}"
+
     lines = [
         f"held-out frames {res['first_frame']}..{res['first_frame'] + res['frames'] - 1} ({res['frames']}), "
         f"{res['size']}x{res['size']} crops, model trained {res['train_steps']} steps / "
         f"{(res['train_seconds'] or 0) / 60:.1f} min",
-        f"SSIM {res['ssim']:.4f} (min {res['ssim_min']:.4f})   PSNR {res['psnr_db']:.2f} dB   "
-        f"(face region only: SSIM {res['ssim_face']:.4f}, PSNR {res['psnr_face_db']:.2f} dB)",
-        f"mouth landmark distance (dlib re-detected vs driving) {res['mouth_ld_px']:.2f} px "
-        f"[real frames: {res['mouth_ld_real_px']:.2f} px]; frames without a face {res['frames_without_face']}",
-        f"temporal flicker {res['flicker']:.2f} levels (real frame-to-frame change {res['real_motion']:.2f})",
+        f"SSIM {fig('ssim', '.4f')} (min {fig('ssim_min', '.4f')})   PSNR {fig('psnr_db', '.2f', ' dB')}   "
+        f"(face region only: SSIM {fig('ssim_face', '.4f')}, PSNR {fig('psnr_face_db', '.2f', ' dB')})",
+        f"mouth landmark distance (dlib re-detected vs driving) {fig('mouth_ld_px', '.2f', ' px')} "
+        f"[real frames: {fig('mouth_ld_real_px', '.2f', ' px')}]; frames without a face {res['frames_without_face']}",
+        f"temporal flicker {fig('flicker', '.2f', ' levels')} (real frame-to-frame change {fig('real_motion', '.2f')})",
         f"FID {res['fid']:.2f}" if res["fid"] is not None else
         "FID: not computed (pass --fid-weights with a TorchScript Inception; none can be downloaded here)",
     ]
     rep.info("\n".join(lines))
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(res, indent=2))
+        # allow_nan=False: a NaN or infinity that slipped past finite_or_null fails here, never
+        # becomes the invalid JSON token NaN in the file
+        write_text_atomic(json_out, json.dumps(res, indent=2, allow_nan=False))
     return res
 
 
 def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutral", intensity: float = 1.0,
               model_dir: Path | None = None, train_minutes: float = 30.0, length_policy: str = "loop",
               cache_dir: Path | None = None, evp_model: Path | None = None, sfm_dir: Path | None = None,
-              rep=None, command: str = "") -> dict:
+              rep=None, command: str = "", precision: str = "auto") -> dict:
     """Run the whole pipeline; returns the paths used (track, model, aligned track in a temp dir)."""
     from evp_anim.emotions import canonical_emotion, check_intensity
     from evp_anim.face.rig import FaceRig
@@ -196,7 +222,9 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     from evp_anim.tracks import DEFAULT_FPS, load_track, save_track
 
     from .data import video_fingerprint
+    from .trainer import check_precision
 
+    check_precision(precision)      # a wrong --precision is refused before anything runs
     if length_policy not in LENGTH_POLICIES:
         raise EvpError(f"--length-policy must be one of {', '.join(LENGTH_POLICIES)}, got {length_policy!r}")
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
@@ -243,7 +271,7 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
         rep.info(f"no trained renderer for {Path(target).name} yet: training one now for up to "
                  f"{train_minutes:g} min → {mdir} (reused next time; a real run per target takes longer, "
                  f"see `evp-anim render train`)")
-        train_target(Path(target), track_path, mdir, minutes=train_minutes, rep=rep)
+        train_target(Path(target), track_path, mdir, minutes=train_minutes, precision=precision, rep=rep)
     elif model_dir is None:
         rep.info(f"render: cached renderer {mdir}")
     with tempfile.TemporaryDirectory(prefix="evp-dub-") as tmp:

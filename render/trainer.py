@@ -20,8 +20,13 @@ Files in the model folder: ``checkpoint.pt`` (everything to resume; written atom
 ``checkpoint_every`` steps), ``model.pt`` (the generator + facts about the target, as
 :mod:`render.model_file` writes it; rewritten with each checkpoint, ``finished`` once the budget
 is spent), ``model_l1.pt`` (the generator when the adversarial phase began: ``render run --model
-model_dir/model_l1.pt`` renders with it), ``log.csv``, ``previews/step_NNNNNN.png``
+model_dir/model_l1.pt`` renders with it), ``log.csv`` (stage, step, loss, terms as JSON with the
+elapsed ``seconds``; one row per step, flushed as written), ``previews/step_NNNNNN.png``
 (guidance | generated | real, for a training and a held-out frame).
+
+Precision: bfloat16 autocast only where the CPU computes bf16 natively and the generator's step is
+measured faster with it (:func:`choose_precision`);
+speed: :class:`TrainingPace` (steps/s, ETA, and a warning when the budget allows too few steps).
 
 Under ``torchrun --standalone --nproc_per_node N`` each rank draws its own clips, gradients are
 averaged with all-reduce (gloo on CPU) and rank 0 writes the files.
@@ -29,9 +34,7 @@ averaged with all-reduce (gloo on CPU) and rank 0 writes the files.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +46,7 @@ import torch
 from evp_anim import __version__
 from evp_anim.atomic import atomic_path
 from evp_anim.errors import EvpError
-from evp_anim.train.loop import dist_info
+from evp_anim.train.loop import StepLog, dist_info
 
 from .data import TargetFrames, to_uint8_image
 from .guidance import guidance_preview
@@ -53,6 +56,99 @@ from .networks import CLIP, Discriminators, Generator, GeneratorConfig, mouth_bo
 
 CHECKPOINT_FILE = "checkpoint.pt"
 L1_MODEL_FILE = "model_l1.pt"   # snapshot at the end of the L1 + SSIM phase
+LOG_FILE = "log.csv"
+LOG_STAGE = "render"             # log.csv's stage column (evp_anim.train.loop.StepLog's format)
+
+# Fewer steps than this in a run's whole budget draws a warning. The README's renderer figures: the
+# synthetic target reached face-region PSNR 27.7 dB / mouth LD 0.88 px after 3,358 steps (33 min),
+# while 4-minute runs (382-480 steps) stayed at 23 dB on the synthetic face and "far too short" (soft
+# skin and eyes) on the astronaut photo, and runs of 16-72 steps gave a grey blob. 2,000 steps is
+# ~60% of the one converged run, i.e. ~1,500 steps of the L1 + SSIM phase before the GAN joins:
+# below it a user should expect a visibly unfinished face. (A real video wants far more.)
+MIN_CONVERGED_STEPS = 2000
+# the README's CPU timings: ~0.5 s per step in the L1 phase, ~1 s once the discriminators train
+ADVERSARIAL_SLOWDOWN = 2.0
+PROGRESS_EVERY_S = 30.0          # a progress line at least this often (also with no terminal)
+PACE_WARMUP_STEPS = 3            # steps timed (after the first, which pays oneDNN's setup) before estimating
+
+
+# ---------------------------------------------------------------------- precision
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo's first ``flags`` line (empty where it cannot be read,
+    e.g. not on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# x86 instructions that compute in bfloat16 natively. Without them oneDNN emulates bf16 with
+# conversions around fp32 maths, which measured 1.66x *slower* than plain fp32 on an AVX2 CPU.
+# (torch.backends.mkldnn's bf16 check says yes for any AVX512 core, native or not, so it is not used.)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def check_precision(requested: str) -> None:
+    """One-line EvpError unless ``requested`` is auto, fp32 or bf16 (nothing is timed)."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise EvpError(f"--precision must be auto, fp32 or bf16, got {requested!r}")
+
+
+def choose_precision(requested: str = "auto", size: int = 256) -> tuple[bool, str]:
+    """(bfloat16 autocast on?, one line saying what was chosen and why) for ``--precision``
+    auto | fp32 | bf16. The renderer trains on the CPU, so auto looks at the CPU only: fp32 without
+    native bf16 instructions; with them, bf16 only if the generator's step (one ``size`` px crop,
+    ~1 s to time) is at least BF16_MIN_SPEEDUP× faster in bf16."""
+    check_precision(requested)
+    native = sorted(set(NATIVE_BF16_FLAGS) & cpu_flags())
+    if requested == "fp32":
+        return False, "precision: fp32 (--precision fp32)"
+    if requested == "bf16":
+        return True, ("precision: bf16 (--precision bf16; this CPU has " + "/".join(native) + ")" if native else
+                      "precision: bf16 (--precision bf16) although this CPU has no native bf16 "
+                      "(avx512_bf16/amx_bf16): expect it to be ~1.7x slower than fp32")
+    if native:
+        # The flags are not the whole story: on a CPU reporting avx512_bf16/amx_bf16 a whole
+        # training step still measured 1.66x slower in bf16 (11.3 vs 6.8 s/step) while a bare
+        # convolution ran ~1.8x faster. So the generator itself decides, timed both ways.
+        fp32_s, bf16_s = _time_generator_step(size)
+        if bf16_s * BF16_MIN_SPEEDUP <= fp32_s:
+            return True, (f"precision: bf16 (auto: native {'/'.join(native)}, and the generator's step took "
+                          f"{bf16_s:.2f} s in bf16 against {fp32_s:.2f} s in fp32)")
+        return False, (f"precision: fp32 (auto: the CPU reports {'/'.join(native)}, but the generator's step took "
+                       f"{bf16_s:.2f} s in bf16 against {fp32_s:.2f} s in fp32; --precision bf16 forces it)")
+    return False, ("precision: fp32 (auto: this CPU has no native bf16 (avx512_bf16/amx_bf16), where bf16 "
+                   "is emulated and slower; --precision bf16 forces it)")
+
+
+BF16_MIN_SPEEDUP = 1.15       # bf16 must beat fp32 by this much to be worth its rounding
+
+
+def _time_generator_step(size: int, reps: int = 3) -> tuple[float, float]:
+    """Seconds of one forward + backward of the default generator on one size² sample, in fp32
+    and under bf16 autocast (after one warm-up each; the best of ``reps``)."""
+    from .networks import Generator
+    s = max(64, int(size) // 64 * 64)
+    gen = Generator().to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(1, c, s, s, generator=g) for c in (10, 3, 1, 1, 3)]
+    out = {}
+    for bf16 in (False, True):
+        times = []
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = gen(*inputs)
+            y.float().mean().backward()
+            gen.zero_grad(set_to_none=True)
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[bf16] = min(times)
+    return out[False], out[True]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +172,7 @@ class RenderTrainConfig:
     gan_start: float = 0.75      # fraction of the budget after which the discriminators join
     prev_drop: float = 0.2       # probability that a clip starts with no previous frame
     generator: tuple = tuple(sorted(GeneratorConfig().to_dict().items()))
-    bf16: bool = True            # bfloat16 autocast for the networks (losses stay float32)
+    bf16: bool = False           # bfloat16 autocast for the networks (losses stay float32); see choose_precision
     seed: int = 0
     checkpoint_every: int = 100
     preview_every: int = 200
@@ -162,6 +258,7 @@ class RenderTrainer:
         self.step, self.elapsed = 0, 0.0
         self.ckpt = self.dir / CHECKPOINT_FILE
         self.resumed = False
+        self.pace = TrainingPace(self)
         if self.ckpt.is_file():
             self._resume()
         _broadcast(self.gen, self.world)
@@ -178,7 +275,9 @@ class RenderTrainer:
         blob = load_blob(self.ckpt, "checkpoint")
         if blob.get("fingerprint") != self.fingerprint:
             raise EvpError(f"{self.ckpt} belongs to a model of another video; use a new output folder")
-        if blob.get("config") != self.cfg.to_dict():
+        # precision is a speed knob, like the budget: a run may resume in another one
+        same = lambda d: {k: v for k, v in (d or {}).items() if k != "bf16"}   # noqa: E731
+        if same(blob.get("config")) != same(self.cfg.to_dict()):
             raise EvpError(f"{self.ckpt} was written with other training options; use them again or a new folder")
         self.gen.load_state_dict(blob["gen"])
         self.disc.load_state_dict(blob["disc"])
@@ -336,11 +435,13 @@ class RenderTrainer:
         return self.max_seconds is not None and self.elapsed >= self.max_seconds
 
     def run(self) -> dict:
-        """Train until the budget is spent; returns the model's meta."""
-        log_path = self.dir / "log.csv"
+        """Train until the budget is spent; returns the model's meta. On rank 0 every step is a
+        row of ``log.csv`` (flushed at once, so the file grows while training; a resumed run keeps
+        the rows its checkpoint covers: :class:`evp_anim.train.loop.StepLog`) and is timed by
+        ``self.pace`` before ``progress`` is called."""
+        log = StepLog(self.dir / LOG_FILE) if self.rank == 0 else None
         if self.rank == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
-        fh = writer = None
         t0 = time.perf_counter()
         try:
             while True:
@@ -355,13 +456,9 @@ class RenderTrainer:
                     write_model(self.dir / L1_MODEL_FILE, self.gen, self.meta(False))
                 logs = self.train_step()
                 if self.rank == 0:
-                    if writer is None:
-                        new = not log_path.is_file()
-                        fh = open(log_path, "a", newline="")
-                        writer = csv.writer(fh)
-                        if new:
-                            writer.writerow(["step", "seconds", "loss", "terms"])
-                    writer.writerow([self.step, round(self.elapsed, 1), f"{logs['loss']:.5f}", json.dumps(logs)])
+                    log.write(LOG_STAGE, self.step, logs["loss"],
+                              {**logs, "seconds": round(self.elapsed + time.perf_counter() - t0, 1)})
+                    self.pace.after_step(adversarial="d" in logs)
                     if self.progress:
                         self.progress(self.frac_done(), logs)
                     if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
@@ -369,13 +466,134 @@ class RenderTrainer:
                 if self.step % self.cfg.checkpoint_every == 0:
                     self.elapsed += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    if fh:
-                        fh.flush()
                     self.save()
         finally:
-            if fh:
-                fh.close()
+            if log is not None:
+                log.close()
         self.save(finished=True)
         if self.rank == 0:
             self.preview(self.dir / "previews" / f"step_{self.step:06d}.png")
         return self.meta(True)
+
+
+# ---------------------------------------------------------------------- pace
+class TrainingPace:
+    """How fast a run goes in this process, for people watching it without a terminal.
+
+    The first step of a process is not timed (it pays for oneDNN's kernel setup); the rate is then
+    the steps per second of wall time since, restarted when the adversarial phase begins (its steps
+    cost ~2x). Before that phase the estimates assume its steps will cost ``ADVERSARIAL_SLOWDOWN``
+    times the measured ones. ``clock`` is injectable for tests."""
+
+    def __init__(self, trainer: "RenderTrainer", clock: Callable[[], float] = time.perf_counter,
+                 every_s: float | None = None):
+        self.tr, self.clock = trainer, clock
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self._t0: float | None = None
+        self._s0 = 0
+        self._adv = False
+        self.rate: float | None = None       # steps/s, None until PACE_WARMUP_STEPS steps are timed
+        self._last_line: float | None = None
+        self._warned = False
+
+    def after_step(self, adversarial: bool = False) -> None:
+        now = self.clock()
+        if self._t0 is None or adversarial != self._adv:
+            self._t0, self._s0, self._adv = now, self.tr.step, adversarial
+            return
+        n = self.tr.step - self._s0
+        if n >= PACE_WARMUP_STEPS or self.rate is not None:
+            self.rate = n / max(now - self._t0, 1e-9)
+
+    def _phase_rates(self) -> tuple[float, float, bool]:
+        """(rate of L1-phase steps, rate of adversarial steps, whether an adversarial phase is still to come)."""
+        cfg = self.tr.cfg
+        gan = cfg.w_adv > 0 and cfg.gan_start < 1
+        if self._adv:
+            return self.rate * ADVERSARIAL_SLOWDOWN, self.rate, False
+        coming = gan and cfg.gan_start > 0
+        return self.rate, (self.rate / ADVERSARIAL_SLOWDOWN if coming else self.rate), coming
+
+    def expected_steps(self) -> int | None:
+        """Steps the whole budget will allow (None until the rate is known)."""
+        if self.rate is None:
+            return None
+        tr = self.tr
+        r_l1, r_adv, coming = self._phase_rates()
+        total = float("inf")
+        if tr.max_seconds is not None:
+            left = max(0.0, tr.max_seconds - tr.elapsed)
+            left_l1 = min(left, max(0.0, tr.cfg.gan_start * tr.max_seconds - tr.elapsed)) if coming else 0.0
+            if not coming and not self._adv:
+                left_l1 = left
+            total = tr.step + left_l1 * r_l1 + (left - left_l1) * r_adv
+        if tr.max_steps is not None:
+            total = min(total, tr.max_steps)
+        return int(total)
+
+    def eta_s(self) -> float | None:
+        """Seconds until the budget is spent (None until the rate is known)."""
+        if self.rate is None:
+            return None
+        tr = self.tr
+        r_l1, r_adv, coming = self._phase_rates()
+        eta = float("inf")
+        if tr.max_steps is not None:
+            left = max(0, tr.max_steps - tr.step)
+            left_l1 = min(left, max(0.0, tr.cfg.gan_start * tr.max_steps - tr.step)) if coming else 0.0
+            if not coming and not self._adv:
+                left_l1 = left
+            eta = left_l1 / r_l1 + (left - left_l1) / r_adv
+        if tr.max_seconds is not None:
+            eta = min(eta, max(0.0, tr.max_seconds - tr.elapsed))
+        return eta
+
+    def fields(self) -> dict:
+        """JSON-ready pace of the run (for machine-readable progress lines)."""
+        eta = self.eta_s()
+        return {"step": self.tr.step, "steps_per_s": None if self.rate is None else round(self.rate, 4),
+                "eta_s": None if eta is None else round(eta, 1), "expected_steps": self.expected_steps()}
+
+    def line(self, logs: dict | None = None, force: bool = False) -> str | None:
+        """A progress line when one is due (the first once the rate is known, then every
+        ``every_s`` seconds), else None."""
+        if self.rate is None:
+            return None
+        now = self.clock()
+        if not force and self._last_line is not None and now - self._last_line < self.every_s:
+            return None
+        self._last_line = now
+        tr, expected, eta = self.tr, self.expected_steps(), self.eta_s()
+        budget = []
+        if tr.max_seconds is not None:
+            budget.append(f"{_duration(tr.elapsed)} of {_duration(tr.max_seconds)}")
+        text = (f"train: step {tr.step:,} of ~{expected:,} ({100 * tr.frac_done():.0f}%), "
+                f"{self.rate:.2f} steps/s ({1 / self.rate:.2f} s/step)"
+                + (", " + budget[0] if budget else "") + f", ETA {_duration(eta)}")
+        if logs and "loss" in logs:
+            text += f", loss {logs['loss']:.4f}" + (" (adversarial phase)" if self._adv else "")
+        return text
+
+    def few_steps_warning(self) -> str | None:
+        """Once, as soon as the rate is known: a warning when the budget allows fewer than
+        ``MIN_CONVERGED_STEPS`` steps, with what to do about it."""
+        expected = self.expected_steps()
+        if self._warned or expected is None or expected >= MIN_CONVERGED_STEPS:
+            return None
+        self._warned = True
+        tr = self.tr
+        if tr.max_seconds is not None and (tr.max_steps is None or expected < tr.max_steps):
+            need = MIN_CONVERGED_STEPS / max(expected, 1) * tr.max_seconds / 60
+            return (f"at {self.rate:.2f} steps/s the {tr.max_seconds / 60:g}-minute budget allows only ~{expected:,} "
+                    f"training steps, fewer than the ~{MIN_CONVERGED_STEPS:,} a face needs to converge (expect a "
+                    f"blurred or blob-like face): give more minutes (~{need:.0f}), a smaller --size, or a GPU")
+        return (f"--steps {tr.max_steps:,} is fewer than the ~{MIN_CONVERGED_STEPS:,} steps a face needs to converge "
+                f"(expect a blurred or blob-like face): give more steps")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

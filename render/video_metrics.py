@@ -15,6 +15,10 @@ from the footage's *own* landmarks, so the real frames are the ground truth:
 * FID only with user-supplied Inception weights (a TorchScript feature extractor such as the
   StyleGAN2-ADA ``inception-2015-12-05.pt``); none can be downloaded here. On a few hundred
   frames FID is biased high and only comparable between runs on the same frames.
+
+A figure that cannot be computed (no face re-detected on the generated frames, identical images
+giving an infinite PSNR, ...) is ``None`` (JSON ``null``) and ``null_reasons[name]`` says why:
+the results never hold NaN or infinity, so they are valid JSON (``json.dumps(allow_nan=False)``).
 """
 
 from __future__ import annotations
@@ -93,16 +97,24 @@ def evaluate_holdout(model: RenderModel, target, video: str | Path, start: int |
     drive = aligned.landmarks_2d[:, MOUTH]
     sc = np.asarray(scales)[:, None]
 
-    def mouth_ld(frames):
+    reasons: dict[str, str] = {}
+
+    def mouth_ld(frames, key, what):
+        """(mean mouth landmark distance or None, frames without a face); the reason for a None
+        goes into ``reasons[key]``."""
         try:
             res = track_frames(frames, target.fps)
-        except EvpError:   # no face found at all (an untrained model)
-            return float("nan"), len(frames)
+        except EvpError:   # no face found at all (e.g. an untrained model's blob)
+            reasons[key] = f"no face found: dlib re-detected no face in any of the {len(frames)} {what} frames"
+            return None, len(frames)
+        if not res.valid.any():
+            reasons[key] = f"no face found: dlib's landmarks were rejected on all {len(frames)} {what} frames"
+            return None, len(frames)
         d = np.linalg.norm(res.landmarks[:, MOUTH] - drive, axis=2) * sc
         return float(d[res.valid].mean()), int((~res.valid).sum())
 
-    ld_gen, miss_gen = mouth_ld(gen_frames)
-    ld_real, miss_real = mouth_ld(real_frames)
+    ld_gen, miss_gen = mouth_ld(gen_frames, "mouth_ld_px", "generated")
+    ld_real, miss_real = mouth_ld(real_frames, "mouth_ld_real_px", "real")
     out = {
         "frames": len(ssim), "first_frame": start, "size": model.size,
         "ssim": float(np.mean(ssim)), "psnr_db": float(np.mean(psnr)), "psnr_face_db": float(np.mean(psnr_face)),
@@ -114,6 +126,25 @@ def evaluate_holdout(model: RenderModel, target, video: str | Path, start: int |
         "real_motion": float(np.mean(real_motion)) if real_motion else 0.0,
     }
     out["fid"] = fid(gen_crops, real_crops, fid_weights) if fid_weights is not None else None
+    if fid_weights is None:
+        reasons["fid"] = "not computed: no --fid-weights (a TorchScript Inception) given"
+    return finite_or_null(out, reasons)
+
+
+def finite_or_null(res: dict, reasons: dict[str, str] | None = None) -> dict:
+    """``res`` with every NaN / infinite float replaced by None, and ``res["null_reasons"]`` naming,
+    for every None figure, why it is missing (``reasons`` first, else a reason read off the value:
+    an infinite PSNR means identical images, a NaN an empty region or no data)."""
+    reasons = dict(reasons or {})
+    out = {}
+    for k, v in res.items():
+        if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+            if k not in reasons:
+                reasons[k] = ("identical to the real frames (infinite PSNR)" if np.isinf(v) and v > 0 else
+                              "not computable (no pixels or frames to measure)")
+            v = None
+        out[k] = v
+    out["null_reasons"] = {k: r for k, r in reasons.items() if out.get(k) is None}
     return out
 
 
