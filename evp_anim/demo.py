@@ -11,8 +11,6 @@ animate the same speech once more (happy), as rig coefficients (``emote_happy``)
 
 from __future__ import annotations
 
-import dataclasses
-
 import time
 from pathlib import Path
 
@@ -58,7 +56,6 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
         track = lift_to_rig(animate(audio, model, spec, reference=reference), rig)
         # The face lives as with `animate` (same default seed): head motion, blinks, gaze.
         track = apply_life(track, Life(track.fps, LifeSettings()), rig)
-        track.info["life"] = dataclasses.asdict(LifeSettings())
         track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
         track.info["audio"] = str(SAMPLE)
         path = save_track(track, output / f"{name}.npz")
@@ -73,7 +70,6 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     from .models.emote import EmoteModel
     track = animate_emote(audio, EmoteModel.load(default_emote_path()), EmotionSpec("happy", 1.0), rig)
     track = apply_life(track, Life(track.fps, LifeSettings()), rig)
-    track.info["life"] = dataclasses.asdict(LifeSettings())
     track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
     track.info["audio"] = str(SAMPLE)
     path = save_track(track, output / "emote_happy.npz")

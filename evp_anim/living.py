@@ -246,7 +246,8 @@ def apply_life(track, life: Life, rig=None, identity: np.ndarray | None = None):
     Sets ``pose_rotation``; with blinks, ``eyeBlinkLeft/Right`` become the emotion's own eyelid
     level (the rig's table at the track's intensity) plus the blink, and the 3D landmarks move by
     the rig's displacement for that change (``rig`` needed); sets ``gaze``; re-projects
-    ``landmarks_2d`` with the new rotation. Modifies and returns ``track``."""
+    ``landmarks_2d`` with the new rotation; records the settings in ``info["life"]``. Modifies and
+    returns ``track``."""
     from .face.lip_contact import mouth_openness
     from .face.projection import project
     if life.settings.off:
@@ -255,6 +256,7 @@ def apply_life(track, life: Life, rig=None, identity: np.ndarray | None = None):
     if lm3 is None:
         raise EvpError("a living face needs the track's 3D landmarks")
     rot, blink, gaze = life.step(mouth_openness(lm3), track.emotion, track.intensity)
+    track.info["life"] = dataclasses.asdict(life.settings)
     if life.settings.head_motion > 0:
         track.pose_rotation = rot
     if life.settings.blinks and rig is not None and "eyeBlinkLeft" in track.expression_names:

@@ -514,6 +514,13 @@ class TrainingPace:
         coming = gan and cfg.gan_start > 0
         return self.rate, (self.rate / ADVERSARIAL_SLOWDOWN if coming else self.rate), coming
 
+    def _before_gan(self, left: float, to_gan: float, coming: bool) -> float:
+        """The part of ``left`` (seconds or steps of budget) spent before the adversarial phase,
+        which begins ``to_gan`` from now when ``coming``; all of it when there is none."""
+        if coming:
+            return min(left, max(0.0, to_gan))
+        return 0.0 if self._adv else left
+
     def expected_steps(self) -> int | None:
         """Steps the whole budget will allow (None until the rate is known)."""
         if self.rate is None:
@@ -523,9 +530,7 @@ class TrainingPace:
         total = float("inf")
         if tr.max_seconds is not None:
             left = max(0.0, tr.max_seconds - tr.elapsed)
-            left_l1 = min(left, max(0.0, tr.cfg.gan_start * tr.max_seconds - tr.elapsed)) if coming else 0.0
-            if not coming and not self._adv:
-                left_l1 = left
+            left_l1 = self._before_gan(left, tr.cfg.gan_start * tr.max_seconds - tr.elapsed, coming)
             total = tr.step + left_l1 * r_l1 + (left - left_l1) * r_adv
         if tr.max_steps is not None:
             total = min(total, tr.max_steps)
@@ -540,9 +545,7 @@ class TrainingPace:
         eta = float("inf")
         if tr.max_steps is not None:
             left = max(0, tr.max_steps - tr.step)
-            left_l1 = min(left, max(0.0, tr.cfg.gan_start * tr.max_steps - tr.step)) if coming else 0.0
-            if not coming and not self._adv:
-                left_l1 = left
+            left_l1 = self._before_gan(left, tr.cfg.gan_start * tr.max_steps - tr.step, coming)
             eta = left_l1 / r_l1 + (left - left_l1) / r_adv
         if tr.max_seconds is not None:
             eta = min(eta, max(0.0, tr.max_seconds - tr.elapsed))

@@ -583,7 +583,6 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
     alive = Life(FPS, life)
     ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
     for track in chunks:
-        track.info["life"] = dataclasses.asdict(life)
         yield apply_life(track, alive, rig, ident)
 
 
