@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_front_end.py [--seconds 60] [--threads 2]
 
 The audio is the real recordings of ../shared/realspeech-dev repeated to the length asked for
-(with 0.3 s pauses). Printed: the phone recogniser and the transcript alignment alone, then
-`animate` (library call, models loaded once, rig solve included) for EVP and EMOTE with the
-MFCC front end and with the phone front end, each as × real time.
+(with 0.3 s pauses). Printed: the word recogniser, the phone recogniser and the transcript
+alignment alone, then `animate` (library call, models loaded once, rig solve included) for EVP
+and EMOTE with each front end (mfcc, phones, words: the command line's default), each as × real
+time.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from evp_anim.assets import find_sfm_dir
     from evp_anim.audio.io import load_audio
-    from evp_anim.audio.phones import align_transcript, recognize_phones
+    from evp_anim.audio.phones import align_transcript, recognize_phones, recognize_words
     from evp_anim.face.rig import FaceRig
     from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model
 
@@ -58,6 +59,7 @@ def main() -> None:
         print(f"{label:<34} {dt:7.2f} s  {dur / dt:8.1f}× real time", flush=True)
         return out
 
+    timed("word recogniser (pocketsphinx)", lambda: recognize_words(audio))
     timed("phone recogniser (pocketsphinx)", lambda: recognize_phones(audio))
     full = np.concatenate(pieces)
     timed(f"transcript alignment ({len(full) / 16000:.0f} s)", lambda: align_transcript(full, text))
@@ -69,7 +71,7 @@ def main() -> None:
         for name in ("evp", "emote"):
             model = load_animation_model(None if name == "evp" else "emote")
             animate_speech_file(wav, model, spec, rig)           # warm-up (first-call costs)
-            for fe in ("mfcc", "phones"):
+            for fe in ("mfcc", "phones", "words"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     timed(f"animate {name}, front end {fe}",

@@ -3,7 +3,8 @@
 With the shipped EVP weights (``assets/evp_default.pt``, trained on the synthetic corpus), the
 bundled sample speech (``assets/sample_speech.wav``, a synthetic speaker and sentence that are
 not in the training corpus) is animated in several emotions and in one emotion interpolation
-(sad → happy, EVP's latent interpolation as timecoded keys). Each gives a Track and a preview
+(sad → happy, EVP's latent interpolation as timecoded keys), its words heard once by pocketsphinx
+as ``animate`` hears them by default (``--front-end words``). Each gives a Track and a preview
 video (landmark sketch + shaded SFM head + the speech); the happy take is also written as a
 Blender file and as ARKit / Live Link CSV. The shipped EMOTE weights (``assets/emote_default.pt``)
 animate the same speech once more (happy), as rig coefficients (``emote_happy``).
@@ -26,11 +27,12 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
              blender: bool = True) -> dict[str, str]:
     """Run the demo into ``output``; returns what was written (name → path or figure)."""
     from .audio.features import SAMPLE_RATE
-    from .audio.io import audio_sha256, load_audio
+    from .audio.io import load_audio
     from .emotion_keys import EmotionKey
     from .face.rig import FaceRig
-    from .living import Life, LifeSettings, apply_life
-    from .models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
+    from .living import LifeSettings
+    from .audio.phones import speech_content
+    from .models.animate import EmotionSpec, animate_speech_file, default_model_path
     from .models.evp import EvpModel
     from .preview import write_preview
     from .tracks import save_track
@@ -44,20 +46,18 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
     model = EvpModel.load(model_path)
     rig = FaceRig.cached(sfm_dir)
     audio = load_audio(SAMPLE)
-    reference = rig.landmarks_3d(None)
     duration = len(audio) / SAMPLE_RATE
     takes = {e: EmotionSpec(e, 1.0) for e in EMOTIONS_SHOWN}
     takes["sad_to_happy"] = EmotionSpec(None, keys=[EmotionKey(0.0, "sad", 1.0),
                                                      EmotionKey(round(duration, 2), "happy", 1.0)])
     result: dict[str, str] = {"model": str(model_path), "speech": str(SAMPLE)}
-    sha = audio_sha256(SAMPLE)
     tracks = {}
+    # What is said, heard once for every take, as `animate` hears it by default (--front-end words).
+    content = speech_content(audio)
     for name, spec in takes.items():
-        track = lift_to_rig(animate(audio, model, spec, reference=reference), rig)
         # The face lives as with `animate` (same default seed): head motion, blinks, gaze.
-        track = apply_life(track, Life(track.fps, LifeSettings()), rig)
-        track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
-        track.info["audio"] = str(SAMPLE)
+        track = animate_speech_file(SAMPLE, model, spec, rig, content=content, life=LifeSettings())
+        track.provenance["command"] = "evp-anim demo"
         path = save_track(track, output / f"{name}.npz")
         video = output / f"{name}.mp4"
         rep.start(f"preview-{name}", total=track.n_frames, description=f"preview {name}")
@@ -66,12 +66,11 @@ def run_demo(output: Path, sfm_dir: Path, reporter: Reporter | None = None, mode
         tracks[name] = path
         result[name] = f"{path} + {video}"
     # The EMOTE path on the same speech: rig coefficients straight from the generator.
-    from .models.animate import animate_emote, default_emote_path
+    from .models.animate import default_emote_path
     from .models.emote import EmoteModel
-    track = animate_emote(audio, EmoteModel.load(default_emote_path()), EmotionSpec("happy", 1.0), rig)
-    track = apply_life(track, Life(track.fps, LifeSettings()), rig)
-    track.provenance.update({"source_audio_sha256": sha, "command": "evp-anim demo"})
-    track.info["audio"] = str(SAMPLE)
+    track = animate_speech_file(SAMPLE, EmoteModel.load(default_emote_path()), EmotionSpec("happy", 1.0), rig,
+                                content=content, life=LifeSettings())
+    track.provenance["command"] = "evp-anim demo"
     path = save_track(track, output / "emote_happy.npz")
     video = output / "emote_happy.mp4"
     rep.start("preview-emote_happy", total=track.n_frames, description="preview emote_happy")

@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evp_anim.assets import find_sfm_dir  # noqa: E402
+from evp_anim.audio.features import voice_activity  # noqa: E402
 from evp_anim.audio.io import load_audio  # noqa: E402
-from evp_anim.audio.phones import align_transcript, recognize_phones  # noqa: E402
+from evp_anim.audio.phones import align_transcript, recognize_phones, recognize_words, transcript_words  # noqa: E402
 from evp_anim.eval.baselines import RuleBasedAnimator  # noqa: E402
 from evp_anim.eval.lipsync import score_lipsync  # noqa: E402
 from evp_anim.face.rig import FaceRig  # noqa: E402
@@ -32,21 +35,51 @@ from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_anima
 FPS = 25.0
 
 
+def word_errors(reference: str, heard: str) -> int:
+    """Substitutions + deletions + insertions between the two word sequences (edit distance)."""
+    ref, hyp = transcript_words(reference), transcript_words(heard)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(REPO.parent / "shared" / "realspeech-dev"))
     ap.add_argument("--models", default="evp,emote",
                     help="comma-separated: evp, emote (the shipped weights) or NAME=MODEL.pt")
     ap.add_argument("--emotions", default="neutral,happy,surprised,angry")
-    ap.add_argument("--front-ends", default="mfcc,phones,phones+text")
+    ap.add_argument("--front-ends", default="mfcc,phones,words,words+text")
+    ap.add_argument("--snr", type=float, default=None,
+                    help="add white noise at this signal-to-noise ratio (dB, over the speech) to every "
+                         "recording before animating it (scored against the clean recording's alignment)")
     args = ap.parse_args()
     folder = Path(args.folder)
     rows = list(csv.DictReader(open(folder / "transcripts.tsv", encoding="utf-8"), delimiter="\t"))
     rig = FaceRig(find_sfm_dir())
     clips = []
-    for r in rows:
+    noisy = Path(tempfile.mkdtemp(prefix="evp-noisy-"))
+    for i, r in enumerate(rows):
         audio = load_audio(folder / r["file"])
-        clips.append((folder / r["file"], r["text"], audio, align_transcript(audio, r["text"])))
+        ref = align_transcript(audio, r["text"])
+        path = folder / r["file"]
+        if args.snr is not None:
+            rng = np.random.default_rng(i)
+            level = np.sqrt(np.mean(audio[voice_activity(audio).repeat(640)[:audio.size]] ** 2))
+            audio = (audio + rng.normal(0, level * 10 ** (-args.snr / 20), audio.size)).astype(np.float32)
+            path = noisy / r["file"]
+            sf.write(path, audio, 16000)
+        clips.append((path, r["text"], audio, ref))
+    if args.snr is not None:
+        print(f"white noise added at {args.snr:g} dB SNR")
+    heard = [recognize_words(c[2]).text for c in clips]
+    errors = sum(word_errors(c[1], h) for c, h in zip(clips, heard))
+    n_words = sum(len(transcript_words(c[1])) for c in clips)
+    print(f"word recogniser: {errors} word errors in {n_words} words (WER {100 * errors / n_words:.0f}%): "
+          + " | ".join(heard))
     seconds = sum(len(c[2]) for c in clips) / 16000
     n_bil = sum(p in ("P", "B", "M") for c in clips for _, _, p in c[3])
     print(f"{folder}: {len(clips)} recordings, {seconds:.1f} s, {n_bil} /p b m/ in the transcripts")
@@ -71,6 +104,8 @@ def main() -> None:
     ref_face = rig.landmarks_3d(None)
     show("rule-based (recogniser)", pooled(lambda p, t, a: rb.animate_3d(
         a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=recognize_phones(a))[0]))
+    show("rule-based (words heard)", pooled(lambda p, t, a: rb.animate_3d(
+        a, int(round(len(a) / 16000 * FPS)), reference=ref_face, phones=recognize_words(a).phones)[0]))
     # The same articulation rules on the transcript's phones: the synthetic ground truth's own
     # generator given the right phones, i.e. what a model that learnt it perfectly would score.
     aligned = {c[0]: c[3] for c in clips}

@@ -105,7 +105,12 @@ def test_animate_machine_readable_counts_frames_of_the_total(clips, tmp_path, sf
     p = run("--machine-readable", "animate", src, "-o", out, "--emotion", "happy", sfm_dir=sfm_dir)
     assert p.returncode == 0, p.stderr
     ev = events(p.stderr)
-    assert ev[0] == {"event": "start", "task": "animate", "total": want}       # known before any work
+    # The word recogniser runs first (a task of its own, reported as a fraction), then the frames.
+    assert ev[0] == {"event": "start", "task": "hear", "total": 1000}
+    heard = [e for e in ev if e["task"] == "hear"]
+    assert heard[-1]["event"] == "success" and heard[-2]["progress"] == 1.0
+    ev = [e for e in ev if e["task"] == "animate"]
+    assert ev[0] == {"event": "start", "task": "animate", "total": want}       # known before any frame
     prog = [e for e in ev if e["event"] == "progress"]
     assert prog[0]["done"] == 0 and prog[-1]["done"] == want and prog[-1]["progress"] == 1.0
     assert all(e["total"] == want for e in prog)
@@ -159,6 +164,8 @@ def test_animate_list_into_new_folder_machine_readable(clips, tmp_path, sfm_dir)
     p = run("--machine-readable", "animate", clips / "a.wav", clips / "b.flac", "-o", out, sfm_dir=sfm_dir)
     assert p.returncode == 0, p.stderr
     ev = events(p.stderr)
+    assert [e["task"] for e in ev if e["event"] == "start"] == ["hear", "animate"] * 2
+    ev = [e for e in ev if e["task"] == "animate"]        # the frames (after each clip's words)
     starts = [e for e in ev if e["event"] == "start"]
     assert [(e["input"], e["index"], e["count"]) for e in starts] == [
         (str(clips / "a.wav"), 1, 2), (str(clips / "b.flac"), 2, 2)]

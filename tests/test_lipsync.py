@@ -13,7 +13,8 @@ import pytest
 from conftest import REPO
 from evp_anim.audio.io import load_audio
 from evp_anim.audio.phones import (NUM_PHONES, TranscriptMismatch, align_transcript, letter_to_sound,
-                                   phone_posteriors, recognize_phones, viseme_posteriors)
+                                   phone_posteriors, recognize_phones, recognize_words, utterance_cuts,
+                                   viseme_posteriors)
 from evp_anim.emotions import EMOTIONS
 from evp_anim.errors import EvpError
 from evp_anim.eval.lipsync import PHONE_OPENNESS, score_lipsync
@@ -85,6 +86,37 @@ def test_recogniser_and_frame_features(spades_audio):
     vis = viseme_posteriors(segs, n)
     assert vis.shape == (n, 15)
     np.testing.assert_allclose(vis.sum(1), 1.0, atol=1e-5)
+
+
+def test_word_recogniser_hears_the_words_and_aligns_their_phones(spades_audio):
+    heard = recognize_words(spades_audio)
+    assert heard.text == SPADES                      # the bundled general-English model, no grammar
+    said = [p for _, _, p in heard.phones if p != "SIL"]
+    assert said == [p for _, _, p in align_transcript(spades_audio, SPADES) if p != "SIL"]
+    assert heard.utterances == [(0.0, len(spades_audio) / 16000, SPADES)]
+
+
+def test_word_recogniser_cuts_long_speech_in_pauses_and_ignores_silence(spades_audio):
+    pause = np.zeros(8000, np.float32)                              # 0.5 s
+    clip = np.concatenate([spades_audio, pause, np.zeros(32000, np.float32), spades_audio, pause])
+    n1 = spades_audio.size
+    cuts = utterance_cuts(clip, max_s=5.0)
+    assert cuts[0][0] == 0 and cuts[-1][1] == clip.size
+    assert all(b == c for (_, b), (c, _) in zip(cuts, cuts[1:]))   # they tile the clip
+    assert all(b - a <= 5.0 * 16000 for a, b in cuts)
+    assert n1 < cuts[0][1] < n1 + 40000                             # cut in the first pause
+    done = []
+    heard = recognize_words(clip, progress=done.append, max_utterance_s=5.0)
+    assert heard.text == f"{SPADES} {SPADES}" and done[-1] == 1.0 and len(done) == len(heard.utterances) >= 2
+    second = n1 / 16000 + 2.5                                       # where the second take starts
+    ps = [s for s, _, p in heard.phones if p == "P"]
+    assert len(ps) == 2 and ps[0] < n1 / 16000 < second < ps[1] < clip.size / 16000
+    # No words are made up in digital silence (the language model alone hears "dog" in it).
+    assert recognize_words(np.zeros(32000, np.float32)).text == ""
+    assert recognize_words(np.zeros(0, np.float32)).phones == []
+    # A clip without a pause longer than the limit is cut at the limit.
+    tone = (0.3 * np.sin(np.arange(12 * 16000) * 0.2)).astype(np.float32)
+    assert [b for _, b in utterance_cuts(tone, max_s=5.0)] == [80000, 160000, 192000]
 
 
 # ------------------------------------------------------------------ lip contact

@@ -4,11 +4,13 @@ The models learn from the project's synthetic (espeak-ng) voices; what they lear
 acoustics does not carry over to real voices. Pocketsphinx's bundled US-English acoustic model
 was trained on real recordings, so the phones it hears are the project's bridge to real speech.
 
-Two ways to get phones of 16 kHz mono audio, both as ARPAbet segments ``[(start_s, end_s, phone)]``
+Three ways to get phones of 16 kHz mono audio, all as ARPAbet segments ``[(start_s, end_s, phone)]``
 (stress digits removed, silence and noise as ``"SIL"``):
 
+* :func:`recognize_words` — audio only: pocketsphinx's word search (general English trigram
+  model, CMUdict), then phone alignment of the words heard. About 3× real time on one core.
 * :func:`recognize_phones` — audio only: pocketsphinx's allphone search (phone n-gram language
-  model, no words). About 15–30× real time on one core; some phones are wrong.
+  model, no words). About 15–30× real time on one core; many phones are wrong.
 * :func:`align_transcript` — audio plus what is said: forced alignment of the words (CMUdict
   pronunciations; words outside it get espeak-ng's letter-to-sound rules, with a warning). Sharper
   phones when the user has the line; a transcript that does not match the audio is detected
@@ -18,7 +20,7 @@ Two ways to get phones of 16 kHz mono audio, both as ARPAbet segments ``[(start_
 (T, 40) float32, the share of each 25 fps frame's 40 ms that each phone covers (rows sum to 1);
 :func:`viseme_posteriors` does the same over the 15 viseme classes the EMOTE generator reads.
 :func:`speech_content` is the front end ``animate`` uses: transcript if given and matching, else
-the recogniser.
+a recogniser.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def pocketsphinx_available() -> bool:
 def _require_pocketsphinx(what: str) -> str:
     """pocketsphinx's model folder; one clear error when the package or its English model is missing."""
     if not pocketsphinx_available():
-        raise EvpError(f"pocketsphinx is not installed: `pip install pocketsphinx` for {what}")
+        raise EvpError(f"pocketsphinx is not installed: `pip install pocketsphinx` for {what} "
+                       "(or animate with --front-end mfcc, which does not need it)")
     from pocketsphinx import get_model_path
     model = get_model_path()
     if not os.path.isdir(os.path.join(model, "en-us", "en-us")):
@@ -145,6 +148,110 @@ def recognize_phones(audio: np.ndarray) -> list[Segment]:
     return [(s, e, p) for s, e, p in segs if e > s]
 
 
+# Utterances the word recogniser decodes one at a time: pocketsphinx's language-model search
+# is made for sentence-long utterances (its n-gram model expects <s> … </s> around each); one
+# search over minutes of audio is slower and drifts. A clip is cut in the middle of pauses
+# (frames the voice-activity detector marks silent) into pieces of at most UTTERANCE_MAX_S.
+UTTERANCE_MAX_S = 20.0
+UTTERANCE_PAUSE_S = 0.2      # a pause must be at least this long to cut in
+
+
+@dataclass
+class WordRecognition:
+    """What :func:`recognize_words` heard: the ``text`` (recognised words, lower case), ARPAbet
+    ``phones`` segments aligned to those words, and ``utterances`` (start_s, end_s, text)."""
+
+    text: str
+    phones: list[Segment]
+    utterances: list[tuple[float, float, str]]
+
+
+def utterance_cuts(audio: np.ndarray, max_s: float = UTTERANCE_MAX_S, pause_s: float = UTTERANCE_PAUSE_S,
+                   vad: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Sample ranges ``[(a, b)]`` tiling 16 kHz ``audio``, each at most ``max_s`` long, cut in the
+    middle of the longest pause (≥ ``pause_s`` of frames without voice activity) that keeps a
+    piece within ``max_s``; without such a pause, cut at ``max_s``. ``vad``: the clip's
+    :func:`~evp_anim.audio.features.voice_activity` (25 fps) if already computed."""
+    from .features import voice_activity
+    n = int(audio.size)
+    if n <= max_s * PS_SAMPLE_RATE:
+        return [(0, n)]
+    fps = DEFAULT_FPS
+    vad = voice_activity(audio, PS_SAMPLE_RATE) if vad is None else vad
+    # Pause midpoints (in samples) and lengths (s): runs of silent frames.
+    quiet = np.concatenate([[False], ~vad, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if (b - a) / fps >= pause_s]
+    mids = np.array([int((a + b) / 2 / fps * PS_SAMPLE_RATE) for a, b in runs], dtype=np.int64)
+    lengths = np.array([(b - a) / fps for a, b in runs])
+    cuts, start, step = [], 0, int(max_s * PS_SAMPLE_RATE)
+    while n - start > step:
+        ok = (mids > start + PS_SAMPLE_RATE) & (mids <= start + step)   # pieces of at least 1 s
+        cut = int(mids[ok][np.argmax(lengths[ok])]) if ok.any() else start + step
+        cuts.append((start, cut))
+        start = cut
+    cuts.append((start, n))
+    return cuts
+
+
+def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None = None,
+                    max_utterance_s: float = UTTERANCE_MAX_S) -> WordRecognition:
+    """Words and their phones from 16 kHz mono float audio alone: pocketsphinx's language-model
+    search (bundled US-English acoustic model, its general English trigram model and CMUdict),
+    then phone alignment of the words it heard, utterance by utterance (:func:`utterance_cuts`, at
+    most ``max_utterance_s`` long).
+
+    Sharper phones than :func:`recognize_phones`: a phone must belong to a word, and the words to
+    likely English. A misheard word usually still shares most phones with the right one ("for" /
+    "four"). About 3× real time on one core (the search dominates), so long clips take minutes:
+    ``progress(fraction)`` is told after each utterance. An utterance whose words cannot be
+    aligned gets :func:`recognize_phones`'s phones instead.
+    """
+    model = _require_pocketsphinx("the word recogniser")
+    from pocketsphinx import Decoder
+    a = np.asarray(audio, np.float32).reshape(-1)
+    dec = Decoder(hmm=os.path.join(model, "en-us", "en-us"), lm=os.path.join(model, "en-us", "en-us.lm.bin"),
+                  dict=os.path.join(model, "en-us", "cmudict-en-us.dict"), loglevel="FATAL",
+                  samprate=PS_SAMPLE_RATE)
+    # Its own aligner: the recognising decoder's language-model search settings (filler and
+    # silence penalties) align phones differently from how a transcript is aligned.
+    aligner = _aligner(model)
+    from .features import voice_activity
+    vad = voice_activity(a, PS_SAMPLE_RATE) if a.size else np.zeros(0, bool)
+    phones: list[Segment] = []
+    utterances: list[tuple[float, float, str]] = []
+    cuts = utterance_cuts(a, max_s=max_utterance_s, vad=vad)
+    for i, (s0, s1) in enumerate(cuts):
+        voiced = vad[int(s0 / PS_SAMPLE_RATE * DEFAULT_FPS):int(np.ceil(s1 / PS_SAMPLE_RATE * DEFAULT_FPS))]
+        text, segs = _hear(dec, aligner, a[s0:s1], s0 / PS_SAMPLE_RATE) if voiced.any() else ("", [])
+        phones += segs
+        utterances.append((s0 / PS_SAMPLE_RATE, s1 / PS_SAMPLE_RATE, text))
+        if progress is not None:
+            progress((i + 1) / len(cuts))
+    return WordRecognition(" ".join(t for _, _, t in utterances if t), phones, utterances)
+
+
+def _hear(dec, aligner, piece: np.ndarray, offset: float) -> tuple[str, list[Segment]]:
+    """The words the language-model decoder ``dec`` hears in one voiced ``piece`` of a clip and
+    their phones (times + ``offset`` s). A piece without voice activity is never searched: the
+    language model finds words in digital silence or a hum (it heard "dog" in two seconds of
+    zeros)."""
+    pcm = _pcm16(piece)
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+    hyp = dec.hyp()
+    text = hyp.hypstr.strip() if hyp is not None else ""
+    if not text:
+        return "", []
+    # The words heard are aligned as a transcript would be (their score is not checked: they
+    # came from this audio); without a path through them, the phone recogniser's phones.
+    try:
+        return text, _align_words(aligner, pcm, text.split(), offset)[0]
+    except TranscriptMismatch:
+        return text, [(offset + s, offset + e, p) for s, e, p in recognize_phones(piece)]
+
+
 # ------------------------------------------------------------------------ with a transcript
 def transcript_words(text: str) -> list[str]:
     """Lower-case words of a transcript: punctuation dropped, apostrophes inside words kept
@@ -182,11 +289,7 @@ def align_transcript(audio: np.ndarray, text: str,
     words = transcript_words(text)
     if not words:
         raise EvpError("the transcript is empty (no words to align)")
-    model = _require_pocketsphinx("transcript alignment")
-    from pocketsphinx import Decoder
-    dec = Decoder(hmm=os.path.join(model, "en-us", "en-us"),
-                  dict=os.path.join(model, "en-us", "cmudict-en-us.dict"),
-                  loglevel="FATAL", samprate=PS_SAMPLE_RATE)
+    dec = _aligner(_require_pocketsphinx("transcript alignment"))
     unknown = [w for w in dict.fromkeys(words) if not dec.lookup_word(w)]
     for w in unknown:
         dec.add_word(w, " ".join(letter_to_sound(w)), True)
@@ -194,9 +297,28 @@ def align_transcript(audio: np.ndarray, text: str,
         msg = (f"not in the pronunciation dictionary, pronounced by letter-to-sound rules: "
                f"{', '.join(unknown)}")
         (warn or (lambda m: warnings.warn(m, stacklevel=2)))(msg)
-    pcm = _pcm16(audio)
+    segs, mean = _align_words(dec, _pcm16(audio), words)
+    if mean < MISMATCH_SCORE:
+        raise TranscriptMismatch(f"the transcript does not match the audio "
+                                 f"(alignment score {mean:.1f} per frame, below {MISMATCH_SCORE:.0f})")
+    return segs
+
+
+def _aligner(model: str):
+    """A pocketsphinx decoder for forced alignment (acoustic model and CMUdict, no language model)."""
+    from pocketsphinx import Decoder
+    return Decoder(hmm=os.path.join(model, "en-us", "en-us"),
+                   dict=os.path.join(model, "en-us", "cmudict-en-us.dict"),
+                   loglevel="FATAL", samprate=PS_SAMPLE_RATE)
+
+
+def _align_words(dec, pcm: bytes, words: Sequence[str], offset: float = 0.0) -> tuple[list[Segment], float]:
+    """Phone segments of the 16-bit ``pcm`` from forced alignment of ``words`` (all known to the
+    decoder ``dec``'s dictionary), times shifted by ``offset`` s, and the alignment's mean score
+    per 10 ms frame. Pass 1 aligns the words (optional silences between them); pass 2
+    (set_alignment) aligns their phones inside them. :class:`TranscriptMismatch` when there is
+    no path through the words."""
     n_frames = max(1, len(pcm) // 2 // int(PS_SAMPLE_RATE * PS_FRAME_S))
-    # Pass 1 aligns the words; pass 2 (set_alignment) aligns their phones inside them.
     try:
         dec.set_align_text(" ".join(words))
         dec.start_utt()
@@ -221,13 +343,9 @@ def align_transcript(audio: np.ndarray, text: str,
     for word in alignment:
         for ph in word:
             score += ph.score
-            start = ph.start * PS_FRAME_S
+            start = offset + ph.start * PS_FRAME_S
             segs.append((start, start + ph.duration * PS_FRAME_S, normalize_phone(ph.name)))
-    mean = score / n_frames
-    if mean < MISMATCH_SCORE:
-        raise TranscriptMismatch(f"the transcript does not match the audio "
-                                 f"(alignment score {mean:.1f} per frame, below {MISMATCH_SCORE:.0f})")
-    return [s for s in segs if s[1] > s[0]]
+    return [x for x in segs if x[1] > x[0]], score / n_frames
 
 
 # ------------------------------------------------------------------------ per-frame features
@@ -275,26 +393,36 @@ def viseme_posteriors(segments: Sequence[Segment], n_frames: int, fps: float = D
     return _frame_shares([(s, e, index[v]) for s, e, v in segs], int(n_frames), len(VISEMES), fps)
 
 
-FRONT_ENDS = ("phones", "mfcc")
+# animate's --front-end choices: "words" (word recogniser, the default of the command line),
+# "phones" (phone recogniser), "mfcc" (the models' own audio features: fast, streamable).
+FRONT_ENDS = ("words", "phones", "mfcc")
+RECOGNISERS = {"words": "words heard", "phones": "phones heard"}
 
 
 @dataclass
 class SpeechContent:
     """What is said, for the animation models: ARPAbet ``phones`` and where they came from
-    (``"transcript"``: forced alignment; ``"recogniser"``: audio only)."""
+    (``"transcript"``: forced alignment; ``"words heard"`` / ``"phones heard"``: the recognisers,
+    audio only)."""
 
     phones: list[Segment]
     source: str
 
 
 def speech_content(audio: np.ndarray, text: str | None = None,
-                   warn: Callable[[str], None] | None = None) -> SpeechContent:
+                   warn: Callable[[str], None] | None = None, recogniser: str = "words",
+                   progress: Callable[[float], None] | None = None) -> SpeechContent:
     """Phones of 16 kHz mono audio: from the transcript when ``text`` is given and matches the
-    audio, else from the recogniser (a mismatching transcript is reported through ``warn`` and
-    the audio alone is used)."""
+    audio, else from the ``recogniser`` — ``"words"`` (:func:`recognize_words`, ``progress`` told
+    its fraction done) or ``"phones"`` (:func:`recognize_phones`). A mismatching transcript is
+    reported through ``warn`` and the audio alone is used."""
+    if recogniser not in RECOGNISERS:
+        raise EvpError(f"unknown recogniser {recogniser!r}: choose from {', '.join(RECOGNISERS)}")
     if text is not None:
         try:
             return SpeechContent(align_transcript(audio, text, warn=warn), "transcript")
         except TranscriptMismatch as e:
             (warn or (lambda m: warnings.warn(m, stacklevel=2)))(f"{e}; using the audio alone")
-    return SpeechContent(recognize_phones(audio), "recogniser")
+    if recogniser == "words":
+        return SpeechContent(recognize_words(audio, progress).phones, RECOGNISERS["words"])
+    return SpeechContent(recognize_phones(audio), RECOGNISERS["phones"])

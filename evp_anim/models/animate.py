@@ -571,10 +571,11 @@ def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np
 def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
                         style: str | None, front_end: str, text: str | None, warn,
                         chunk_frames: int | None, progress: Callable[[float], None] | None,
-                        life=None) -> Iterator[Track]:
+                        life=None, content=None,
+                        hearing: Callable[[float], None] | None = None) -> Iterator[Track]:
     """The Tracks of consecutive chunks of :func:`animate_speech_file`'s result."""
     chunks = _speech_model_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                  chunk_frames, progress)
+                                  chunk_frames, progress, content, hearing)
     if life is None or life.off:
         yield from chunks
         return
@@ -588,7 +589,8 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
 
 def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
                          style: str | None, front_end: str, text: str | None, warn,
-                         chunk_frames: int | None, progress: Callable[[float], None] | None) -> Iterator[Track]:
+                         chunk_frames: int | None, progress: Callable[[float], None] | None,
+                         content=None, hearing: Callable[[float], None] | None = None) -> Iterator[Track]:
     """The models' chunks of :func:`animate_speech_file`'s result, before the living face."""
     from ..audio.io import audio_sha256, check_audio_file, load_audio
     from ..audio.phones import FRONT_ENDS, speech_content
@@ -599,18 +601,19 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
     ident = np.zeros(rig.num_identity, np.float32) if identity is None else np.asarray(identity, np.float32)
     if front_end not in FRONT_ENDS:
         raise EvpError(f"unknown front end {front_end!r}: choose from {', '.join(FRONT_ENDS)}")
-    if text is not None and front_end != "phones":
-        raise EvpError("a transcript needs the phone front end (--front-end phones)")
-    content = None
-    if front_end == "phones":
+    if text is not None and front_end == "mfcc":
+        raise EvpError("a transcript needs a phone front end (--front-end words or phones), not mfcc")
+    if content is not None:
+        speech = _Speech.from_file(path, warn=warn)
+    elif front_end != "mfcc":
         # The recogniser and the aligner take the whole clip; the animation still runs in chunks.
         x = load_audio(path, warn=warn)
-        content = speech_content(x, text, warn=warn)
+        content = speech_content(x, text, warn=warn, recogniser=front_end, progress=hearing)
         speech = _Speech.from_array(x)
     else:
         speech = _Speech.from_file(path, warn=warn)
     provenance = {**model_provenance(model), "source_audio_sha256": audio_sha256(path)}
-    info = {"front_end": front_end if content is None else f"phones ({content.source})",
+    info = {"front_end": "mfcc" if content is None else f"phones ({content.source})",
             "audio": str(Path(path).resolve())}
     if isinstance(model, EmoteModel):
         yield from _emote_chunks(speech, model, spec, rig, ident, style, content, chunk, provenance,
@@ -622,17 +625,21 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
 
 def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
                         style: str | None = None, front_end: str = "mfcc", text: str | None = None,
-                        warn=None, chunk_frames: int | None = None, life=None) -> Track:
+                        warn=None, chunk_frames: int | None = None, life=None, content=None) -> Track:
     """Animate the speech file at ``path`` with an EVP model (landmarks, lifted to the rig) or an
     EMOTE model (rig coefficients) on the face of ``identity`` (63,) (default: the SFM mean face,
     recorded as zero coefficients so that ``align`` can re-express it on a target's face). The
     track records the audio's sha256 and absolute path. 25 fps.
 
-    ``front_end="phones"`` adds what is said, heard by pocketsphinx (trained on real voices) or
-    aligned from ``text`` (a transcript; a mismatching one is reported through ``warn`` and the
-    audio alone is used): EMOTE reads the phones' visemes instead of its MFCC content encoder's,
-    EVP reads them through its phone content encoder Ep instead of Ec, and both models seal the
-    lips on /p b m/. ``"mfcc"``: the models' own audio features only.
+    ``front_end="words"`` or ``"phones"`` adds what is said, heard by pocketsphinx (trained on
+    real voices; :func:`~evp_anim.audio.phones.recognize_words`, the command line's default, or
+    :func:`~evp_anim.audio.phones.recognize_phones`) or aligned from ``text`` (a transcript; a
+    mismatching one is reported through ``warn`` and that recogniser is used): EMOTE reads the
+    phones' visemes instead of its MFCC content encoder's, EVP reads them through its phone content
+    encoder Ep instead of Ec, and both models seal the lips on /p b m/. ``"mfcc"`` (this function's
+    default): the models' own audio features only — 100× faster, but poorer on real voices.
+    ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) gives phones already heard (several
+    takes of one clip), in place of ``front_end`` and ``text``.
 
     ``life`` (:class:`~evp_anim.living.LifeSettings`) adds head motion, blinks and gaze
     (:mod:`evp_anim.living`); None: the models' output as it is (head still, no gaze).
@@ -640,7 +647,7 @@ def animate_speech_file(path: str | Path, model, spec: EmotionSpec, rig, identit
     The whole Track is returned; :func:`animate_speech_to_file` writes the same track to a file
     with memory that does not grow with the recording."""
     return _join(_speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                     chunk_frames, None, life))
+                                     chunk_frames, None, life, content))
 
 
 def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: EmotionSpec, rig,
@@ -648,18 +655,20 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
                            front_end: str = "mfcc", text: str | None = None, warn=None,
                            progress: Callable[[float], None] | None = None,
                            chunk_frames: int | None = None,
-                           frame_progress: Callable[[int], None] | None = None, life=None) -> int:
+                           frame_progress: Callable[[int], None] | None = None, life=None,
+                           hearing: Callable[[float], None] | None = None) -> int:
     """:func:`animate_speech_file` written straight to the track file ``output`` (.npz), chunk by
     chunk through a :class:`~evp_anim.tracks.TrackWriter`: with the MFCC front end, memory is
-    bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length. The file
-    appears only when complete (nothing is left behind on an error or an interrupt).
-    ``life`` as in :func:`animate_speech_file`.
+    bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length (a
+    recogniser front end holds the clip's samples). The file appears only when complete (nothing
+    is left behind on an error or an interrupt). ``life`` as in :func:`animate_speech_file`;
+    ``hearing(fraction)`` is told how far the word recogniser is (it runs first, ~3× real time).
     ``progress(fraction)`` is told after each chunk, and ``frame_progress(frames)`` the number of
     frames (25 fps) written so far (the clip's total is ``n_frames`` of its 16 kHz samples, which a
     caller can read from the file's header up front). Returns the number of frames written."""
     with TrackWriter(output) as writer:
         for track in _speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                         chunk_frames, progress, life):
+                                         chunk_frames, progress, life, hearing=hearing):
             writer.append(track)
             del track       # spooled: not held while the next chunk is made
             if frame_progress is not None:

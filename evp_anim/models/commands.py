@@ -121,11 +121,16 @@ def animate_cmd(
                                         "(e.g. S003) whose speaking style to use; default: unknown style."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Track whose identity gives the "
                                              "face to animate (default: the SFM mean face)."),
-    front_end: str = typer.Option("mfcc", "--front-end", help="Speech content: 'mfcc' (the models' own "
-                                  "audio features) or 'phones' (pocketsphinx, trained on real voices: "
-                                  "EMOTE reads its phones, both models seal the lips on /p b m/)."),
+    front_end: str = typer.Option("words", "--front-end", help="Speech content: 'words' (pocketsphinx, "
+                                  "trained on real voices, hears the words, then their phones are "
+                                  "aligned; ~3x real time), 'phones' (pocketsphinx's phone recogniser; "
+                                  "faster, less accurate) or 'mfcc' (the models' own audio features: "
+                                  "~500x real time, poorer on real voices). With words or phones "
+                                  "both models read the phones and seal the lips on /p b m/."),
     text: Optional[str] = typer.Option(None, "--text", help="What is said: forced alignment of these "
-                                       "words gives the phones (implies --front-end phones; one input only)."),
+                                       "words gives the phones (with --front-end mfcc: words; one input "
+                                       "only). A transcript that does not match falls back to the "
+                                       "recogniser."),
     transcript: Optional[Path] = typer.Option(None, "--transcript", help="Like --text, from a UTF-8 text "
                                               "file (Rhubarb's dialog file works; one input only)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview video (.mp4; "
@@ -169,8 +174,8 @@ def animate_cmd(
         raise EvpError("--preview writes one video: give one input with it (or run `evp-anim preview` "
                        "on each track)")
     line = read_transcript_option(text, transcript)
-    if line is not None:
-        front_end = "phones"
+    if line is not None and front_end == "mfcc":
+        front_end = "words"
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
     if emotion_keys is not None:
         spec = EmotionSpec(emotion=None, keys=read_emotion_keys(emotion_keys).keys)
@@ -238,17 +243,32 @@ class _Animator:
         from .animate import animate_speech_to_file
         rep = reporter()
         total = expected_frames(audio)
-        rep.start("animate", total=total, description=audio.name, **fields)
+        # The word recogniser runs first (~3x real time): a task of its own, so a long clip shows
+        # progress from the start; the animation's task begins with its first frames.
+        hearing = self.front_end == "words" and self.text is None
+        if hearing:
+            rep.start("hear", total=1000, description=f"{audio.name}: hearing the words", **fields)
+        else:
+            rep.start("animate", total=total, description=audio.name, **fields)
         rep.update(0)
 
+        def on_hearing(fraction: float) -> None:
+            rep.fraction(fraction)
+
         def on_frames(done: int) -> None:
+            nonlocal hearing
+            if hearing:
+                hearing = False
+                rep.success()
+                rep.start("animate", total=total, description=audio.name, **fields)
+                rep.update(0)
             # A header's estimate that was short (a compressed file) grows with the frames done.
             rep.update(done, total=done if total is not None and done > total else None)
         # Written chunk by chunk as it is made: memory stays flat however long the speech is.
         frames = animate_speech_to_file(audio, output, self.model, self.spec, self.rig, identity=self.identity,
                                         style=self.style, front_end=self.front_end, text=self.text,
                                         warn=lambda m: rep.info(f"warning: {warn_prefix}{m}"),
-                                        frame_progress=on_frames, life=self.life)
+                                        frame_progress=on_frames, life=self.life, hearing=on_hearing)
         if frames != total:
             rep.update(frames, total=frames)    # the exact count, now known
         rep.success(output=str(output), frames=frames)
