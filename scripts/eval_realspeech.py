@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 from evp_anim.assets import find_sfm_dir  # noqa: E402
 from evp_anim.audio.features import voice_activity  # noqa: E402
 from evp_anim.audio.io import load_audio  # noqa: E402
-from evp_anim.audio.phones import align_transcript, recognize_phones, recognize_words, transcript_words  # noqa: E402
+from evp_anim.audio.phones import (TranscriptMismatch, align_transcript, recognize_phones,  # noqa: E402
+                                   recognize_words, transcript_words)
 from evp_anim.eval.baselines import RuleBasedAnimator  # noqa: E402
 from evp_anim.eval.lipsync import score_lipsync  # noqa: E402
 from evp_anim.face.rig import FaceRig  # noqa: E402
@@ -64,7 +65,11 @@ def main() -> None:
     noisy = Path(tempfile.mkdtemp(prefix="evp-noisy-"))
     for i, r in enumerate(rows):
         audio = load_audio(folder / r["file"])
-        ref = align_transcript(audio, r["text"])
+        try:
+            ref = align_transcript(audio, r["text"])
+        except TranscriptMismatch as e:       # nothing to score against
+            print(f"skipped {r['file']}: {e}")
+            continue
         path = folder / r["file"]
         if args.snr is not None:
             rng = np.random.default_rng(i)

@@ -230,6 +230,8 @@ def test_train_emote_cli_and_animate_with_the_emote_model(tmp_path, tiny_corpus,
             "--threads", "1", sfm_dir=sfm_dir)
     assert p.returncode == 0, p.stderr
     assert out.is_file() and (tmp_path / "cli.run" / "checkpoint.pt").is_file()
+    from evp_anim.models.emote import EmoteModel
+    assert len(EmoteModel.load(out).meta["speech_mfcc_mean"]) == 12      # animate's MFCC shift
     p = run("--quiet", "animate", speech, "-o", tmp_path / "a.npz", "--model", path, "--emotion", "happy",
             "--intensity", "0.7", sfm_dir=sfm_dir)
     assert p.returncode == 0, p.stderr

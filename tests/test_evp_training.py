@@ -167,6 +167,8 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_corpus, sfm_dir, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = EvpModel.load(out)
     assert m.meta["world_size"] == 2
+    c = m.meta["speech_mfcc_mean"]        # the training clips' voiced frames (animate's MFCC shift)
+    assert len(c) == 12 and all(np.isfinite(c)) and c[0] > 0
     assert (tmp_path / "ddp.run" / "log.csv").is_file()
 
 

@@ -243,3 +243,33 @@ def test_bad_transcript_inputs(tmp_path, sfm_dir):
     assert r.returncode == 2 and "at most one of --text and --transcript" in r.stderr
     r = _cli("eval-lipsync", str(track))
     assert r.returncode == 2 and "--text or --transcript" in r.stderr
+
+
+def test_mfcc_front_end_hears_a_brighter_microphone_like_the_original(tmp_path, rig):
+    """A microphone's colour is a constant offset of every MFCC row; animate moves each clip's
+    speech mean to the training corpus's (``meta["speech_mfcc_mean"]``), so the same words through
+    a brighter microphone (pre-emphasis: +6 dB/octave) give nearly the same mouth."""
+    import soundfile as sf
+    from scipy.signal import lfilter
+
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model
+    model = load_animation_model(None)
+    assert len(model.meta["speech_mfcc_mean"]) == 12
+    clean = load_audio(DEV / "005.wav")
+    bright = (0.5 * lfilter([1.0, -0.95], [1.0], clean)).astype(np.float32)
+    sf.write(tmp_path / "clean.wav", clean, 16000)
+    sf.write(tmp_path / "bright.wav", bright, 16000)
+
+    def mouths():
+        tracks = [animate_speech_file(tmp_path / f"{n}.wav", model, EmotionSpec("neutral", 1.0), rig)
+                  for n in ("clean", "bright")]
+        return tracks, [mouth_openness(t.landmarks_3d) for t in tracks]
+
+    (t_clean, t_bright), (a, b) = mouths()
+    shift = np.array(t_bright.info["mfcc_speech_shift"]) - np.array(t_clean.info["mfcc_speech_shift"])
+    assert shift[0] > 10.0      # brighter: a lower spectral slope c1, which the shift raises further
+    moved = np.abs(a - b).mean()
+    model.meta.pop("speech_mfcc_mean")        # a model file without the mean: no shift
+    (t_clean, _), (a0, b0) = mouths()
+    assert "mfcc_speech_shift" not in t_clean.info
+    assert moved < 0.5 * np.abs(a0 - b0).mean()

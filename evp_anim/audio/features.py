@@ -364,6 +364,29 @@ def voice_activity_from_energy(energy_db: np.ndarray) -> np.ndarray:
     return held
 
 
+MIN_SPEECH_FRAMES = 10       # voiced frames (0.4 s) below which a clip's speech mean is not trusted
+
+
+def frame_mfcc_rows(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(T, 12) float32: the MFCC row at each 25 fps video frame's centre (row 4t + 2 of
+    :func:`mfcc`, the last row for a trailing frame without one), T = :func:`n_frames`."""
+    m = mfcc(audio, sr)
+    T = n_frames(to_16k(check_waveform(audio), sr).size)
+    rows = np.minimum(MFCC_PER_FRAME * np.arange(T) + MFCC_PER_FRAME // 2, m.shape[0] - 1)
+    return m[rows]
+
+
+def speech_mfcc_mean(rows: np.ndarray, voiced: np.ndarray) -> np.ndarray | None:
+    """(12,) float32: the mean of a clip's frame MFCC rows (T, 12) (:func:`frame_mfcc_rows`) over
+    its voiced frames (T,) bool — the clip's channel and voice colour (a brighter microphone or
+    voice raises the spectral slope c1 in every row); None with fewer than
+    :data:`MIN_SPEECH_FRAMES` voiced frames."""
+    v = np.asarray(voiced, bool)[: len(rows)]
+    if int(v.sum()) < MIN_SPEECH_FRAMES:
+        return None
+    return np.asarray(rows, np.float64)[: len(v)][v].mean(0).astype(np.float32)
+
+
 def audio_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
     """All of EVP's per-frame audio features of one waveform, on one clock (T frames at 25 fps).
 

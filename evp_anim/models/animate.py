@@ -138,27 +138,48 @@ def _reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def _scan(speech: _Speech) -> tuple[int, np.ndarray]:
-    """First pass: (number of 16 kHz samples N, per-frame levels (T,) dBFS), T = n_frames(N). The
-    levels are computed per block of :data:`_LEVEL_FRAMES` frames, the blocks energy() itself
-    sums in, so they are the whole clip's to the bit."""
-    from ..audio.features import check_waveform, energy, n_frames
-    levels, n = [], 0
+def _scan(speech: _Speech) -> tuple[int, np.ndarray, np.ndarray]:
+    """First pass: (number of 16 kHz samples N, per-frame levels (T,) dBFS, the frames' centre
+    MFCC rows (T, 12)), T = n_frames(N). Both are computed per block of :data:`_LEVEL_FRAMES`
+    frames, the blocks energy() itself sums in, so the levels are the whole clip's to the bit; a
+    frame's centre row reads only its own 40 ms, so the rows are too."""
+    from ..audio.features import check_waveform, energy, frame_mfcc_rows, n_frames
+    levels, rows, n = [], [], 0
     for block in _reblock(speech.blocks(first=True), _LEVEL_FRAMES * _SAMPLES_PER_FRAME):
         check_waveform(block)        # NaN / inf samples (a float WAV can hold them)
         levels.append(energy(block, n_frames=n_frames(block.size)))
+        rows.append(frame_mfcc_rows(block))
         n += block.size
     if n == 0:
         raise EvpError("the audio has no samples; give at least one sample of audio")
-    return n, np.concatenate(levels)
+    return n, np.concatenate(levels), np.concatenate(rows)
+
+
+def _speech_shift(model, levels: np.ndarray, rows: np.ndarray, info: dict) -> np.ndarray | None:
+    """(12,) float32 to add to every MFCC row of the clip, or None: the model's training speech
+    mean (``meta["speech_mfcc_mean"]``) minus the clip's own (its voiced frames' mean centre row),
+    so that a microphone or voice brighter or darker than the corpus's reads like the corpus's
+    voices to the content encoder (cepstral mean normalisation towards the training data). None
+    for a model without the mean (older files) or a clip with under 0.4 s of voice. Recorded in
+    ``info["mfcc_speech_shift"]``."""
+    from ..audio.features import speech_mfcc_mean, voice_activity_from_energy
+    target = model.meta.get("speech_mfcc_mean")
+    clip = speech_mfcc_mean(rows, voice_activity_from_energy(levels)) if target is not None else None
+    if clip is None:
+        return None
+    shift = (np.asarray(target, np.float32) - clip).astype(np.float32)
+    info["mfcc_speech_shift"] = [round(float(x), 2) for x in shift]
+    return shift
 
 
 def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
-                   span: Callable[[int, int], tuple[int, int]]) -> Iterator[tuple[int, int, int, np.ndarray]]:
+                   span: Callable[[int, int], tuple[int, int]],
+                   shift: np.ndarray | None = None) -> Iterator[tuple[int, int, int, np.ndarray]]:
     """Second pass: for each chunk of frames [a, b) (``chunk`` frames, the last one shorter),
     ``(a, b, f0, windows)``: the MFCC windows (f1 - f0, 28, 12) of the frames [f0, f1) =
     ``span(a, b)`` the network reads for that chunk (the chunk and its context), equal to the whole
-    clip's. Holds only the samples those windows need."""
+    clip's, plus ``shift`` (12,) if given (:func:`_speech_shift`). Holds only the samples those
+    windows need."""
     from ..audio.features import mfcc_window_span, window_span_samples
     blocks = speech.blocks()
     buf, buf_start = np.zeros(0, np.float32), 0
@@ -180,6 +201,8 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
             buf = pieces[0]
         pieces = block = None
         windows = mfcc_window_span(buf, buf_start, n_samples, f0, f1)
+        if shift is not None:
+            windows += shift
         # Keep only the samples the next span needs (spans only move forward), as a copy, so that
         # this chunk's buffer is freed before the network runs on its windows.
         # (Consecutive spans overlap: a frame's window reaches 14 MFCC rows either side.)
@@ -312,9 +335,11 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
     from ..audio.io import load_audio
     from ..face.projection import aligned_crop_transform
 
-    n_samples, levels = _scan(speech)
+    n_samples, levels, rows = _scan(speech)
     n = n_frames(n_samples)
     duration = n / FPS
+    shift = _speech_shift(model, levels, rows, info) if content is None else None
+    del rows
     if reference is None:
         reference = model.net.ref_mean.numpy().reshape(68, 3)
 
@@ -395,7 +420,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
                 _seal_track(track, rig, closure[a:b], identity)
         return track
 
-    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span), one_chunk, n, progress)
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift), one_chunk, n, progress)
 
 
 def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
@@ -497,8 +522,10 @@ def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.n
     if style is not None and style not in model.speakers:
         known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
         raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
-    n_samples, _ = _scan(speech)
+    n_samples, levels, rows = _scan(speech)
     n = n_frames(n_samples)
+    shift = _speech_shift(model, levels, rows, info) if content is None else None
+    del rows
     if spec.keys is not None:
         validate_keys(spec.keys, n / FPS)
 
@@ -546,7 +573,7 @@ def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.n
             emotion=weights[a - lo:b - lo], intensity=intensity[a - lo:b - lo],
             provenance=provenance, info=info)
 
-    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span), one_chunk, n, progress)
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift), one_chunk, n, progress)
 
 
 def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,

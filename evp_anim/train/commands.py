@@ -57,11 +57,16 @@ def _corpus_caches(rank: int, world: int, rep, build):
     return out
 
 
-def _finish_training(trainer, output: Path, rank: int, world: int, rep, progress) -> None:
-    """Run ``trainer``; rank 0 saves the model to ``output``; all ranks leave the process group."""
+def _finish_training(trainer, output: Path, rank: int, world: int, rep, progress, corpus: Path) -> None:
+    """Run ``trainer``; rank 0 adds the training clips' speech MFCC mean to the model (see
+    :func:`~evp_anim.train.features.corpus_speech_mfcc_mean`) and saves it to ``output``; all
+    ranks leave the process group."""
+    from .features import corpus_speech_mfcc_mean
     model = trainer.run()
     if rank == 0:
         progress.finish()
+        model.meta["speech_mfcc_mean"] = corpus_speech_mfcc_mean(
+            corpus, [trainer.feats.rows[i] for i in trainer.train_idx])
         model.save(output)
         rep.info(f"wrote {output} (trained {model.meta['train_seconds']} s on "
                  f"{model.meta['trained_on']['train_clips']} clips)")
@@ -122,7 +127,7 @@ def train(
 
     trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
                       progress=progress, corpus_name=str(corpus))
-    _finish_training(trainer, output, rank, world, rep, progress)
+    _finish_training(trainer, output, rank, world, rep, progress, corpus)
 
 
 def train_emote(
@@ -187,4 +192,4 @@ def train_emote(
 
     trainer = EmoteTrainer(feats, weights, FaceRig(sfm(sfm_dir)), cfg, run_dir or output.with_suffix(".run"),
                            progress=progress, corpus_name=str(corpus), pretrained=pretrained)
-    _finish_training(trainer, output, rank, world, rep, progress)
+    _finish_training(trainer, output, rank, world, rep, progress, corpus)

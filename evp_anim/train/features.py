@@ -169,6 +169,34 @@ def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | N
     return feats
 
 
+SPEECH_MEAN_CLIPS = 300      # training clips the speech mean is taken over (enough: it moves < 0.1 dB)
+
+
+def corpus_speech_mfcc_mean(corpus: str | Path, rows: Sequence[ClipRow], max_clips: int = SPEECH_MEAN_CLIPS,
+                            seed: int = 0) -> list[float]:
+    """The training corpus's speech MFCC mean (12 floats): the mean frame MFCC row over the voiced
+    frames of up to ``max_clips`` of ``rows`` (a seeded random choice), as
+    :func:`~evp_anim.audio.features.speech_mfcc_mean` takes it of one clip. A model stores it
+    (``meta["speech_mfcc_mean"]``) so that ``animate`` can move a clip's MFCCs by the difference
+    between this and the clip's own speech mean: a real microphone and voice are brighter than
+    the corpus's voices (c1 30–56 against 66), which the MFCC front end misread as a closed mouth."""
+    from ..audio.features import frame_mfcc_rows, voice_activity
+    from ..audio.io import load_audio
+    rows = [r for r in rows if r.audio]
+    if not rows:
+        raise EvpError("no clips with audio to take the speech mean of")
+    pick = np.random.default_rng(seed).permutation(len(rows))[:max_clips]
+    total, count = np.zeros(12), 0
+    for i in sorted(pick):
+        audio = load_audio(Path(corpus) / rows[i].audio)
+        m, v = frame_mfcc_rows(audio), voice_activity(audio)
+        total += m[v[: len(m)]].sum(0)
+        count += int(v[: len(m)].sum())
+    if count == 0:
+        raise EvpError("the corpus clips have no voiced frames to take the speech mean of")
+    return [round(float(x), 4) for x in total / count]
+
+
 def phone_visemes(visemes: "torch.Tensor", n_classes: int) -> "torch.Tensor":
     """(B, T) viseme classes → (B, T, n_classes) shares as the phone front end gives them
     (:func:`~evp_anim.audio.phones.viseme_posteriors`): one class per frame, shared with the
