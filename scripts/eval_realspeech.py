@@ -47,13 +47,24 @@ def word_errors(reference: str, heard: str) -> int:
     return row[-1]
 
 
+def live_landmarks(model, rig, audio: np.ndarray, emotion: str) -> np.ndarray:
+    """(T, 68, 3) mm: `evp-anim live`'s engine on ``audio`` fed in 10 ms blocks (head still)."""
+    from evp_anim.live.engine import LiveEngine
+    from evp_anim.living import OFF
+    engine = LiveEngine(model, rig, life=OFF, emotion=emotion, intensity=1.0)
+    out = [engine.feed(audio[i:i + 160]) for i in range(0, audio.size, 160)] + [engine.finish()]
+    return np.concatenate([t.landmarks_3d for t in out if t is not None])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", default=str(REPO.parent / "shared" / "realspeech-dev"))
     ap.add_argument("--models", default="evp,emote",
                     help="comma-separated: evp, emote (the shipped weights) or NAME=MODEL.pt")
     ap.add_argument("--emotions", default="neutral,happy,surprised,angry")
-    ap.add_argument("--front-ends", default="mfcc,phones,words,words+text")
+    ap.add_argument("--front-ends", default="mfcc,phones,words,words+text",
+                    help="comma-separated: mfcc, phones, words, words+text (the transcript), live "
+                         "(evp-anim live's engine, EVP models only)")
     ap.add_argument("--snr", type=float, default=None,
                     help="add white noise at this signal-to-noise ratio (dB, over the speech) to every "
                          "recording before animating it (scored against the clean recording's alignment)")
@@ -122,6 +133,9 @@ def main() -> None:
         for emo in args.emotions.split(","):
             spec = EmotionSpec(emotion=emo, intensity=1.0)
             for fe in args.front_ends.split(","):
+                if fe == "live":        # evp-anim live's engine, fed 10 ms blocks as a microphone would
+                    show(f"{name} {emo} live", pooled(lambda p, t, a: live_landmarks(model, rig, a, emo)))
+                    continue
                 front, use_text = fe.split("+")[0], fe.endswith("+text")
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

@@ -234,3 +234,31 @@ def test_version_1_model_files_load_without_the_phone_encoder(tiny_model, tmp_pa
     with pytest.raises(EvpError, match="no phone content encoder"):
         m.predict_lm3d(feats.windows[0], feats.reference[0], m.label_code("neutral"),
                        visemes=np.zeros((len(pred), 15), np.float32))
+
+
+def test_content_delay_shortens_the_look_ahead_and_chunks_still_agree():
+    """A model with content_delay d: frame t's landmarks depend on audio windows up to t - d + 2
+    only (Ec's ±2 frames), d frames less of the future than the offline model; chunked
+    prediction (animate, live) still gives what one call gives."""
+    import torch
+
+    from evp_anim.models.evp import EvpConfig, EvpModel, EvpNet
+    torch.manual_seed(0)
+    d, T, k = 3, 40, 20
+    net = EvpNet(EvpConfig(content_delay=d))
+    net.pca_basis.normal_()
+    model = EvpModel(net, {})
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(T, 28, 12)).astype(np.float32)
+    ref = rng.normal(size=(68, 3)).astype(np.float32)
+    code = np.zeros(net.cfg.emotion_dim, np.float32)
+    whole = model.predict_lm3d(w, ref, code)
+    np.testing.assert_allclose(model.predict_lm3d(w, ref, code, chunk=7), whole, atol=1e-5)
+    w2 = w.copy()
+    w2[k:] = rng.normal(size=(T - k, 28, 12))
+    changed = np.abs(model.predict_lm3d(w2, ref, code) - whole).max(axis=(1, 2)) > 1e-6
+    assert not changed[:k + d - 2].any() and changed[k + d - 2]
+    # The offline model (no delay) already reacts two frames before the change.
+    net.cfg = EvpConfig(content_delay=0)
+    base = model.predict_lm3d(w, ref, code)
+    assert (np.abs(model.predict_lm3d(w2, ref, code) - base).max(axis=(1, 2)) > 1e-6)[k - 2]

@@ -197,11 +197,17 @@ def test_receivers_get_every_frame_with_the_recorded_values(tmp_path, sfm_dir, s
         np.testing.assert_allclose([f[n] for n in ARKIT_52], arkit[i], atol=1e-7)
 
 
-def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav):
+@pytest.mark.parametrize("which", ["default", "live"])
+def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which):
     """The recorded take is offline `animate` of the recorded audio: the same incremental
     computation, so on speech (no pause for the silence gate) the difference is float rounding
     (measured ~1e-5 mm: batched vs per-step convolutions and LSTM); 1e-3 mm is 100× that and far
-    below anything visible (a lip moves millimetres)."""
+    below anything visible (a lip moves millimetres). Both for the offline model and the live one
+    (content delay 4). Without the speech-mean shift, which live takes from the voice heard so far
+    and offline from the whole clip."""
+    import copy
+
+    from evp_anim.models.evp import EvpModel
     from evp_anim.audio.io import load_audio
     from evp_anim.live.commands import run_live
     from evp_anim.live.engine import LiveEngine
@@ -211,6 +217,9 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav):
     from evp_anim.models.animate import EmotionSpec, animate_speech_file
     from evp_anim.tracks import load_track
     rig, model = rig_model
+    model = copy.copy(model) if which == "default" else EvpModel.load(REPO / "assets" / "evp_live.pt")
+    model.meta = {k: v for k, v in model.meta.items() if k != "speech_mfcc_mean"}
+    assert model.net.cfg.content_delay == (0 if which == "default" else 4)
     eng = LiveEngine(model, rig, life=LifeSettings(seed=3), emotion="sad", intensity=0.6)
     take = tmp_path / "t.npz"
     summary = run_live(WavSource(speech_wav, realtime=False), eng, [], Recorder(take))
@@ -221,10 +230,44 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav):
     off = animate_speech_file(take.with_suffix(".wav"), model, EmotionSpec("sad", 0.6), rig,
                               life=LifeSettings(seed=3))
     assert off.n_frames == live.n_frames
-    assert np.abs(live.landmarks_3d - off.landmarks_3d).max() < 1e-3
-    assert np.abs(live.expression - off.expression).max() < 1e-4
+    from evp_anim.tracks import MOUTH
+    diff = np.abs(live.landmarks_3d - off.landmarks_3d).max(axis=2)          # (T, 68) mm
+    mouth = np.zeros(68, bool)
+    mouth[MOUTH] = True
+    # Float rounding (batched vs per-step convolutions and LSTM): ~1e-5 mm for the offline model;
+    # the live model's, whose temporal convolution was fine-tuned, measured 1.4e-3 mm.
+    tol = 1e-3 if which == "default" else 5e-3
+    assert diff[:, ~mouth].max() < tol
+    # The silence gate eases the mouth shut in pauses from voice activity decided live; the live
+    # model decides it with 42.5 ms of look-ahead instead of 202.5, so on this near-stationary
+    # sound a frame or two can be gated differently (seen: frame 5 of 50).
+    gated = diff[:, mouth].max(axis=1) >= tol
+    assert gated.sum() <= (0 if which == "default" else 2)
+    assert np.abs(live.expression - off.expression)[~gated].max() < 1e-4
     assert np.abs(live.pose_rotation - off.pose_rotation).max() < 1e-5
     assert np.abs(live.gaze - off.gaze).max() < 1e-5
+
+
+def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
+    """Frame t leaves once sample 640·t + needed_offset(delay) has arrived: 3,880 for the offline
+    model (202.5 ms after the frame's end), 1,320 for the live model (42.5 ms); the live model's
+    first four frames read frame 0's code, so they wait for it."""
+    from evp_anim.live.engine import LiveEngine, lookahead_ms, needed_offset
+    from evp_anim.living import OFF
+    from evp_anim.models.evp import EvpModel
+    rig, default = rig_model
+    audio = _speechlike(3.0)
+    assert lookahead_ms(0) == 202.5 and lookahead_ms(4) == 42.5
+    for model in (default, EvpModel.load(REPO / "assets" / "evp_live.pt")):
+        eng = LiveEngine(model, rig, life=OFF)
+        off = needed_offset(model.net.cfg.content_delay)
+        made = 0
+        for n in range(160, audio.size + 1, 160):            # 10 ms blocks
+            tr = eng.feed(audio[n - 160:n])
+            made += 0 if tr is None else tr.n_frames
+            due = max(0, (n - off) // 640 + 1)                 # frames [0, due) can be made
+            first = max(0, (n - needed_offset(0)) // 640 + 1)   # frame 0's code exists
+            assert made == (due if first > 0 else 0)             # every frame as soon as it can be
 
 
 def test_osc_control_blends_the_emotion_smoothly(rig_model, speech_wav):
@@ -335,6 +378,61 @@ def test_60fps_output_interpolates(rig_model, speech_wav):
     assert len(out) == 5          # 0, 1/60 … 4/60 s: the last at 2/25 s exactly
 
 
+def test_looped_wav_and_timing_hold_nothing_that_grows_with_the_run(tmp_path, rig_model, speech_wav):
+    """A looped WAV gives np.tile's blocks (seams included) without tiling; a run's Timing is
+    allocated up front and filled in place: one entry per block and per frame, nothing appended
+    (lists and dicts of timestamps were the benchmark's memory growth over a long run)."""
+    from evp_anim.audio.io import load_audio
+    from evp_anim.live.commands import Timing, run_live
+    from evp_anim.live.engine import LiveEngine
+    from evp_anim.live.sources import WavSource
+    from evp_anim.living import OFF
+    x = load_audio(speech_wav)
+    tiled = np.tile(x, 3)
+    got = [b for b, _ in WavSource(speech_wav, realtime=False, block=700, loop=3).blocks(lambda: False)]
+    want = [tiled[i:i + 700] for i in range(0, tiled.size, 700)]
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+    rig, model = rig_model
+    n_blocks = -(-2 * x.size // 160)
+    timing = Timing(n_blocks, 100)
+    arrays = [a.__array_interface__["data"][0] for a in (timing.block_end, timing.block_t, timing.sent)]
+    summary = run_live(WavSource(speech_wav, realtime=False, loop=2), LiveEngine(model, rig, life=OFF), [],
+                       timing=timing)
+    assert summary["frames"] == 100
+    assert [a.__array_interface__["data"][0] for a in (timing.block_end, timing.block_t, timing.sent)] == arrays
+    assert timing.n_blocks == n_blocks and timing.overflow == 0
+    assert timing.block_end[-1] == 2 * x.size and np.all(np.diff(timing.block_end) > 0)
+    assert not np.isnan(timing.sent).any() and np.all(np.diff(timing.sent) >= 0)
+    timing.block(0, 0.0)                               # past the capacity: counted, not stored
+    timing.frame_sent(100, 0.0)
+    assert timing.overflow == 2 and timing.n_blocks == n_blocks
+
+
+def test_engine_state_does_not_grow_with_the_stream(rig_model):
+    """What the engine holds between feeds (samples, MFCC rows, frame encodings, voice activity,
+    levels, closed-mouth poses) is bounded by the look-ahead and the VAD history, not the stream's
+    length: the most held over 26 s of speech with pauses and emotion changes is what 6 s needed."""
+    from evp_anim.emotions import EMOTIONS
+    from evp_anim.live.engine import LiveEngine, VAD_HISTORY_S, _REST_CACHE
+    from evp_anim.living import OFF
+    rig, model = rig_model
+    eng = LiveEngine(model, rig, life=OFF)
+    speech = _speechlike(2.0, seed=1)
+    held = []
+    for k in range(12):                            # 2 s of speech then 0.4 s of silence (a pause)
+        x = np.concatenate([speech, np.zeros(6400, np.float32)]) if k % 2 else speech
+        eng.set_emotion(EMOTIONS[k % len(EMOTIONS)], 0.5 + 0.04 * k)
+        for i in range(0, x.size, 160):
+            eng.feed(x[i:i + 160])
+            held.append((eng._buf.size, len(eng._rows), len(eng._feats), len(eng._vad)))
+    held = np.array(held)
+    early = held[:600].max(0)                      # the first 6 s (a pause included)
+    assert np.all(held.max(0) <= early), (held.max(0), early)
+    assert held[-1, 0] < 4 * 640 and held[-1, 1] < 64 and held[-1, 2] < 8 and held[-1, 3] < 32
+    assert len(eng._levels) <= VAD_HISTORY_S * 25 and len(eng._rest) <= _REST_CACHE
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "give one audio source"),
     (["--wav", "x.wav", "--stdin"], "give one audio source, not"),
@@ -379,9 +477,15 @@ def test_stdin_pcm_and_ctrl_c_completes_the_recording(tmp_path, sfm_dir, speech_
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(sfm_dir), cwd=tmp_path)
     p.stdin.write(pcm)
     p.stdin.flush()                 # the pipe stays open: only Ctrl-C ends this take
+    # Wait until the frames show every sample was read: with all 32,000 the live model
+    # (assets/evp_live.pt) can make (32000 - needed_offset) // 640 + 1 frames before the end.
+    from evp_anim.live.engine import default_live_path, needed_offset
+    from evp_anim.models.evp import EvpModel
+    delay = EvpModel.load(default_live_path()).net.cfg.content_delay
+    due = (len(pcm) // 2 - needed_offset(delay)) // 640 + 1
     lines = []
     deadline = time.monotonic() + 60
-    while len(lines) < 40 and time.monotonic() < deadline:
+    while len(lines) < due and time.monotonic() < deadline:
         lines.append(p.stdout.readline())
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)

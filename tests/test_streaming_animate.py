@@ -97,6 +97,16 @@ def test_keys_per_chunk_are_the_whole_clips_rows():
 
 
 # ---------------------------------------------------------------------- models in chunks
+def _speech_shift(speech, model, track):
+    """What animate adds to every MFCC row (models/animate._speech_shift): the model's training
+    speech mean minus the clip's voiced frames' mean; checked against what the track records."""
+    from evp_anim.audio.features import frame_mfcc_rows, speech_mfcc_mean, voice_activity
+    shift = (np.asarray(model.meta["speech_mfcc_mean"], np.float32)
+             - speech_mfcc_mean(frame_mfcc_rows(speech), voice_activity(speech)))
+    np.testing.assert_allclose(track.info["mfcc_speech_shift"], shift, atol=0.006)
+    return shift.astype(np.float32)
+
+
 @pytest.mark.parametrize("spec", [
     EmotionSpec("happy", 0.7),
     # a cross-fade over the clip: every frame has its own code, so the rest mouth of the silence
@@ -119,7 +129,7 @@ def test_evp_in_chunks_equals_the_whole_clip(speech, evp, spec):
     codes = (per_frame(spec.keys, 763, 25.0, evp.label_code)[0] if spec.keys
              else evp.label_code(spec.emotion, spec.intensity))
     ref = evp.net.ref_mean.numpy().reshape(68, 3)
-    direct = evp.predict_lm3d(mfcc_windows(speech), ref, codes)
+    direct = evp.predict_lm3d(mfcc_windows(speech) + _speech_shift(speech, evp, whole), ref, codes)
     gate = anim._silence_gate(voice_activity(speech))
     assert 0 < (gate > 0).sum() < 700          # the pauses are gated, the speech is not
     open_ = gate == 0
@@ -136,11 +146,11 @@ def test_emote_in_chunks_equals_its_chunked_predict(speech, emote, rig):
     own chunks (64 frames of overlap, latent grid aligned), so it equals ``predict`` on the whole
     clip's windows with the same chunk size (the default, CHUNK_FRAMES, is predict's default)."""
     from evp_anim.models.emote import label_condition
-    windows = mfcc_windows(speech)
     onehot, inten = label_condition("sad", 0.8)
     spec = EmotionSpec("sad", 0.8)
     for chunk in (250, 10 ** 6):
         tr = animate_emote(speech, emote, spec, rig, chunk_frames=chunk)
+        windows = mfcc_windows(speech) + _speech_shift(speech, emote, tr)
         want = emote.predict(windows, onehot, inten, 0, chunk=min(chunk, len(windows)))
         assert tr.n_frames == len(want) == 763
         np.testing.assert_allclose(tr.expression, want, atol=1e-5)

@@ -64,6 +64,26 @@ CONTEXT = 2                                          # Ec's temporal convolution
 NEEDED_OFFSET = HOP * (MFCC_PER_FRAME * CONTEXT - WIN_BEFORE + MFCC_WINDOW - 1) + HALF_WIN   # 3880
 LOOKAHEAD_SAMPLES = NEEDED_OFFSET - SAMPLES_PER_FRAME                                          # 3240
 LOOKAHEAD_MS = 1000.0 * LOOKAHEAD_SAMPLES / SAMPLE_RATE                                       # 202.5 ms
+SHIFT_PRIOR_FRAMES = 50                # voiced frames (2 s) of weight the corpus's speech mean starts with
+
+
+def default_live_path():
+    """The shipped live EVP model (assets/evp_live.pt: content delay 4, 42.5 ms of look-ahead)."""
+    from pathlib import Path
+    return Path(__file__).resolve().parents[2] / "assets" / "evp_live.pt"
+
+
+def needed_offset(content_delay: int = 0) -> int:
+    """Samples past frame t's first that must have arrived before frame t can be computed, for a
+    model whose LSTM reads the content code of frame t - ``content_delay``: each frame of delay
+    needs 640 samples (40 ms) less. :data:`NEEDED_OFFSET` for the offline model (delay 0)."""
+    return NEEDED_OFFSET - SAMPLES_PER_FRAME * int(content_delay)
+
+
+def lookahead_ms(content_delay: int = 0) -> float:
+    """How long after a frame's last sample it can be computed, ms: 202.5 for the offline model,
+    42.5 for the live model (``content_delay`` 4, assets/evp_live.pt)."""
+    return 1000.0 * (needed_offset(content_delay) - SAMPLES_PER_FRAME) / SAMPLE_RATE
 RAMP_S = 0.3                           # s over which an emotion / intensity change blends in
 VAD_HISTORY_S = 30.0                   # s of levels the live voice-activity thresholds look at
 _GATE_MIN, _GATE_RAMP = 5, 3           # _silence_gate's defaults (offline): a pause ≥ 5 frames, eased over 3
@@ -106,7 +126,19 @@ class LiveEngine:
             raise EvpError("live needs the EVP model: EMOTE normalises over a whole span of frames "
                            "(GroupNorm) and reads 64 frames (2.6 s) ahead, so it cannot run with a short look-ahead")
         torch.set_num_threads(1)         # one core: the live loop is sequential, threads only add jitter
+        # ... and so are numpy's BLAS / OpenMP pools (the rig solve): their idle threads spin after
+        # every small call, which took the loop from 29% to 100–130% of a core. Process-wide.
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
         self.model, self.net, self.rig = model, model.net, rig
+        self.delay = int(model.net.cfg.content_delay)
+        self.lookahead_ms = lookahead_ms(self.delay)
+        # The speech-mean shift of offline animate's MFCC front end (models/animate._speech_shift),
+        # from the voiced frames heard so far: the corpus's mean stands in for the first
+        # SHIFT_PRIOR_FRAMES of them, so the shift grows from 0 to the voice's as it is heard.
+        target = model.meta.get("speech_mfcc_mean")
+        self._speech_target = None if target is None else np.asarray(target, np.float64)
+        self._speech_sum, self._speech_n = np.zeros(12), 0
         self.ident = (np.zeros(rig.num_identity, np.float32) if identity is None
                       else np.asarray(identity, np.float32))
         self.reference = rig.landmarks_3d(self.ident).astype(np.float32)          # (68, 3) mm
@@ -249,6 +281,10 @@ class LiveEngine:
             power = float(np.mean(seg * seg)) if seg.size else 0.0
             self._levels.append(np.float32(10.0 * np.log10(max(power, 10.0 ** (ENERGY_FLOOR_DB / 10.0)))))
             self._vad[f] = bool(voice_activity_from_energy(np.fromiter(self._levels, np.float32))[-1])
+            row = MFCC_PER_FRAME * f + MFCC_PER_FRAME // 2 - self._row0        # the frame's centre row
+            if self._vad[f] and self._speech_target is not None and 0 <= row < len(self._rows):
+                self._speech_sum += self._rows[row]
+                self._speech_n += 1
             self._next_level += 1
         # 3. frame encodings of frames whose window rows are all computed
         if self.eof:
@@ -261,15 +297,20 @@ class LiveEngine:
             idx = MFCC_PER_FRAME * t - WIN_BEFORE + np.arange(MFCC_WINDOW)[None, :]
             idx = np.clip(idx, 0, m_total - 1 if self.eof else self._next_row - 1) - self._row0
             windows = self._rows[idx]                                           # (k, 28, 12)
+            if self._speech_target is not None:
+                mean = ((SHIFT_PRIOR_FRAMES * self._speech_target + self._speech_sum)
+                        / (SHIFT_PRIOR_FRAMES + self._speech_n))
+                windows = windows + (self._speech_target - mean).astype(np.float32)
             with torch.no_grad():
                 f = self.net.content.frame(self.net.normalise(torch.from_numpy(windows)[None]))[0]
             self._feats.extend(f)
             self._next_win = last_win
-        # 4. frames whose content code has its ±2 neighbours
+        # 4. frames whose content code (that of frame t - delay) has its ±2 neighbours
         if self.eof:
             last_out = -(-n // SAMPLES_PER_FRAME)
         else:
-            last_out = max(0, self._next_win - CONTEXT)
+            # (the first frames read frame 0's code: none leaves before that code is computable)
+            last_out = self._next_win - CONTEXT + self.delay if self._next_win > CONTEXT else 0
         track = None
         if last_out > self.next_frame:
             track = self._frames(self.next_frame, last_out)
@@ -288,7 +329,7 @@ class LiveEngine:
         if keep_r > self._row0:
             self._rows = self._rows[keep_r - self._row0:]
             self._row0 = keep_r
-        keep_f = max(0, self.next_frame - CONTEXT)
+        keep_f = max(0, self.next_frame - self.delay - CONTEXT)
         while self._feat0 < keep_f and self._feats:
             self._feats.popleft()
             self._feat0 += 1
@@ -296,6 +337,14 @@ class LiveEngine:
             del self._vad[f]
 
     def _content(self, a: int, b: int, n_total: int | None) -> torch.Tensor:
+        """(1, b - a, Dc) content codes the LSTM reads for frames [a, b): those of frames
+        f - delay (frame 0's before the start; :meth:`EvpNet.delay`)."""
+        ca = max(0, a - self.delay)
+        cb = max(ca + 1, b - self.delay)
+        codes = self._codes(ca, cb, n_total)
+        return codes[:, np.maximum(np.arange(a, b) - self.delay, 0) - ca]
+
+    def _codes(self, a: int, b: int, n_total: int | None) -> torch.Tensor:
         """(1, b - a, Dc) content codes of frames [a, b): Ec's temporal convolution over the frame
         encodings a - 2 … b + 1, zeros outside the clip (its zero padding), then its LayerNorm."""
         rows = []

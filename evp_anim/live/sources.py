@@ -50,18 +50,27 @@ class WavSource(Source):
         self.name = f"{self.path.name} ({'real time' if realtime else 'fast'})"
 
     def blocks(self, stop):
-        x = np.tile(self.audio, self.loop) if self.loop > 1 else self.audio
+        # ``loop`` plays the audio that many times over. The looped stream is sliced from the one
+        # copy (not np.tile'd up front: an hour of looped audio would hold 230 MB for the whole run).
+        a, size = self.audio, self.audio.size
+        total = size * self.loop
         t0 = time.monotonic()
-        for k, i in enumerate(range(0, x.size, self.block)):
+        for i in range(0, total, self.block):
             if stop():
                 return
+            end = min(i + self.block, total)
             if self.realtime:
-                due = t0 + min(i + self.block, x.size) / SAMPLE_RATE
+                due = t0 + end / SAMPLE_RATE
                 while (wait := due - time.monotonic()) > 0:
                     time.sleep(min(wait, _POLL_S))
                     if stop():
                         return
-            yield x[i:i + self.block], time.monotonic()
+            j = i % size
+            if j + (end - i) <= size:
+                x = a[j:j + (end - i)]
+            else:                                   # a block across the loop's seam
+                x = a[np.arange(i, end) % size]
+            yield x, time.monotonic()
 
 
 class StdinSource(Source):

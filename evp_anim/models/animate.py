@@ -391,13 +391,13 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
     # (np.roll in _silence_gate) reach across the clip's ends.
     gate = _silence_gate(voice_activity_from_energy(levels))
     rest = _RestMouth(model, reference, lambda a, b: emotion_of(a, b)[0], n, chunk) if gate.any() else None
-    pad = model.context(visemes)
+    pad, left = model.context(visemes), model.left_context(visemes)
     lstm_state = None
     scale, trans = aligned_crop_transform(CROP)
     ident = np.zeros(0, np.float32) if identity is None else np.asarray(identity, np.float32)
 
     def span(a: int, b: int) -> tuple[int, int]:
-        return max(0, a - pad), min(n, b + pad)
+        return max(0, a - left), min(n, b + pad)
 
     def one_chunk(a: int, b: int, f0: int, windows: np.ndarray) -> Track:
         nonlocal lstm_state

@@ -52,6 +52,11 @@ class EvpConfig:
     pca_dim: int = 40
     num_visemes: int = 15
     phone_encoder: bool = True  # Ep; False for version-1 model files, which were trained without it
+    # Frames the audio-to-landmark LSTM's content input lags its output: frame t reads the content
+    # code of frame t - content_delay. 0 (offline): a frame's code reads audio 202.5 ms past its
+    # end (Ec's ±2 frames and the MFCC window). A live model trained with a delay d needs
+    # d × 40 ms less of the future, so its frames can leave sooner (evp_anim/live).
+    content_delay: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +197,15 @@ class EvpNet(nn.Module):
     def normalise(self, windows: torch.Tensor) -> torch.Tensor:
         return (windows - self.mfcc_mean) / self.mfcc_std
 
+    def delay(self, content: torch.Tensor) -> torch.Tensor:
+        """Content codes (B, T, Dc) as the LSTM reads them: shifted ``cfg.content_delay`` frames
+        later, the first code repeated before the start (training crops; a clip's start)."""
+        d = self.cfg.content_delay
+        if d == 0 or content.shape[1] == 0:
+            return content
+        head = content[:, :1].expand(-1, min(d, content.shape[1]), -1)
+        return torch.cat([head, content[:, :-d]], 1)[:, :content.shape[1]]
+
     def normalise_reference(self, reference: torch.Tensor) -> torch.Tensor:
         return (reference.reshape(reference.shape[0], -1) - self.ref_mean) / self.ref_scale
 
@@ -328,6 +342,10 @@ class EvpModel:
         """Frames of content context either side of a frame: Ec's temporal conv sees ±2, Ep's ±3."""
         return 2 if visemes is None else 3
 
+    def left_context(self, visemes: np.ndarray | None) -> int:
+        """Frames of input a frame needs before it: :meth:`context` plus the content delay."""
+        return self.context(visemes) + self.net.cfg.content_delay
+
     @torch.no_grad()
     def predict_frames(self, windows: np.ndarray, first: int, n_frames: int, start: int, stop: int,
                        codes: np.ndarray, reference: np.ndarray, state=None,
@@ -337,7 +355,8 @@ class EvpModel:
         consecutive calls, giving what one call gives).
 
         ``windows`` are the MFCC windows of frames [first, first + len(windows)), covering
-        [start - c, stop + c) within the clip (c = :meth:`context`); ``visemes`` (n_frames, 15),
+        [start - l, stop + c) within the clip (c = :meth:`context`, l = :meth:`left_context`, which
+        adds the model's content delay); ``visemes`` (n_frames, 15),
         when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
         ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
         clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks).
@@ -345,16 +364,17 @@ class EvpModel:
         net = self.net
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
         ref_n = net.normalise_reference(ref)
-        pad = self.context(visemes)
+        pad, delay = self.context(visemes), net.cfg.content_delay
         out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
         for c0 in range(start, stop, step):
             c1 = min(c0 + step, stop)
-            lo, hi = max(0, c0 - pad), min(n_frames, c1 + pad)
+            lo, hi = max(0, c0 - pad - delay), min(n_frames, c1 + pad)
             if visemes is None:
                 content = net.content(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
             else:
                 content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
-            content = content[:, c0 - lo: c0 - lo + (c1 - c0)]
+            # Frame f reads the code of frame f - delay (frame 0's before the clip's start).
+            content = content[:, np.maximum(np.arange(c0, c1) - delay, 0) - lo]
             # a copy: codes may be a read-only broadcast
             code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
             coeffs, state = net.a2l(content, code, ref_n, state)

@@ -90,6 +90,9 @@ def train(
                                               "stage1.pt (skips pre-training; for ablations)."),
     lambda_con: float = typer.Option(1.0, "--lambda-con", help="Weight of the content loss L_con (Eq. 6)."),
     lambda_cla: float = typer.Option(1.0, "--lambda-cla", help="Weight of the classification loss L_cla (Eq. 6)."),
+    content_delay: int = typer.Option(0, "--content-delay", help="Frames (40 ms each) the audio-to-landmark "
+                                      "LSTM's content input lags its output: a model for `live` with less "
+                                      "look-ahead (0: offline, 202.5 ms past a frame's end; 4: 42.5 ms)."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
@@ -102,6 +105,7 @@ def train(
 
     from ..data.manifest import read_manifest
     from ..data.pairs import load_pairs
+    from ..models.evp import EvpConfig
     from .evp_trainer import Trainer, TrainConfig
     from .features import load_features
     from .loop import dist_info
@@ -125,8 +129,11 @@ def train(
     pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
     progress = _stage_progress(rep, "train")
 
+    if not 0 <= content_delay <= 8:
+        raise EvpError(f"--content-delay must be 0 to 8 frames, got {content_delay}")
     trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
-                      progress=progress, corpus_name=str(corpus))
+                      progress=progress, corpus_name=str(corpus),
+                      model_config=EvpConfig(content_delay=content_delay))
     _finish_training(trainer, output, rank, world, rep, progress, corpus)
 
 

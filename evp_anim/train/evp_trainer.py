@@ -235,13 +235,20 @@ class LandmarkLoss(nn.Module):
 
     def forward(self, windows, emotion_code, reference, lm3d, visemes=None):
         net = self.net
-        with torch.no_grad():
-            content = net.content(net.normalise(windows))
+        if net.cfg.content_delay > 0:
+            # A delayed (live) model: Ec's temporal convolution learns, with the LSTM, to read the
+            # newest of the frame encodings it sees (frozen, its codes describe their centre frame).
+            with torch.no_grad():
+                h = net.content.frame(net.normalise(windows))
+            content = net.content.norm(net.content.temporal(h.transpose(1, 2)).transpose(1, 2))
+        else:
+            with torch.no_grad():
+                content = net.content(net.normalise(windows))
         if self.phone_content > 0 and visemes is not None:
             pick = torch.rand(content.shape[0]) < self.phone_content
             phones = net.phones(phone_visemes(visemes, net.cfg.num_visemes))
             content = torch.where(pick[:, None, None], phones, content)
-        coeffs, _ = net.a2l(content, emotion_code, net.normalise_reference(reference))
+        coeffs, _ = net.a2l(net.delay(content), emotion_code, net.normalise_reference(reference))
         pred = net.landmarks(coeffs, reference)
         loss = F.mse_loss(pred, lm3d)
         err = (pred - lm3d).norm(dim=-1).mean()
@@ -371,6 +378,8 @@ class Trainer:
             mods = [n.content, n.emotion, n.classifier, n.decoder, n.viseme_head]
         else:
             mods = [n.a2l] + ([n.phones] if n.phones is not None else [])
+            if n.cfg.content_delay > 0:
+                mods.append(n.content.temporal)
         return [p for m in mods for p in m.parameters()]
 
     def _make_optim(self) -> torch.optim.Optimizer:
