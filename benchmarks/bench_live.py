@@ -160,11 +160,14 @@ def main() -> None:
 
     # latency per 10 ms block
     ends, t_in = timing.block_end[:timing.n_blocks], timing.block_t[:timing.n_blocks]
-    frame = (ends - 1) // 640
+    # The packet carrying a block's last sample: output frames are numbered at --out-fps (60 fps
+    # output interpolates the model's 25 fps frames); the model frame that sample belongs to
+    # decides how long the frame had to wait for audio.
+    frame = ((ends - 1) * args.out_fps) // 16000
     ok = (frame >= 0) & (frame < arrived.size)
     ok[ok] = ~np.isnan(arrived[frame[ok]])
-    f = frame[ok]
-    lat = 1000 * (arrived[f] - t_in[ok])
+    lat = 1000 * (arrived[frame[ok]] - t_in[ok])
+    f = (ends[ok] - 1) // 640
     j = np.searchsorted(ends, np.minimum(640 * f + needed_offset(delay), ends[-1]))   # block completing what f needs
     wait = 1000 * (t_in[j] - t_in[ok])
     sent = timing.sent[~np.isnan(timing.sent)]
