@@ -12,7 +12,8 @@ pauses does not make the lips flutter.
 Speech of any length goes through one path, in chunks of :data:`CHUNK_FRAMES` frames, so memory
 does not grow with the recording (issue 15). The audio is read twice, block by block: once for
 its per-frame levels (voice activity thresholds the whole clip's level percentiles: 4 bytes a
-frame), once for each chunk's MFCC windows plus the context the networks read beyond the chunk.
+frame) and frame MFCC rows (the clip's speech mean, :func:`_speech_shift`: 48 bytes a frame, 4 MB
+an hour), once for each chunk's MFCC windows plus the context the networks read beyond the chunk.
 EVP carries its LSTM state from chunk to chunk (its content encoder sees ±2 frames of overlap);
 EMOTE runs overlapping spans placed exactly where :meth:`EmoteModel.predict` places its own, so
 both give what one whole-clip call gives. Each chunk becomes a Track of its frames (lifted to the
