@@ -125,7 +125,7 @@ def animate_cmd(
                                   "trained on real voices, hears the words, then their phones are "
                                   "aligned; ~3x real time), 'phones' (pocketsphinx's phone recogniser; "
                                   "faster, less accurate) or 'mfcc' (the models' own audio features: "
-                                  "~500x real time, poorer on real voices). With words or phones "
+                                  "250-500x real time, poorer on real voices). With words or phones "
                                   "both models read the phones and seal the lips on /p b m/."),
     text: Optional[str] = typer.Option(None, "--text", help="What is said: forced alignment of these "
                                        "words gives the phones (with --front-end mfcc: words; one input "
