@@ -5,7 +5,11 @@ assets/sample_speech.wav, runs ``evp-anim animate`` on each in a fresh subproces
 other, in this one run), and prints each child's peak RSS (``ru_maxrss`` of that child alone, from
 ``os.wait4``) and the long/short ratio. The target is a ratio ≤ 1.10 (memory flat in length).
 
-    .venv/bin/python benchmarks/bench_memory.py [--long 60] [--model emote]
+    .venv/bin/python benchmarks/bench_memory.py [--long 60] [--model emote] [--front-end words]
+
+``animate`` runs with ``--front-end mfcc`` unless told otherwise: the MFCC front end is the one
+that streams; the word and phone front ends (animate's default is words) hold the clip's samples
+and take ~20 s per minute of speech, so an hour takes ~20 min.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ def write_tiled_wav(path: Path, minutes: float) -> None:
             written += k
 
 
-def run_animate(wav: Path, out: Path, model: str | None) -> tuple[float, float]:
+def run_animate(wav: Path, out: Path, model: str | None, front_end: str = "mfcc") -> tuple[float, float]:
     """(peak RSS in MB, wall s) of one ``evp-anim animate`` child process."""
-    cmd = [sys.executable, "-m", "evp_anim.cli", "--quiet", "animate", str(wav), "-o", str(out)]
+    cmd = [sys.executable, "-m", "evp_anim.cli", "--quiet", "animate", str(wav), "-o", str(out),
+           "--front-end", front_end]
     if model:
         cmd += ["--model", model]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
@@ -65,6 +70,7 @@ def main() -> None:
     ap.add_argument("--short", type=float, default=2.0, help="minutes of the short clip")
     ap.add_argument("--long", type=float, default=60.0, help="minutes of the long clip")
     ap.add_argument("--model", default=None, help="animate --model (default: the EVP model)")
+    ap.add_argument("--front-end", default="mfcc", help="animate --front-end (default: mfcc, which streams)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -72,7 +78,7 @@ def main() -> None:
         for minutes in (args.short, args.long):
             wav = tmp / f"speech_{minutes:g}min.wav"
             write_tiled_wav(wav, minutes)
-            peak, wall = run_animate(wav, tmp / f"track_{minutes:g}min.npz", args.model)
+            peak, wall = run_animate(wav, tmp / f"track_{minutes:g}min.npz", args.model, args.front_end)
             rows.append((minutes, peak, wall))
             print(f"{minutes:6g} min: peak RSS {peak:8.1f} MB   wall {wall:7.1f} s "
                   f"({minutes * 60 / wall:.0f}x real time)", flush=True)
