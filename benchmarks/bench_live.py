@@ -58,10 +58,10 @@ def main() -> None:
     from evp_anim.audio.io import load_audio, save_wav
     from evp_anim.face.rig import FaceRig
     from evp_anim.live.commands import Timing, run_live
-    from evp_anim.live.engine import LiveEngine, default_live_path, needed_offset
+    from evp_anim.live.engine import LiveEngine, needed_offset
     from evp_anim.live.outputs import LiveLinkOutput
     from evp_anim.live.sources import BLOCK, WavSource
-    from evp_anim.models.animate import limit_heap_growth, load_animation_model
+    from evp_anim.models.animate import default_live_path, limit_heap_growth, load_animation_model
 
     wavs = args.wavs or sorted((REPO.parent / "shared" / "realspeech-dev").glob("*.wav"))
     speech = np.concatenate([load_audio(w) for w in wavs])

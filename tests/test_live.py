@@ -207,6 +207,7 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     and offline from the whole clip."""
     import copy
 
+    from evp_anim.models.animate import default_live_path
     from evp_anim.models.evp import EvpModel
     from evp_anim.audio.io import load_audio
     from evp_anim.live.commands import run_live
@@ -217,7 +218,7 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     from evp_anim.models.animate import EmotionSpec, animate_speech_file
     from evp_anim.tracks import load_track
     rig, model = rig_model
-    model = copy.copy(model) if which == "default" else EvpModel.load(REPO / "assets" / "evp_live.pt")
+    model = copy.copy(model) if which == "default" else EvpModel.load(default_live_path())
     model.meta = {k: v for k, v in model.meta.items() if k != "speech_mfcc_mean"}
     assert model.net.cfg.content_delay == (0 if which == "default" else 4)
     eng = LiveEngine(model, rig, life=LifeSettings(seed=3), emotion="sad", intensity=0.6)
@@ -254,11 +255,12 @@ def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
     first four frames read frame 0's code, so they wait for it."""
     from evp_anim.live.engine import LiveEngine, lookahead_ms, needed_offset
     from evp_anim.living import OFF
+    from evp_anim.models.animate import default_live_path
     from evp_anim.models.evp import EvpModel
     rig, default = rig_model
     audio = _speechlike(3.0)
     assert lookahead_ms(0) == 202.5 and lookahead_ms(4) == 42.5
-    for model in (default, EvpModel.load(REPO / "assets" / "evp_live.pt")):
+    for model in (default, EvpModel.load(default_live_path())):
         eng = LiveEngine(model, rig, life=OFF)
         off = needed_offset(model.net.cfg.content_delay)
         made = 0
@@ -479,7 +481,8 @@ def test_stdin_pcm_and_ctrl_c_completes_the_recording(tmp_path, sfm_dir, speech_
     p.stdin.flush()                 # the pipe stays open: only Ctrl-C ends this take
     # Wait until the frames show every sample was read: with all 32,000 the live model
     # (assets/evp_live.pt) can make (32000 - needed_offset) // 640 + 1 frames before the end.
-    from evp_anim.live.engine import default_live_path, needed_offset
+    from evp_anim.live.engine import needed_offset
+    from evp_anim.models.animate import default_live_path
     from evp_anim.models.evp import EvpModel
     delay = EvpModel.load(default_live_path()).net.cfg.content_delay
     due = (len(pcm) // 2 - needed_offset(delay)) // 640 + 1

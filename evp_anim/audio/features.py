@@ -370,8 +370,9 @@ MIN_SPEECH_FRAMES = 10       # voiced frames (0.4 s) below which a clip's speech
 def frame_mfcc_rows(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """(T, 12) float32: the MFCC row at each 25 fps video frame's centre (row 4t + 2 of
     :func:`mfcc`, the last row for a trailing frame without one), T = :func:`n_frames`."""
-    m = mfcc(audio, sr)
-    T = n_frames(to_16k(check_waveform(audio), sr).size)
+    y = to_16k(check_waveform(audio), sr)
+    m = mfcc(y)
+    T = n_frames(y.size)
     rows = np.minimum(MFCC_PER_FRAME * np.arange(T) + MFCC_PER_FRAME // 2, m.shape[0] - 1)
     return m[rows]
 

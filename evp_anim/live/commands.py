@@ -254,8 +254,7 @@ def live_cmd(
             from .control import OscControl
             controls.append(OscControl(_Late(), control_port, control_host, say=say))
         from ..face.rig import FaceRig
-        from ..models.animate import model_provenance, limit_heap_growth, load_animation_model
-        from .engine import default_live_path
+        from ..models.animate import default_live_path, model_provenance, limit_heap_growth, load_animation_model
         mdl = load_animation_model(model if model is not None else default_live_path())
         rig = FaceRig.cached(sfm(sfm_dir))
         limit_heap_growth()

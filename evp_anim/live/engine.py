@@ -67,12 +67,6 @@ LOOKAHEAD_MS = 1000.0 * LOOKAHEAD_SAMPLES / SAMPLE_RATE                         
 SHIFT_PRIOR_FRAMES = 50                # voiced frames (2 s) of weight the corpus's speech mean starts with
 
 
-def default_live_path():
-    """The shipped live EVP model (assets/evp_live.pt: content delay 4, 42.5 ms of look-ahead)."""
-    from pathlib import Path
-    return Path(__file__).resolve().parents[2] / "assets" / "evp_live.pt"
-
-
 def needed_offset(content_delay: int = 0) -> int:
     """Samples past frame t's first that must have arrived before frame t can be computed, for a
     model whose LSTM reads the content code of frame t - ``content_delay``: each frame of delay

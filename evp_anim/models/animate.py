@@ -139,36 +139,46 @@ def _reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def _scan(speech: _Speech) -> tuple[int, np.ndarray, np.ndarray]:
-    """First pass: (number of 16 kHz samples N, per-frame levels (T,) dBFS, the frames' centre
-    MFCC rows (T, 12)), T = n_frames(N). Both are computed per block of :data:`_LEVEL_FRAMES`
-    frames, the blocks energy() itself sums in, so the levels are the whole clip's to the bit; a
-    frame's centre row reads only its own 40 ms, so the rows are too."""
+def _scan(speech: _Speech, with_rows: bool = False) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """First pass: (number of 16 kHz samples N, per-frame levels (T,) dBFS, and with
+    ``with_rows`` the frames' centre MFCC rows (T, 12), else None), T = n_frames(N). Both are
+    computed per block of :data:`_LEVEL_FRAMES` frames, the blocks energy() itself sums in, so
+    the levels are the whole clip's to the bit; a frame's centre row reads only its own 40 ms, so
+    the rows are too."""
     from ..audio.features import check_waveform, energy, frame_mfcc_rows, n_frames
     levels, rows, n = [], [], 0
     for block in _reblock(speech.blocks(first=True), _LEVEL_FRAMES * _SAMPLES_PER_FRAME):
         check_waveform(block)        # NaN / inf samples (a float WAV can hold them)
         levels.append(energy(block, n_frames=n_frames(block.size)))
-        rows.append(frame_mfcc_rows(block))
+        if with_rows:
+            rows.append(frame_mfcc_rows(block))
         n += block.size
     if n == 0:
         raise EvpError("the audio has no samples; give at least one sample of audio")
-    return n, np.concatenate(levels), np.concatenate(rows)
+    return n, np.concatenate(levels), np.concatenate(rows) if with_rows else None
 
 
-def _speech_shift(model, levels: np.ndarray, rows: np.ndarray, info: dict) -> np.ndarray | None:
+def _shifts_mfcc(model, content) -> bool:
+    """Whether :func:`_speech_shift` applies: the MFCC front end (no phones) of a model that
+    stores its training speech mean."""
+    return content is None and model.meta.get("speech_mfcc_mean") is not None
+
+
+def _speech_shift(model, levels: np.ndarray, rows: np.ndarray | None, info: dict) -> np.ndarray | None:
     """(12,) float32 to add to every MFCC row of the clip, or None: the model's training speech
     mean (``meta["speech_mfcc_mean"]``) minus the clip's own (its voiced frames' mean centre row),
     so that a microphone or voice brighter or darker than the corpus's reads like the corpus's
     voices to the content encoder (cepstral mean normalisation towards the training data). None
-    for a model without the mean (older files) or a clip with under 0.4 s of voice. Recorded in
+    without ``rows`` (:func:`_shifts_mfcc` false: a phone front end, or a model file without the
+    mean) or for a clip with under 0.4 s of voice. Recorded in
     ``info["mfcc_speech_shift"]``."""
     from ..audio.features import speech_mfcc_mean, voice_activity_from_energy
-    target = model.meta.get("speech_mfcc_mean")
-    clip = speech_mfcc_mean(rows, voice_activity_from_energy(levels)) if target is not None else None
+    if rows is None:
+        return None
+    clip = speech_mfcc_mean(rows, voice_activity_from_energy(levels))
     if clip is None:
         return None
-    shift = (np.asarray(target, np.float32) - clip).astype(np.float32)
+    shift = (np.asarray(model.meta["speech_mfcc_mean"], np.float32) - clip).astype(np.float32)
     info["mfcc_speech_shift"] = [round(float(x), 2) for x in shift]
     return shift
 
@@ -336,10 +346,10 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
     from ..audio.io import load_audio
     from ..face.projection import aligned_crop_transform
 
-    n_samples, levels, rows = _scan(speech)
+    n_samples, levels, rows = _scan(speech, with_rows=_shifts_mfcc(model, content))
     n = n_frames(n_samples)
     duration = n / FPS
-    shift = _speech_shift(model, levels, rows, info) if content is None else None
+    shift = _speech_shift(model, levels, rows, info)
     del rows
     if reference is None:
         reference = model.net.ref_mean.numpy().reshape(68, 3)
@@ -483,6 +493,12 @@ def default_emote_path() -> Path:
     return Path(__file__).resolve().parents[2] / "assets" / "emote_default.pt"
 
 
+def default_live_path() -> Path:
+    """The shipped live EVP weights (assets/evp_live.pt: content delay 4, 42.5 ms of look-ahead;
+    `evp-anim live`'s default)."""
+    return Path(__file__).resolve().parents[2] / "assets" / "evp_live.pt"
+
+
 def load_animation_model(path: Path | str | None):
     """The model for ``animate --model``: None → the shipped EVP model; ``emote`` → the shipped
     EMOTE model; a file → EVP or EMOTE according to its format tag. One-line EvpError otherwise."""
@@ -523,9 +539,9 @@ def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.n
     if style is not None and style not in model.speakers:
         known = ", ".join(model.speakers[:6]) + (" ..." if len(model.speakers) > 6 else "")
         raise EvpError(f"unknown speaker style {style!r}: the model knows {known or 'none'}")
-    n_samples, levels, rows = _scan(speech)
+    n_samples, levels, rows = _scan(speech, with_rows=_shifts_mfcc(model, content))
     n = n_frames(n_samples)
-    shift = _speech_shift(model, levels, rows, info) if content is None else None
+    shift = _speech_shift(model, levels, rows, info)
     del rows
     if spec.keys is not None:
         validate_keys(spec.keys, n / FPS)

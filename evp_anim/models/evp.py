@@ -94,8 +94,11 @@ class ContentEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.content_dim, elementwise_affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.frame(x).transpose(1, 2)
-        return self.norm(self.temporal(h).transpose(1, 2))
+        return self.codes(self.frame(x))
+
+    def codes(self, h: torch.Tensor) -> torch.Tensor:
+        """Frame encodings (B, T, H) → content codes (B, T, Dc): the temporal convolution and the norm."""
+        return self.norm(self.temporal(h.transpose(1, 2)).transpose(1, 2))
 
 
 class PhoneContentEncoder(nn.Module):

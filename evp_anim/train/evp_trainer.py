@@ -240,7 +240,7 @@ class LandmarkLoss(nn.Module):
             # newest of the frame encodings it sees (frozen, its codes describe their centre frame).
             with torch.no_grad():
                 h = net.content.frame(net.normalise(windows))
-            content = net.content.norm(net.content.temporal(h.transpose(1, 2)).transpose(1, 2))
+            content = net.content.codes(h)
         else:
             with torch.no_grad():
                 content = net.content(net.normalise(windows))
