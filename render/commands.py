@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from evp_anim.cli_common import SfmDirOpt, reporter, sfm
+from evp_anim.errors import EvpError
 
 from .pipeline import check_video_output, dub_video, evaluate_renderer, render_dubbed, train_target
 
@@ -103,10 +104,19 @@ def dub(
     output: Path = typer.Option(..., "-o", "--output", help="Dubbed video to write (.mp4)."),
     emotion: str = typer.Option("neutral", "--emotion", "-e", help="One of the 8 MEAD emotions."),
     intensity: float = typer.Option(1.0, "--intensity", "-i", help="Emotion intensity in [0, 1]."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Trained renderer folder for this target "
-                                         "(default: the cached one, trained now if none)."),
-    train_minutes: float = typer.Option(30.0, "--train-minutes", min=0.05, help="Budget for training a "
-                                        "renderer when the target has none yet."),
+    renderer: str = typer.Option("auto", "--renderer", help="warp: no training, mouths taken from the "
+                                 "footage itself and warped (minutes on a CPU); gan: the EVP edge-to-video "
+                                 "renderer (trained per target: hours on a CPU); auto: gan when --model is given "
+                                 "or a finished one is cached for this footage, else warp."),
+    track: Optional[Path] = typer.Option(None, "--track", help="The footage's track from `evp-anim track` "
+                                         "(default: tracked now and cached)."),
+    front_end: str = typer.Option("words", "--front-end", help="Speech content, as `animate --front-end`: "
+                                  "words (pocketsphinx), phones or mfcc."),
+    text: Optional[str] = typer.Option(None, "--text", help="What the speech says (sharper mouths)."),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Like --text, from a UTF-8 text file."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Trained GAN renderer folder for this target."),
+    train_minutes: float = typer.Option(30.0, "--train-minutes", min=0.05, help="--renderer gan: budget for "
+                                        "training a renderer when the target has none yet."),
     length_policy: str = typer.Option("loop", "--length-policy", help="loop, pingpong, trim or hold."),
     precision: str = typer.Option("auto", "--precision", help="Of the renderer's training when the target "
                                   "has none yet: auto (bf16 only on a CPU with native bf16, else fp32), fp32 "
@@ -117,13 +127,21 @@ def dub(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
-    """Speech + target footage → dubbed video: animate → track → align → render, with caches."""
+    """Speech + target footage → dubbed video: animate → track → align → render (warp or GAN), with caches."""
+    from evp_anim.cli_common import read_transcript_option
+    from evp_anim.audio.phones import FRONT_ENDS
+
     _threads(threads)
     check_video_output(output, "dubbed video")
+    if front_end not in FRONT_ENDS:
+        raise EvpError(f"--front-end must be one of {', '.join(FRONT_ENDS)}, got {front_end!r}")
+    line = read_transcript_option(text, transcript)
+    if line is not None and front_end == "mfcc":
+        front_end = "words"
     dub_video(speech, target, output, emotion=emotion, intensity=intensity, model_dir=model,
               train_minutes=train_minutes, length_policy=length_policy, cache_dir=cache_dir,
               evp_model=evp_model, sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]),
-              precision=precision)
+              precision=precision, renderer=renderer, track=track, front_end=front_end, text=line)
 
 
 def register(app: typer.Typer) -> None:

@@ -102,7 +102,7 @@ class TargetFrames:
                            f"{track.image_size[0]}x{track.image_size[1]} images: track this video first")
         if not 0.0 <= holdout < 0.9:
             raise EvpError(f"holdout must be in [0, 0.9), got {holdout}")
-        crops = crop_transforms(track.landmarks_2d, size, crop_margin, fps=track.fps)
+        crops = crop_transforms(track.landmarks_2d, size, crop_margin, fps=track.fps, cuts=track.info.get("cuts"))
         pngs: list[bytes] = []
         cover: dict[int, np.ndarray] = {}
         for j, frame in enumerate(iter_frames(video, track.fps, "bgr24")):

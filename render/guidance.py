@@ -69,13 +69,15 @@ class CropTransforms:
 
 
 def crop_transforms(landmarks: np.ndarray, size: int = DEFAULT_SIZE, crop_margin: float = 1.9,
-                    fps: float = DEFAULT_FPS, smooth_hz: float = 0.8) -> CropTransforms:
+                    fps: float = DEFAULT_FPS, smooth_hz: float = 0.8, cuts=None) -> CropTransforms:
     """Stable face crops from (T, 68, 2) px landmarks (the target footage's own track).
 
     The face size is the larger side of the landmark bounding box; the crop side is
     ``crop_margin`` times that, centred on the box centre moved up by 10% of the face size (to
     keep some forehead). Centre and side are low-pass filtered (One-Euro, cut-off ``smooth_hz``,
-    no speed term), so small landmark jitter does not shake the crop.
+    no speed term), so small landmark jitter does not shake the crop. ``cuts``: frame indices
+    where a new shot starts (the track's ``info["cuts"]``): the filter restarts there, so the
+    crop jumps with the cut instead of trailing across it.
     """
     from evp_anim.footage.smoothing import one_euro
 
@@ -88,19 +90,21 @@ def crop_transforms(landmarks: np.ndarray, size: int = DEFAULT_SIZE, crop_margin
     face = (hi - lo).max(1)
     centre = 0.5 * (lo + hi) - np.stack([np.zeros_like(face), 0.10 * face], 1)
     side = crop_margin * face
-    if len(lm) > 1:
-        centre = one_euro(centre, fps, min_cutoff=smooth_hz, beta=0.0)
-        side = one_euro(side, fps, min_cutoff=smooth_hz, beta=0.0)
+    bounds = [0] + sorted({int(c) for c in (cuts or []) if 0 < int(c) < len(lm)}) + [len(lm)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a > 1:
+            centre[a:b] = one_euro(centre[a:b], fps, min_cutoff=smooth_hz, beta=0.0)
+            side[a:b] = one_euro(side[a:b], fps, min_cutoff=smooth_hz, beta=0.0)
     return CropTransforms(centre, side, int(size))
 
 
 def footage_crops(target_landmarks: np.ndarray, indices: np.ndarray, size: int = DEFAULT_SIZE,
-                  crop_margin: float = 1.9, fps: float = DEFAULT_FPS) -> CropTransforms:
+                  crop_margin: float = 1.9, fps: float = DEFAULT_FPS, cuts=None) -> CropTransforms:
     """Crops for output frames that show footage frames ``indices`` (T,): the footage's own smoothed
     crops (:func:`crop_transforms` over its (M, 68, 2) landmarks in footage order), picked per
     output frame. A looped or ping-ponged clip thus gets exactly the crops training saw, and the
-    crop jumps with the footage at a loop seam instead of lagging behind it."""
-    full = crop_transforms(target_landmarks, size, crop_margin, fps=fps)
+    crop jumps with the footage at a loop seam (or a shot cut, ``cuts``) instead of lagging behind it."""
+    full = crop_transforms(target_landmarks, size, crop_margin, fps=fps, cuts=cuts)
     idx = np.asarray(indices, np.int64)
     return CropTransforms(full.centre[idx], full.side[idx], full.size)
 
@@ -224,7 +228,7 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
     idx = np.asarray(aligned.info.get("target_frames", np.arange(aligned.n_frames)), np.int64)
     if idx.max() >= target.n_frames:
         raise EvpError(f"aligned track uses footage frame {int(idx.max())} but the target track has {target.n_frames}")
-    crops = footage_crops(target.landmarks_2d, idx, size, crop_margin, fps=target.fps)
+    crops = footage_crops(target.landmarks_2d, idx, size, crop_margin, fps=target.fps, cuts=target.info.get("cuts"))
     # frames are streamed (looped / ping-ponged clips revisit footage frames: see FrameSource)
     src = FrameSource(video, target.fps, idx)
     try:

@@ -125,7 +125,8 @@ def iter_rendered(aligned, target, video: str | Path, model: RenderModel,
     idx = check_pair(aligned, target, model)
     if aligned.n_frames == 0:
         return
-    crops = footage_crops(target.landmarks_2d, idx, model.size, model.crop_margin, fps=target.fps)
+    crops = footage_crops(target.landmarks_2d, idx, model.size, model.crop_margin, fps=target.fps,
+                          cuts=target.info.get("cuts"))
     src = FrameSource(video, target.fps, idx)
     model.reset()
     try:

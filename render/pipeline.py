@@ -207,11 +207,56 @@ def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = 
     return res
 
 
+RENDERERS = ("auto", "warp", "gan")
+
+
+def choose_renderer(renderer: str, model_dir: Path | None, cached_finished: bool) -> tuple[str, str]:
+    """("warp" | "gan", why) for ``dub``'s ``--renderer`` (auto: the GAN only when a trained one
+    is given or cached for this target; a CPU cannot train one in the minutes a dub takes)."""
+    if renderer not in RENDERERS:
+        raise EvpError(f"--renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+    if renderer == "warp":
+        if model_dir is not None:
+            raise EvpError("--model is a GAN renderer: use it with --renderer gan or auto, not warp")
+        return "warp", "asked for (--renderer warp)"
+    if renderer == "gan":
+        return "gan", "asked for (--renderer gan)"
+    if model_dir is not None:
+        return "gan", "a trained renderer was given (--model)"
+    if cached_finished:
+        return "gan", "a finished GAN renderer for this footage is cached"
+    return "warp", ("no trained GAN renderer for this footage, and training one takes hours on a CPU: "
+                    "mouths are taken from the footage itself and warped (`--renderer gan` trains one)")
+
+
+def load_target_track(track_path: Path, video: Path, info):
+    """A user's track of ``video`` (``info``: its :func:`~evp_anim.footage.video.probe`), refused
+    with one line when it is another video's (image size or length differ)."""
+    from evp_anim.tracks import load_track
+
+    tr = load_track(track_path)
+    if tuple(tr.image_size) != (info.width, info.height):
+        raise EvpError(f"{track_path} is a track of {tr.image_size[0]}x{tr.image_size[1]} footage "
+                       f"({tr.info.get('video', 'another video')}), but {video.name} is {info.width}x{info.height}: "
+                       f"track this video with `evp-anim track`")
+    want = info.duration_s * tr.fps if info.duration_s else None
+    if want is not None and abs(tr.n_frames - want) > max(3.0, 0.02 * want):
+        raise EvpError(f"{track_path} has {tr.n_frames} frames ({tr.n_frames / tr.fps:.2f} s, "
+                       f"{tr.info.get('video', 'another video')}), but {video.name} lasts {info.duration_s:.2f} s: "
+                       f"it is another video's track; track this one with `evp-anim track`")
+    return tr
+
+
 def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutral", intensity: float = 1.0,
               model_dir: Path | None = None, train_minutes: float = 30.0, length_policy: str = "loop",
               cache_dir: Path | None = None, evp_model: Path | None = None, sfm_dir: Path | None = None,
-              rep=None, command: str = "", precision: str = "auto") -> dict:
-    """Run the whole pipeline; returns the paths used (track, model, aligned track in a temp dir)."""
+              rep=None, command: str = "", precision: str = "auto", renderer: str = "auto",
+              track: Path | None = None, front_end: str = "mfcc", text: str | None = None) -> dict:
+    """Run the whole pipeline; returns the paths used and the renderer chosen (``renderer``, ``why``).
+
+    renderer: auto | warp | gan (:func:`choose_renderer`); track: the footage's track from
+    ``evp-anim track`` (default: tracked now, cached by the video's sha256); front_end / text:
+    as :func:`~evp_anim.models.animate.animate_speech_file`."""
     from evp_anim.emotions import canonical_emotion, check_intensity
     from evp_anim.face.rig import FaceRig
     from evp_anim.footage.alignment import LENGTH_POLICIES, align_tracks
@@ -227,23 +272,37 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     check_precision(precision)      # a wrong --precision is refused before anything runs
     if length_policy not in LENGTH_POLICIES:
         raise EvpError(f"--length-policy must be one of {', '.join(LENGTH_POLICIES)}, got {length_policy!r}")
+    if renderer not in RENDERERS:
+        raise EvpError(f"--renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
     info = probe(target)
+    given_track = load_target_track(Path(track), Path(target), info) if track is not None else None
     fp = video_fingerprint(target)
     cache = (cache_dir or default_target_cache()) / fp[:16]
     cache.mkdir(parents=True, exist_ok=True)
+    mdir = model_dir or (cache / "renderer")
+    finished = False
+    if (mdir / "model.pt").is_file():
+        from .inference import RenderModel
+        finished = bool(RenderModel(mdir).meta.get("finished"))
+    path, why = choose_renderer(renderer, model_dir, finished)
+    rep.info(f"renderer: {path} — {why}")
 
     # 1. animate
     rep.start("animate", description="animate")
     model = EvpModel.load(evp_model or default_model_path())
     # the SFM mean face; align puts the speech's expression on the target's face
-    sp = animate_speech_file(speech, model, spec, FaceRig(sfm_dir))
+    sp = animate_speech_file(speech, model, spec, FaceRig(sfm_dir), front_end=front_end, text=text,
+                             warn=lambda m: rep.info(f"warning: {m}"))
     rep.success(frames=sp.n_frames)
     rep.info(f"animate: {sp.n_frames} frames ({sp.duration:.2f} s, {spec.emotion} {spec.intensity:g})")
 
-    # 2. track (cached)
+    # 2. track (given, or cached)
     track_path = cache / "track.npz"
-    if track_path.is_file():
+    if given_track is not None:
+        track_path = Path(track)
+        rep.info(f"track: {track_path} (given)")
+    elif track_path.is_file():
         rep.info(f"track: cached {track_path}")
     else:
         rep.start("track", total=max(1, int(round(info.duration_s * DEFAULT_FPS))) if info.duration_s else None,
@@ -254,19 +313,17 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
         save_track(tr, track_path)
         rep.success(output=str(track_path))
         rep.info(f"track: {tr.n_frames} frames → {track_path}")
-    tg = load_track(track_path)
+    tg = given_track if given_track is not None else load_track(track_path)
+    _report_shots(tg, rep)
 
     # 3. align
     aligned = align_tracks(sp, tg, identity="target", length_policy=length_policy, sfm_dir=sfm_dir)
     aligned.info["audio"] = str(Path(speech).resolve())
 
-    # 4. render (train the target's renderer first when there is none)
-    mdir = model_dir or (cache / "renderer")
-    model_file = mdir / "model.pt"
-    finished = False
-    if model_file.is_file():
-        from .inference import RenderModel
-        finished = bool(RenderModel(mdir).meta.get("finished"))
+    # 4. render
+    if path == "warp":
+        render_warp(aligned, tg, Path(target), output, audio=Path(speech), rep=rep)
+        return {"track": str(track_path), "model": None, "output": str(output), "renderer": path, "why": why}
     if model_dir is None and not finished:
         rep.info(f"no trained renderer for {Path(target).name} yet: training one now for up to "
                  f"{train_minutes:g} min → {mdir} (reused next time; a real run per target takes longer, "
@@ -278,4 +335,35 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
         aligned_path = Path(tmp) / "aligned.npz"
         save_track(aligned, aligned_path)
         render_dubbed(aligned_path, Path(target), mdir, output, target_track=track_path, audio=Path(speech), rep=rep)
-    return {"track": str(track_path), "model": str(mdir), "output": str(output)}
+    return {"track": str(track_path), "model": str(mdir), "output": str(output), "renderer": path, "why": why}
+
+
+def _report_shots(target, rep: Reporter) -> None:
+    """One line on the footage's shots and the frames without the target's face (left untouched)."""
+    cuts = target.info.get("cuts") or []
+    missing = target.info.get("missing_ranges") or []
+    n_missing = sum(int(b) - int(a) for a, b in missing)
+    if cuts or n_missing:
+        rep.info(f"footage: {len(cuts) + 1} shot(s), cuts at frames {', '.join(str(c) for c in cuts) or 'none'}; "
+                 f"{n_missing} frame(s) without the target's face are left untouched")
+
+
+def render_warp(aligned, target, video: Path, output: Path, audio: Optional[Path] = None,
+                rep: Optional[Reporter] = None) -> int:
+    """The no-training path (:mod:`render.warp_dub`): ``aligned`` (a Track over ``target``'s
+    footage frames) rendered over ``video`` into ``output`` with the speech in ``audio``."""
+    from .warp_dub import MouthLibrary, WarpDubber, render_warped_video
+
+    rep = rep or Reporter()
+    check_video_output(output, "dubbed video")
+    rep.start("mouths", total=target.n_frames, description="footage mouths")
+    lib = MouthLibrary.build(video, target, progress=rep.update)
+    rep.success(frames=len(lib.frames))
+    dubber = WarpDubber(lib)
+    rep.info(f"warp: {len(lib.frames)} footage frames to take mouths from; {dubber.mode}")
+    samples, sr = _load_audio(audio)
+    rep.start("render", total=aligned.n_frames, description="render")
+    n = render_warped_video(aligned, target, video, dubber, output, audio=samples, sample_rate=sr, progress=rep.update)
+    rep.success(output=str(output), frames=n)
+    rep.info(f"wrote {output} ({n} frames, {n / aligned.fps:.2f} s" + (f", audio {audio})" if audio else ", no audio)"))
+    return n

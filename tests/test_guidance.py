@@ -72,6 +72,17 @@ def test_crop_is_smoothed_over_time_against_landmark_jitter():
     assert np.std(np.diff(crops.centre, axis=0)) < 0.3 * np.std(np.diff(raw, axis=0))
 
 
+def test_crop_jumps_with_a_shot_cut_instead_of_trailing_across_it():
+    lm = np.repeat(_face_lm()[None], 40, 0)
+    lm[20:] += [150.0, 40.0]                                              # another framing after the cut
+    trailing = crop_transforms(lm, 256)
+    cut = crop_transforms(lm, 256, cuts=[20])
+    target = cut.centre[25]
+    assert np.linalg.norm(trailing.centre[20] - target) > 50              # smoothed across: lags behind
+    assert np.linalg.norm(cut.centre[20] - target) < 1e-6                 # reset at the cut
+    assert np.allclose(cut.centre[:20], crop_transforms(lm[:20], 256).centre)
+
+
 def test_paste_back_of_the_unchanged_crop_returns_the_frame():
     lm = _face_lm()
     frame = _frame()

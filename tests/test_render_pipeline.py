@@ -206,7 +206,7 @@ def test_dub_end_to_end_trains_a_missing_renderer_then_reuses_it(target, tmp_pat
     for k in range(2):
         out = tmp_path / f"dub{k}.mp4"
         r = subprocess.run([sys.executable, "-m", "evp_anim", "dub", str(speech), str(target["video"]), "--emotion",
-                            "sad", "-o", str(out), "--train-minutes", "0.1", "--cache-dir", str(cache)],
+                            "sad", "-o", str(out), "--renderer", "gan", "--train-minutes", "0.1", "--cache-dir", str(cache)],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert ("training one now" in r.stderr) == (k == 0)
