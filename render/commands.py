@@ -15,7 +15,7 @@ import typer
 from evp_anim.cli_common import SfmDirOpt, reporter, sfm
 from evp_anim.errors import EvpError
 
-from .pipeline import check_video_output, dub_video, evaluate_renderer, render_dubbed, train_target
+from .pipeline import check_video_output, dub_video, evaluate_renderer, evaluate_warp, render_dubbed, train_target
 
 render_app = typer.Typer(help="The edge-to-video renderer: train one per target video, then render with it.",
                          no_args_is_help=True)
@@ -79,8 +79,13 @@ def run(
 
 
 def eval_video(
-    model: Path = typer.Argument(..., help="Model folder from `evp-anim render train`."),
+    model: Optional[Path] = typer.Argument(None, help="Model folder from `evp-anim render train` "
+                                           "(none with --warp)."),
     target: Path = typer.Option(..., "--target", help="The footage the model was trained on."),
+    warp: bool = typer.Option(False, "--warp", help="Score the no-training warp path instead of a GAN model: "
+                              "the held-out end rebuilt from mouths of the frames before it (needs --target-track)."),
+    holdout: float = typer.Option(0.1, "--holdout", min=0.01, max=0.5, help="--warp: fraction of the footage "
+                                  "(its end) to rebuild."),
     target_track: Optional[Path] = typer.Option(None, "--target-track", help="Its track (default: the one "
                                                 "saved with the model)."),
     frames_out: Optional[Path] = typer.Option(None, "--frames-out", help="Also write generated | real PNGs "
@@ -94,6 +99,15 @@ def eval_video(
 ) -> None:
     """Self-reenactment metrics on the held-out end of the footage: SSIM, PSNR, mouth LD, flicker, FID."""
     _threads(threads)
+    if warp:
+        if model is not None:
+            raise EvpError("--warp scores the no-training path: give no model folder with it")
+        if target_track is None:
+            raise EvpError("--warp needs --target-track (the footage's track from `evp-anim track`)")
+        evaluate_warp(target, target_track, holdout=holdout, frames_out=frames_out, json_out=json_out, rep=reporter())
+        return
+    if model is None:
+        raise EvpError("give the model folder from `evp-anim render train` (or --warp for the no-training path)")
     evaluate_renderer(model, target, target_track, frames_out=frames_out, fid_weights=fid_weights,
                       json_out=json_out, prev_blur=prev_blur, rep=reporter())
 

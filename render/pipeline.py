@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from evp_anim.errors import EvpError
 from evp_anim.progress import Reporter
 
@@ -158,7 +160,6 @@ def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = 
                       rep: Optional[Reporter] = None) -> dict:
     """Self-reenactment metrics of the model in ``model`` on the held-out end of ``target``
     (:func:`render.video_metrics.evaluate_holdout`); reports them, also as JSON to ``json_out``."""
-    from evp_anim.atomic import write_text_atomic
     from evp_anim.tracks import load_track
 
     from .inference import RenderModel
@@ -177,6 +178,22 @@ def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = 
     res["model"] = str(model)
     res["train_seconds"] = m.meta.get("train_seconds")
     res["train_steps"] = m.meta.get("steps")
+    _report_figures(res, f"model trained {res['train_steps']} steps / {(res['train_seconds'] or 0) / 60:.1f} min", rep)
+    _write_json(json_out, res)
+    return res
+
+
+def _write_json(path: Optional[Path], res: dict) -> None:
+    from evp_anim.atomic import write_text_atomic
+
+    if path is not None:
+        # allow_nan=False: a NaN or infinity that slipped past finite_or_null fails here, never
+        # becomes the invalid JSON token NaN in the file
+        write_text_atomic(path, json.dumps(res, indent=2, allow_nan=False))
+
+
+def _report_figures(res: dict, what: str, rep: Reporter) -> None:
+    """The self-reenactment figures as a success event and a few plain lines."""
     rep.success(**{k: v for k, v in res.items() if isinstance(v, (int, float, str, dict)) or v is None})
     why = res.get("null_reasons", {})
 
@@ -189,21 +206,34 @@ def evaluate_renderer(model: Path, target: Path, target_track: Optional[Path] = 
 
     lines = [
         f"held-out frames {res['first_frame']}..{res['first_frame'] + res['frames'] - 1} ({res['frames']}), "
-        f"{res['size']}x{res['size']} crops, model trained {res['train_steps']} steps / "
-        f"{(res['train_seconds'] or 0) / 60:.1f} min",
+        f"{res['size']}x{res['size']} crops, {what}",
         f"SSIM {fig('ssim', '.4f')} (min {fig('ssim_min', '.4f')})   PSNR {fig('psnr_db', '.2f', ' dB')}   "
         f"(face region only: SSIM {fig('ssim_face', '.4f')}, PSNR {fig('psnr_face_db', '.2f', ' dB')})",
         f"mouth landmark distance (dlib re-detected vs driving) {fig('mouth_ld_px', '.2f', ' px')} "
-        f"[real frames: {fig('mouth_ld_real_px', '.2f', ' px')}]; frames without a face {res['frames_without_face']}",
+        f"[real frames: {fig('mouth_ld_real_px', '.2f', ' px')}]; lip-gap correlation {fig('mouth_open_corr', '.3f')} "
+        f"[real frames: {fig('mouth_open_corr_real', '.3f')}]; frames without a face {res['frames_without_face']}",
         f"temporal flicker {fig('flicker', '.2f', ' levels')} (real frame-to-frame change {fig('real_motion', '.2f')})",
-        f"FID {res['fid']:.2f}" if res["fid"] is not None else
+        f"FID {res['fid']:.2f}" if res.get("fid") is not None else
         "FID: not computed (pass --fid-weights with a TorchScript Inception; none can be downloaded here)",
     ]
     rep.info("\n".join(lines))
-    if json_out is not None:
-        # allow_nan=False: a NaN or infinity that slipped past finite_or_null fails here, never
-        # becomes the invalid JSON token NaN in the file
-        write_text_atomic(json_out, json.dumps(res, indent=2, allow_nan=False))
+
+
+def evaluate_warp(target: Path, target_track: Path, holdout: float = 0.1, frames_out: Optional[Path] = None,
+                  json_out: Optional[Path] = None, rep: Optional[Reporter] = None) -> dict:
+    """Self-reenactment figures of the no-training warp path on the last ``holdout`` of ``target``
+    (:func:`render.video_metrics.evaluate_warp_holdout`), reported like :func:`evaluate_renderer`."""
+    from evp_anim.footage.video import probe
+
+    from .video_metrics import evaluate_warp_holdout
+
+    rep = rep or Reporter()
+    tr = load_target_track(target_track, target, probe(target))
+    n = tr.n_frames - int(np.floor(tr.n_frames * (1.0 - holdout)))
+    rep.start("eval-video", total=n, description="held-out frames")
+    res = evaluate_warp_holdout(tr, target, holdout=holdout, frames_out=frames_out, progress=rep.update)
+    _report_figures(res, f"warp path, {res['library_frames']} earlier frames to take mouths from ({res['mode']})", rep)
+    _write_json(json_out, res)
     return res
 
 

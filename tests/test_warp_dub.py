@@ -147,3 +147,18 @@ def test_dub_cli_warp_end_to_end_and_bad_inputs(footage, tmp_path):
         err = r.stderr.strip().splitlines()
         assert r.returncode != 0 and len(err) == 1 and msg in err[0], r.stderr
         assert not bad.exists()
+
+
+def test_eval_video_warp_cli_reports_and_writes_json(footage, tmp_path):
+    import json
+    out = tmp_path / "warp.json"
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "eval-video", "--warp", "--target", str(footage["video"]),
+                        "--target-track", str(footage["track_path"]), "--holdout", "0.2", "--json", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "warp path, 80 earlier frames" in r.stderr and "face region only" in r.stderr
+    res = json.loads(out.read_text())
+    assert res["frames"] == 20 and res["psnr_face_db"] > 26
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "eval-video", "--warp", "--target", str(footage["video"])],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --warp needs --target-track (the footage's track from `evp-anim track`)"
