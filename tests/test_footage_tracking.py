@@ -231,3 +231,39 @@ def test_cli_footage_synth_writes_video_and_ground_truth(tmp_path, sfm_dir):
     assert (info["frames"], info["width"], info["height"]) == (4, 160, 128)
     tr = load_track(tmp_path / "syn.npz")
     assert tr.n_frames == 4 and tr.image_size == (160, 128) and tr.landmarks_3d is not None
+
+
+def test_vertical_footage_is_tracked_upright_at_full_resolution(footage, tmp_path):
+    _, truth, frames = footage
+    video = tmp_path / "tall.mp4"
+    with open_video_writer(video, 25, (384, 684)) as w:   # a phone held upright: 9:16
+        for f in frames[:3]:
+            canvas = np.full((684, 384, 3), 90, np.uint8)
+            canvas[150:534] = f
+            w.write(canvas)
+    from evp_anim.footage.tracking import track_video
+    res = track_video(video)
+    assert res.image_size == (384, 684) and res.valid.all() and res.info["cuts"] == []
+    err = np.linalg.norm(res.landmarks - (truth.landmarks_2d[:3] + np.array([0.0, 150.0])), axis=2)
+    assert np.median(err[:, 17:]) < 4.5
+
+
+def test_a_cut_to_another_framing_of_the_same_face_is_not_smoothed_across(footage):
+    _, truth, frames = footage
+    # frames 0-19 as shot; from frame 20 a closer framing of the same person (a cut, x1.5 and 50 px
+    # to the right); from frame 25 the same framing 70 px further right (a jump cut: only suspected)
+    z, dx = 1.5, np.array([(1 - 1.5) * 192 + 50, (1 - 1.5) * 176])
+    close = np.float32([[z, 0, dx[0]], [0, z, dx[1]]])
+    right = close + np.float32([[0, 0, 70], [0, 0, 0]])
+    clip = (list(frames[:20]) + [cv2.warpAffine(f, close, (384, 384), borderMode=cv2.BORDER_REFLECT) for f in frames[20:25]]
+            + [cv2.warpAffine(f, right, (384, 384), borderMode=cv2.BORDER_REFLECT) for f in frames[25:30]])
+    want = np.concatenate([truth.landmarks_2d[:20], z * truth.landmarks_2d[20:25] + dx,
+                           z * truth.landmarks_2d[25:30] + dx + np.array([70.0, 0.0])])
+    res = track_frames(clip)
+    assert res.info["cuts"] == [20] and res.info["suspected_cuts"] == [25] and res.valid.all()
+    assert res.info["identity"]["accepted_max"] < 0.35   # the same person, found again after the cut
+    err = np.linalg.norm(res.landmarks - want, axis=2)[:, 17:].mean(1)
+    # dlib's few-px landmark offsets grow with the face; smoothing across the cut or the jump
+    # would pull these frames by tens of px
+    limit = np.where(np.arange(30) < 20, 4.5, 4.5 * z)
+    assert (err[17:28] < limit[17:28]).all(), err[17:28]

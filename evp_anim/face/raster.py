@@ -781,10 +781,13 @@ class FaceRenderer:
     preview and the contact sheet use) takes GL when a context can be made and numpy otherwise;
     the environment variable ``EVP_ANIM_RASTER=numpy`` turns "auto" into numpy. :attr:`backend_used`
     says which one the last :meth:`render` took.
+
+    ``skin``: the skin's albedo, BGR in [0, 1] (or 0-255 integers); the default is
+    :data:`SKIN_BGR` (the synthetic film clip gives its two people different skin tones).
     """
 
     def __init__(self, rig, supersample: int = 2, background=(40, 40, 40), backend: str = "numpy",
-                 parts: bool = False):
+                 parts: bool = False, skin=SKIN_BGR):
         if backend not in ("auto", "gl", "numpy"):
             raise EvpError(f"backend must be 'auto', 'gl' or 'numpy', got {backend!r}")
         self.rig = rig
@@ -814,7 +817,7 @@ class FaceRenderer:
         parts_h = eye_side if self.parts else 0
         width = max(tex_w, eye_side + 5 * (_SWATCH + 4)) if self.parts else tex_w
         tex = np.empty((tex_h + strip_h + parts_h, width, 3), np.float32)
-        tex[:] = SKIN_BGR
+        tex[:] = _as_bgr_float(skin, "skin")   # lips, eyes and brows are painted over it
         self._paint_face(tex[:tex_h], self._to_tex(lm), painted_eyes=not self.parts)
         ramp = np.clip((np.arange(strip_h) - 14.0) / 6.0, 0.0, 1.0)[:, None, None]
         tex[tex_h:tex_h + strip_h] = ((1.0 - ramp) * np.asarray(TEETH_BGR, np.float32)

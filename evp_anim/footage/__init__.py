@@ -8,5 +8,7 @@ Modules, in data-flow order:
 * :mod:`.fitting` — SFM fit: one identity per video (eos), pose + expression per frame.
 * :mod:`.alignment` — EVP Eq. 8: speech landmarks posed with the target's head motion.
 * :mod:`.synthetic` — rendered SFM-head footage with ground-truth tracks (tests, renderer).
+* :mod:`.film_clip` — a film-like synthetic clip (two people, cuts, a held blink, a 40° turn)
+  with exact ground truth, for testing tracking on film footage.
 * :mod:`.overlay` — landmarks drawn over the footage, for checking by eye.
 """

@@ -537,7 +537,13 @@ def fit_landmarks(landmarks_2d: np.ndarray, image_size: tuple[int, int], sfm_dir
     Args:
         landmarks_2d: (T, 68, 2) px; image_size: (width, height) px.
         identity: (63,) to skip the eos identity fit (e.g. known, or from another clip).
-        valid: (T,) bool, frames with a detected face (the identity is fitted on those only).
+        valid: (T,) bool, frames with a detected face (the identity is fitted on those only:
+            with :func:`~.tracking.track_frames`, the frames showing the chosen person, so one
+            person gives one identity whatever else the clip shows).
+
+    Pose and expression are fitted per frame, independently (no smoothing in time here), so
+    nothing crosses a shot cut; the frames where the face is absent get a fit of their filled-in
+    landmarks, for continuity only.
     """
     from ..face.rig import FaceRig
 
@@ -608,6 +614,8 @@ def track_footage(video: str | Path, sfm_dir: str | Path, tracker_options=None, 
                   fps: float = DEFAULT_FPS, progress=None):
     """The whole target-footage stage: decode at ``fps``, track 68 landmarks, fit the SFM -> Track.
 
+    ``tracker_options`` (:class:`~.tracking.TrackerOptions`) choose the person to follow; the
+    Track's info carries the tracking's cuts, shots, absent frames and their explanations.
     ``progress(done_frames)`` is called while tracking. Raises EvpError for unusable footage.
     """
     from .tracking import track_video

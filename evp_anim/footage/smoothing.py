@@ -3,7 +3,7 @@
 A first-order low-pass whose cut-off rises with the signal's speed: when a landmark sits still
 the cut-off is low and jitter is removed; when the head moves fast the cut-off rises, so the
 filtered points do not lag behind real motion. Also :func:`interpolate_missing` for frames where
-no face was found.
+no face was found (within each shot: never across a cut).
 """
 
 from __future__ import annotations
@@ -63,12 +63,18 @@ def one_euro(x: np.ndarray, fps: float, min_cutoff: float = 1.0, beta: float = 4
     return out
 
 
-def interpolate_missing(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def interpolate_missing(x: np.ndarray, valid: np.ndarray, cuts=()) -> np.ndarray:
     """Fill frames where ``valid`` is False by linear interpolation in time (ends are held).
+
+    With ``cuts`` (frame indices where a new shot starts) each shot is filled on its own, never
+    from another shot's frames; a shot without any valid frame holds, frame by frame, the
+    nearest valid frame of the clip (it shows no face to follow; the values only keep the
+    track continuous).
 
     Args:
         x: (T, ...) values (anything for invalid frames).
         valid: (T,) bool, at least one True.
+        cuts: frame indices (0 < c < T) where shots start.
     Returns:
         (T, ...) float64 with invalid frames replaced.
     """
@@ -78,10 +84,23 @@ def interpolate_missing(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         raise EvpError("no valid frame to interpolate from")
     if valid.all():
         return x.copy()
-    t = np.arange(len(valid))
+    n = len(valid)
+    edges = [0] + sorted(int(c) for c in set(cuts) if 0 < int(c) < n) + [n]
+    flat = x.reshape(n, -1)
+    out = flat.copy()
     good = np.flatnonzero(valid)
-    flat = x.reshape(len(valid), -1)
-    out = np.empty_like(flat)
-    for j in range(flat.shape[1]):
-        out[:, j] = np.interp(t, good, flat[good, j])
+    for a, b in zip(edges[:-1], edges[1:]):
+        v = valid[a:b]
+        if v.all():
+            continue
+        if v.any():
+            t = np.arange(a, b)
+            g = a + np.flatnonzero(v)
+            for j in range(flat.shape[1]):
+                out[a:b, j] = np.interp(t, g, flat[g, j])
+        else:
+            t = np.arange(a, b)
+            pos = np.clip(np.searchsorted(good, t), 1, max(len(good) - 1, 1))
+            before, after = good[np.clip(pos - 1, 0, len(good) - 1)], good[np.clip(pos, 0, len(good) - 1)]
+            out[a:b] = flat[np.where(np.abs(t - before) <= np.abs(after - t), before, after)]
     return out.reshape(x.shape)

@@ -159,11 +159,16 @@ def _rich_weights(t: np.ndarray, channels: tuple[str, ...], rng: np.random.Gener
     return w
 
 
-def _background(cfg: SyntheticFootageConfig, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8 BGR: a wall gradient with a picture frame and a shelf (edges for Canny)."""
-    h, w = cfg.height, cfg.width
+def draw_background(width: int, height: int, rng: np.random.Generator,
+                    base_bgr: tuple[float, float, float] = (150, 160, 165)) -> np.ndarray:
+    """(H, W, 3) uint8 BGR: a wall gradient with a picture frame and a shelf (edges for Canny).
+
+    The wall's colour is ``base_bgr`` (0-255) jittered by ±20 per channel from ``rng``; the film
+    clip (:mod:`evp_anim.footage.film_clip`) passes a different base per shot.
+    """
+    h, w = height, width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.array([150, 160, 165], np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
+    base = np.array(base_bgr, np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
     img = base + (xx / w - 0.5)[..., None] * 40 - (yy / h)[..., None] * 30
     img = np.clip(img, 0, 255).astype(np.uint8)
     cv2.rectangle(img, (int(0.05 * w), int(0.08 * h)), (int(0.22 * w), int(0.35 * h)), (60, 90, 120), 3)
@@ -173,24 +178,77 @@ def _background(cfg: SyntheticFootageConfig, rng: np.random.Generator) -> np.nda
     return img
 
 
-def _body(img: np.ndarray, lm2d: np.ndarray, skin_bgr: tuple[int, int, int]) -> None:
-    """Draw hair behind the head and neck/shoulders under it, from the frame's landmarks (in place)."""
+HAIR_BGR = (30, 35, 45)
+SHIRT_BGR = (70, 50, 40)
+
+
+def draw_body(img: np.ndarray, lm2d: np.ndarray, skin_bgr: tuple[int, int, int],
+              hair_bgr: tuple[int, int, int] = HAIR_BGR, shirt_bgr: tuple[int, int, int] = SHIRT_BGR,
+              hair: str = "cap", shoulders_y: float | None = None) -> None:
+    """Draw hair behind the head and neck/shoulders under it, from the frame's (68, 2) px
+    landmarks ``lm2d`` (in place; colours are 0-255 BGR; ``skin_bgr`` is the face's, the neck gets
+    0.8 of it).
+
+    hair: "cap" (a dark cap over the forehead, wider than the face) or "long" (the cap plus hair
+    falling behind the face to below the chin). shoulders_y: px row of the shoulders' base; None
+    puts it at the frame's bottom edge (a person in the foreground); a smaller value (a person
+    further back) adds the torso from the shoulders down to the bottom edge.
+    """
+    if hair not in ("cap", "long"):
+        raise EvpError(f"hair must be 'cap' or 'long', got {hair!r}")
     h, w = img.shape[:2]
+    base = float(h if shoulders_y is None else shoulders_y)
     jaw = lm2d[:17]
     cx = float(jaw[:, 0].mean())
     width = float(np.linalg.norm(jaw[16] - jaw[0]))
     top = float(lm2d[17:27, 1].min())
     chin = lm2d[8]
+    if hair == "long":
+        # drawn first, so neck and shoulders lie over its lower end and the face over its middle
+        cv2.ellipse(img, (int(cx), int(0.5 * (top + chin[1]) - 0.05 * width)),
+                    (int(0.72 * width), int(0.5 * (chin[1] - top) + 0.55 * width)), 0, 0, 360,
+                    hair_bgr, -1, cv2.LINE_AA)
     # shoulders and a neck under the chin
     neck_w = 0.32 * width
-    cv2.ellipse(img, (int(cx), int(h + 0.15 * width)), (int(1.3 * width), int(0.55 * width)), 0, 180, 360,
-                (70, 50, 40), -1, cv2.LINE_AA)
+    cv2.ellipse(img, (int(cx), int(base + 0.15 * width)), (int(1.3 * width), int(0.55 * width)), 0, 180, 360,
+                shirt_bgr, -1, cv2.LINE_AA)
+    if base + 0.15 * width < h:
+        cv2.rectangle(img, (int(cx - 1.3 * width), int(base + 0.15 * width)), (int(cx + 1.3 * width), h),
+                      shirt_bgr, -1, cv2.LINE_AA)
     pts = np.array([[chin[0] - neck_w, chin[1] - 0.2 * width], [chin[0] + neck_w, chin[1] - 0.2 * width],
-                    [cx + 1.1 * neck_w, h], [cx - 1.1 * neck_w, h]], np.int32)
+                    [cx + 1.1 * neck_w, base], [cx - 1.1 * neck_w, base]], np.int32)
     cv2.fillPoly(img, [pts], tuple(int(0.8 * c) for c in skin_bgr), cv2.LINE_AA)
     # hair: a dark cap over the forehead, wider than the face
     cv2.ellipse(img, (int(cx), int(top + 0.05 * width)), (int(0.62 * width), int(0.42 * width)), 0, 180, 360,
-                (30, 35, 45), -1, cv2.LINE_AA)
+                hair_bgr, -1, cv2.LINE_AA)
+
+
+def face_renderers(rig, skin_bgr: tuple[float, float, float] | None = None) -> tuple:
+    """The two :class:`~evp_anim.face.raster.FaceRenderer` (over black, over white) that
+    :func:`face_layer` needs, at 2x supersampling; ``skin_bgr`` (0-255 BGR, default the
+    renderer's) colours the skin."""
+    from ..face.raster import FaceRenderer
+
+    kw = {} if skin_bgr is None else {"skin": tuple(float(c) / 255.0 for c in skin_bgr)}
+    return (FaceRenderer(rig, supersample=2, background=(0, 0, 0), **kw),
+            FaceRenderer(rig, supersample=2, background=(255, 255, 255), **kw))
+
+
+def face_layer(renderers: tuple, width: int, height: int, **render_kw) -> tuple[np.ndarray, np.ndarray]:
+    """One face as a layer: (colour (H, W, 3) float32 0-255 BGR premultiplied by coverage,
+    alpha (H, W, 1) float32 in [0, 1]).
+
+    ``renderers`` from :func:`face_renderers`; ``render_kw`` go to ``FaceRenderer.render``
+    (identity, weights, rotation, scale, translation); the square render of side max(W, H) is
+    cropped to (H, W). Composite with ``below * (1 - alpha) + colour``.
+    """
+    black, white = renderers
+    side = max(width, height)
+    a = black.render(size=side, **render_kw)[:height, :width].astype(np.float32)
+    b = white.render(size=side, **render_kw)[:height, :width].astype(np.float32)
+    # two backgrounds give the coverage exactly: b - a = 255 * (1 - alpha)
+    alpha = np.clip(1.0 - (b - a).mean(axis=2, keepdims=True) / 255.0, 0.0, 1.0)
+    return a, alpha
 
 
 def render_synthetic_frames(cfg: SyntheticFootageConfig, sfm_dir: str | Path):
@@ -200,7 +258,7 @@ def render_synthetic_frames(cfg: SyntheticFootageConfig, sfm_dir: str | Path):
     """
     from ..face.channels import RIG_CHANNELS
     from ..face.projection import project
-    from ..face.raster import SKIN_BGR, FaceRenderer
+    from ..face.raster import SKIN_BGR
     from ..face.rig import FaceRig
 
     cfg.validate()
@@ -212,21 +270,15 @@ def render_synthetic_frames(cfg: SyntheticFootageConfig, sfm_dir: str | Path):
     motion = synthetic_motion(cfg, RIG_CHANNELS, jaw_mm)
     lm3d = rig.landmarks_3d(identity, motion["weights"].astype(np.float32))
     lm2d = project(lm3d, motion["rotation"], motion["translation"], motion["scale"])
-    black = FaceRenderer(rig, supersample=2, background=(0, 0, 0))
-    white = FaceRenderer(rig, supersample=2, background=(255, 255, 255))
-    bg = _background(cfg, rng)
-    side = max(cfg.width, cfg.height)
+    renderers = face_renderers(rig)
+    bg = draw_background(cfg.width, cfg.height, rng)
     skin = tuple(int(255 * c) for c in SKIN_BGR)
     for i in range(cfg.n_frames):
-        kw = dict(identity=identity, weights=motion["weights"][i].astype(np.float32),
-                  rotation=motion["rotation"][i], size=side, scale=float(motion["scale"][i]),
-                  translation=motion["translation"][i])
-        a = black.render(**kw)[:cfg.height, :cfg.width].astype(np.float32)
-        b = white.render(**kw)[:cfg.height, :cfg.width].astype(np.float32)
-        # two backgrounds give the coverage exactly: b - a = 255 * (1 - alpha)
-        alpha = np.clip(1.0 - (b - a).mean(axis=2, keepdims=True) / 255.0, 0.0, 1.0)
+        a, alpha = face_layer(renderers, cfg.width, cfg.height, identity=identity,
+                              weights=motion["weights"][i].astype(np.float32), rotation=motion["rotation"][i],
+                              scale=float(motion["scale"][i]), translation=motion["translation"][i])
         frame = bg.copy()
-        _body(frame, lm2d[i], skin)
+        draw_body(frame, lm2d[i], skin)
         out = frame.astype(np.float32) * (1.0 - alpha) + a
         yield np.clip(out + 0.5, 0, 255).astype(np.uint8), i
     track = Track.new(
