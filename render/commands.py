@@ -1,4 +1,5 @@
-"""CLI commands of the renderer: ``render train``, ``render run``, ``dub``, ``eval-video``.
+"""CLI commands of the renderer: ``render train``, ``render pretrain`` (the generic warm start,
+:mod:`render.pretrain`), ``render run``, ``dub``, ``eval-video``.
 
 Registered explicitly in :mod:`evp_anim.cli` (``register(app)``). Each command parses its options and calls
 the library function in :mod:`render.pipeline` (which keeps its heavy imports inside it).
@@ -49,14 +50,69 @@ def train(
                                   "Losses stay float32."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", hidden=True,
                                         help="Old spelling of --precision bf16 / fp32."),
+    init: str = typer.Option("auto", "--init", help="Generator to start from: a model folder (or its model.pt) "
+                             "from `evp-anim render pretrain` (a generic face renderer) or another target's; "
+                             "auto: the shipped assets/render_warmstart.pt when present and of this --size, else "
+                             "random weights; none: random weights. Same --size and generator required. Ignored "
+                             "when resuming a checkpoint in -o."),
+    cold: bool = typer.Option(False, "--cold", help="Start from random weights (same as --init none)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
 ) -> None:
-    """Train the edge-to-video renderer for one target video (per-target, as in EVP)."""
+    """Train the edge-to-video renderer for one target video (per-target, as in EVP).
+
+    Starts from a generic face renderer (--init, or the shipped assets/render_warmstart.pt made by
+    `evp-anim render pretrain`) when there is one of this --size, else from random weights.
+    """
     _threads(threads)
     if bf16 is not None:     # the old flag, kept so existing scripts run
         precision = "bf16" if bf16 else "fp32"
+    if cold:
+        if init.lower() not in ("auto", "none"):
+            raise EvpError(f"--cold and --init {init} contradict each other: give one of them")
+        init = "none"
     train_target(video, track, output, size, minutes, steps, holdout, batch, lr, gan_start, preview_every,
-                 precision=precision, rep=reporter())
+                 precision=precision, rep=reporter(), init=init)
+
+
+@render_app.command("pretrain")
+def pretrain(
+    output: Path = typer.Option(..., "-o", "--output", help="Model folder to write (resumes if it holds a "
+                                "checkpoint; the footage goes to its footage/ folder)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", min=0.05, help="Training time budget, footage "
+                                            "making not counted (default 30 unless --steps is given)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training step budget."),
+    targets: int = typer.Option(6, "--targets", min=1, help="Synthetic footages (identities) to make and train on."),
+    frames: int = typer.Option(400, "--frames", min=12, help="Frames per footage (25 fps; ~0.25 s each to "
+                               "render and track on a CPU core)."),
+    size: int = typer.Option(256, "--size", help="Face crop size in px: per-target runs need the same one."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the footages (identities, motion, sizes, colour casts) "
+                             "and of the training."),
+    batch: int = typer.Option(2, "--batch", min=1, help="Clips of 3 frames per step (each from one target)."),
+    lr: float = typer.Option(5e-4, "--lr", min=1e-6, help="Generator learning rate (decays to 10%)."),
+    gan_start: float = typer.Option(0.9, "--gan-start", min=0.0, max=1.0, help="Fraction of the budget trained "
+                                    "on L1 + SSIM alone before the discriminators join (1: no GAN)."),
+    preview_every: int = typer.Option(200, "--preview-every", min=0, help="Steps between preview PNGs (0: none)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (as `render train`)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    sfm_dir: Optional[Path] = SfmDirOpt,
+) -> None:
+    """Pre-train a generic face renderer on synthetic footage: the warm start of `render train`.
+
+    Makes --targets synthetic footages (identities, head motion, face and frame sizes, colour casts)
+    in OUTPUT/footage/, tracks each as a real target is, and trains one renderer on all of them.
+
+    OUTPUT/model.pt is a warm start (`render train VIDEO --track T -o DIR --init OUTPUT`),
+    not a dubbing model: `render run` refuses it.
+
+    The shipped assets/render_warmstart.pt is made by (then copy OUTPUT/model.pt there):
+    evp-anim render pretrain -o /tmp/warm --minutes 30 --targets 6 --frames 400 --size 256 --seed 0
+    """
+    from .pretrain import pretrain_generic
+
+    _threads(threads)
+    pretrain_generic(output, minutes=minutes, steps=steps, targets=targets, frames=frames, size=size, seed=seed,
+                     batch=batch, lr=lr, gan_start=gan_start, preview_every=preview_every, precision=precision,
+                     sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]))
 
 
 @render_app.command("run")

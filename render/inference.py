@@ -63,7 +63,12 @@ class RenderModel:
         self._prev: torch.Tensor | None = None
 
     def check_target(self, video: str | Path, fingerprint: str | None = None) -> None:
-        """Refuse footage other than the one this model was trained on."""
+        """Refuse footage other than the one this model was trained on (and any footage for a generic
+        warm-start renderer, which was trained for none: :mod:`render.warmstart`)."""
+        if self.meta.get("generic"):
+            name = Path(video).name
+            raise EvpError(f"{self.path} is a generic warm-start renderer, not trained for {name}: train it on this "
+                           f"footage with `evp-anim render train {name} --track TRACK -o MODEL_DIR --init {self.path}`")
         fp = fingerprint or video_fingerprint(video)
         want = self.meta["fingerprint"]
         if fp != want:

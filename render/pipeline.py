@@ -53,8 +53,14 @@ def default_target_cache() -> Path:
 def train_target(video: Path, track_path: Path, output: Path, size: int = 256, minutes: Optional[float] = None,
                  steps: Optional[int] = None, holdout: float = 0.1, batch: int = 2, lr: float = 5e-4,
                  gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100,
-                 precision: str = "auto", rep: Optional[Reporter] = None) -> dict:
+                 precision: str = "auto", rep: Optional[Reporter] = None, init="auto") -> dict:
     """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta.
+
+    ``init`` (:mod:`render.warmstart`): "auto" (the shipped generic renderer
+    ``assets/render_warmstart.pt`` when present and of this ``size``, else random weights), "none"
+    (random weights), or a model folder / model file to start the generator from (same size and
+    generator, else one EvpError line). One line says which ("warm start: …" / "cold start: …");
+    resuming a checkpoint in ``output`` ignores ``init`` and says so. ``meta["init"]`` records it.
 
     ``precision``: auto | fp32 | bf16 (:func:`render.trainer.choose_precision`; the choice and why
     is one line). While training, a line with steps/s and the ETA comes once the speed is known and
@@ -64,7 +70,8 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     from evp_anim.tracks import load_track
 
     from .data import TargetFrames, video_fingerprint
-    from .trainer import RenderTrainConfig, RenderTrainer, choose_precision
+    from .trainer import CHECKPOINT_FILE, RenderTrainConfig, RenderTrainer, choose_precision
+    from .warmstart import resolve_init
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun only rank 0 reports
@@ -73,11 +80,18 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
         minutes = 60.0
     if output.exists() and not output.is_dir():
         raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
+    RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start).validate()
+    resuming = (output / CHECKPOINT_FILE).is_file()
+    # a bad --init is refused before anything is timed or decoded (resuming ignores it)
+    warm, init_line = ((None, None) if resuming else
+                       resolve_init(init, size, RenderTrainConfig(size=size).gen_config().to_dict()))
     bf16, why = choose_precision(precision, size)
     cfg = RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start,
                             preview_every=preview_every, checkpoint_every=checkpoint_every, bf16=bf16)
     cfg.validate()
     rep.info(why)
+    if not resuming:
+        rep.info(init_line)
     target = load_track(track_path)
     fp = video_fingerprint(video)
     rep.start("render-train-frames", total=target.n_frames, description="decode footage")
@@ -98,13 +112,19 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
         if line:
             rep.info(line)
 
-    trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress)
+    trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress,
+                            init=warm, init_why=None if warm or resuming else init_line.split(": ", 1)[1])
     if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
         from evp_anim.atomic import write_bytes_atomic
         output.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(output / "target_track.npz", track_path.read_bytes())
     if trainer.resumed:
-        rep.info(f"resuming {output} at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)")
+        given = ("" if init is None or str(init).lower() == "auto" else
+                 f"; --init {init} ignored: the checkpoint's weights win")
+        rec = trainer.init_record or {}
+        began = (f", started from {rec.get('path')}" if rec.get("kind") == "warm" else
+                 ", started from random weights" if rec.get("kind") == "cold" else "")
+        rep.info(f"resuming {output} at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained{began}){given}")
     rep.start("render-train", description="train renderer")
     meta = trainer.run()
     rep.success(output=str(output), steps=meta["steps"], seconds=meta["train_seconds"])

@@ -30,6 +30,15 @@ speed: :class:`TrainingPace` (steps/s, ETA, and a warning when the budget allows
 
 Under ``torchrun --standalone --nproc_per_node N`` each rank draws its own clips, gradients are
 averaged with all-reduce (gloo on CPU) and rank 0 writes the files.
+
+Warm start (:mod:`render.warmstart`): ``init`` (a :class:`~render.warmstart.WarmStart`) loads a
+generator's weights before step 0 (discriminators and optimisers start fresh); a resumed checkpoint
+ignores it (``init_ignored``). ``meta["init"]`` records what the run started from.
+
+Generic renderer (:mod:`render.pretrain`): ``frames`` may be a
+:class:`~render.multi_frames.MultiTargetFrames` (several synthetic targets): each clip is drawn from
+one target (a target first, uniformly, then a clip in its training frames), and the meta says
+``generic`` with no video fingerprint (``render run`` refuses such a model; it is a warm start).
 """
 
 from __future__ import annotations
@@ -230,15 +239,20 @@ def _agree(value: float, world: int) -> float:
 
 # ---------------------------------------------------------------------- the run
 class RenderTrainer:
-    """Trains (or resumes training) a renderer for one target video.
+    """Trains (or resumes training) a renderer for one target video (or, given a
+    :class:`~render.multi_frames.MultiTargetFrames`, a generic renderer over several targets).
 
     steps / minutes: the budget (either may be None; training stops at whichever comes first;
     the time counts across resumes). ``progress(frac, logs)`` is called after each step on rank 0.
+    fingerprint: the video's sha256 (for a generic renderer, any string naming its footage: it only
+    ties a checkpoint to its footage). init: a :class:`~render.warmstart.WarmStart` whose generator
+    weights replace the random ones before step 0, unless a checkpoint is resumed (then
+    ``init_ignored``); init_why: for a cold start, why (recorded in the meta).
     """
 
     def __init__(self, frames: TargetFrames, model_dir: str | Path, config: RenderTrainConfig,
                  fingerprint: str, target_info: dict, steps: int | None = None, minutes: float | None = None,
-                 progress: Callable[[float, dict], None] | None = None):
+                 progress: Callable[[float, dict], None] | None = None, init=None, init_why: str | None = None):
         config.validate()
         if steps is None and minutes is None:
             raise EvpError("give a training budget: steps or minutes")
@@ -258,9 +272,20 @@ class RenderTrainer:
         self.step, self.elapsed = 0, 0.0
         self.ckpt = self.dir / CHECKPOINT_FILE
         self.resumed = False
+        self.generic = bool(getattr(frames, "generic", False))
         self.pace = TrainingPace(self)
+        self.init_record = (init.record() if init is not None
+                            else {"kind": "cold", "why": init_why or "random weights"})
+        self.init_ignored = False
         if self.ckpt.is_file():
             self._resume()
+            self.init_ignored = init is not None
+        elif init is not None:
+            try:
+                self.gen.load_state_dict(init.state)
+            except (RuntimeError, KeyError, TypeError) as e:
+                raise EvpError(f"{init.path}: corrupt warm start ({type(e).__name__}); give another --init "
+                               f"or --init none") from None
         _broadcast(self.gen, self.world)
         _broadcast(self.disc, self.world)
 
@@ -269,7 +294,7 @@ class RenderTrainer:
         return {"format": FORMAT, "step": self.step, "elapsed": self.elapsed, "config": self.cfg.to_dict(),
                 "fingerprint": self.fingerprint, "gen": self.gen.state_dict(), "disc": self.disc.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "init": self.init_record}
 
     def _resume(self) -> None:
         blob = load_blob(self.ckpt, "checkpoint")
@@ -289,14 +314,20 @@ class RenderTrainer:
         else:
             self.rng = np.random.default_rng([self.cfg.seed, self.rank, self.step])
         torch.set_rng_state(blob["torch_rng"])
+        self.init_record = blob.get("init")   # what the run started from (None: a checkpoint older than warm starts)
         self.resumed = True
 
     def meta(self, finished: bool) -> dict:
-        return {"fingerprint": self.fingerprint, "target": self.target_info, "size": self.cfg.size,
-                "crop_margin": self.cfg.crop_margin, "holdout_start": self.frames.n_train,
-                "n_frames": len(self.frames), "steps": self.step, "train_seconds": round(self.elapsed, 1),
-                "world_size": self.world, "finished": finished, "train_config": self.cfg.to_dict(),
-                "evp_anim_version": __version__}
+        m = {"fingerprint": self.fingerprint, "target": self.target_info, "size": self.cfg.size,
+             "crop_margin": self.cfg.crop_margin, "holdout_start": self.frames.n_train,
+             "n_frames": len(self.frames), "steps": self.step, "train_seconds": round(self.elapsed, 1),
+             "world_size": self.world, "finished": finished, "train_config": self.cfg.to_dict(),
+             "init": self.init_record, "evp_anim_version": __version__}
+        if self.generic:
+            # no one video's fingerprint: render run / eval-video refuse it (a warm start, not a dubbing model)
+            m.update(fingerprint=None, generic=True, n_targets=len(self.frames.targets), holdout_start=None,
+                     footage_fingerprint=self.fingerprint)
+        return m
 
     def save(self, finished: bool = False) -> None:
         if self.rank != 0:
@@ -309,9 +340,18 @@ class RenderTrainer:
     # -- batches ----------------------------------------------------------------------
     def _clip_batch(self) -> dict[str, torch.Tensor]:
         """(B, K, ...) tensors for B clips of K consecutive training frames, plus ``prev0``."""
-        k, n = self.cfg.clip, self.frames.n_train
-        starts = self.rng.integers(1, max(2, n - k + 1), self.cfg.batch)
-        items = [[self.frames.sample(min(int(s) + j, n - 1)) for j in range(k)] for s in starts]
+        k = self.cfg.clip
+        ranges = self.frames.train_ranges() if self.generic else [(0, self.frames.n_train)]
+        if len(ranges) == 1:
+            (a, n), = ranges
+            starts = a + self.rng.integers(1, max(2, n - a - k + 1), self.cfg.batch)
+            ends = [n] * self.cfg.batch
+        else:   # a target, then a clip in its training frames (never across two targets)
+            which = self.rng.integers(0, len(ranges), self.cfg.batch)
+            starts = np.array([ranges[t][0] + self.rng.integers(1, max(2, ranges[t][1] - ranges[t][0] - k + 1))
+                               for t in which])
+            ends = [ranges[t][1] for t in which]
+        items = [[self.frames.sample(min(int(s) + j, e - 1)) for j in range(k)] for s, e in zip(starts, ends)]
         out = {key: torch.from_numpy(np.stack([[it[key] for it in clip] for clip in items]))
                for key in ("guidance", "known", "mask", "alpha", "real", "mouth", "mouth_centre")}
         prev = []
@@ -414,7 +454,9 @@ class RenderTrainer:
         self.gen.eval()
         rows = []
         n = len(self.frames)
-        for i in (self.frames.n_train // 2, min(n - 1, self.frames.n_train + (n - self.frames.n_train) // 2)):
+        picks = (self.frames.preview_indices() if self.generic else
+                 (self.frames.n_train // 2, min(n - 1, self.frames.n_train + (n - self.frames.n_train) // 2)))
+        for i in picks:
             s = self.frames.sample(i)
             t = {k: torch.from_numpy(v)[None] for k, v in s.items() if k in ("guidance", "known", "mask", "alpha")}
             prev = torch.from_numpy(s["real"])[None] * 0

@@ -91,7 +91,7 @@ def evaluate_warp_holdout(target, video: str | Path, holdout: float = 0.1, size:
     crops = footage_crops(target.landmarks_2d, idx, size, crop_margin, fps=target.fps, cuts=target.info.get("cuts"))
 
     def stream():
-        for i, frame, _j, real in iter_warped(aligned, target, video, dubber, with_source=True, model_lips=False):
+        for i, frame, _j, real in iter_warped(aligned, target, video, dubber, with_source=True, model_shapes=False):
             yield i, frame, crop_frame(frame, crops, i), crop_frame(real, crops, i), crops
 
     res = score_stream(stream(), aligned, target, video, size, frames_out, None, progress)

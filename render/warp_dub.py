@@ -241,61 +241,6 @@ class MouthLibrary:
         return cv2.imdecode(np.frombuffer(self.patches[k], np.uint8), cv2.IMREAD_COLOR)
 
 
-def _mouth_frame(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Origin (T, 2), x axis (T, 2) and length (T,) px of the mouth's frame of (T, 68, 2) shapes:
-    centred between the outer corners (iBUG 49, 55), x along them, unit the corner distance."""
-    o = 0.5 * (lm[:, 48] + lm[:, 54])
-    d = lm[:, 54] - lm[:, 48]
-    n = np.maximum(np.linalg.norm(d, axis=1), 1e-6)
-    return o, d / n[:, None], n
-
-
-def _to_mouth(lm: np.ndarray) -> np.ndarray:
-    o, x, n = _mouth_frame(lm)
-    y = np.stack([-x[:, 1], x[:, 0]], 1)
-    p = lm[:, LIPS] - o[:, None]
-    return np.stack([(p * x[:, None]).sum(-1), (p * y[:, None]).sum(-1)], -1) / n[:, None, None]
-
-
-def _from_mouth(local: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    o, x, n = _mouth_frame(lm)
-    y = np.stack([-x[:, 1], x[:, 0]], 1)
-    return o[:, None] + n[:, None, None] * (local[..., :1] * x[:, None] + local[..., 1:] * y[:, None])
-
-
-def lip_convention(target) -> np.ndarray | None:
-    """(20, 2) mean offsets of the footage's tracked lip points from its fitted model's, in the
-    mouth's frame (units of mouth width), or None when the track has no 3D fit.
-
-    dlib's iBUG points and the SFM's landmark vertices disagree on the inner lips: dlib puts the
-    inner corners ~0.09 mouth widths inside the outer ones and the inner upper/lower points near
-    the middle, the SFM's sit at the outer corners and further out. Speech tracks are made in
-    the SFM's convention, the footage's mouths in dlib's; warping one onto the other would pull
-    the lips apart. The offsets are measured on the footage itself (tracked points minus the
-    projection of its own fitted 3D landmarks), so they are this actor's, seen by this tracker.
-    """
-    from evp_anim.face.projection import project
-
-    if target.landmarks_3d is None:
-        return None
-    ok = present_frames(target)
-    if not ok.any():
-        return None
-    fit = project(target.landmarks_3d[ok].astype(np.float64), target.pose_rotation[ok].astype(np.float64),
-                  target.pose_translation[ok].astype(np.float64), target.pose_scale[ok].astype(np.float64))
-    return np.median(_to_mouth(target.landmarks_2d[ok].astype(np.float64)) - _to_mouth(fit), axis=0)
-
-
-def in_footage_convention(wanted: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
-    """(T, 68, 2) wanted landmarks (SFM convention, e.g. an aligned speech track) with the lips
-    moved into the footage's tracker convention (:func:`lip_convention`)."""
-    out = np.array(wanted, np.float64)
-    if offsets is None or len(out) == 0:
-        return out
-    out[:, LIPS] = _from_mouth(_to_mouth(out) + offsets[None], out)
-    return out
-
-
 def present_frames(target) -> np.ndarray:
     """(T,) bool: footage frames where the target's face was tracked (not in ``missing_ranges``)."""
     ok = np.ones(target.n_frames, bool)
@@ -461,21 +406,39 @@ class WarpDubber:
         return out
 
 
-def driving_landmarks(aligned, target, model_lips: bool = True) -> np.ndarray:
-    """(T, 68, 2) px the warp is driven by: ``aligned``'s landmarks, with the lips moved into the
-    footage's tracker convention when they come from the face model (``model_lips``: a speech
-    track aligned by ``evp-anim align``; False for the footage's own tracked landmarks)."""
+def driving_landmarks(aligned, target, model_shapes: bool = True) -> np.ndarray:
+    """(T, 68, 2) px the warp is driven by, in the footage tracker's own landmark convention.
+
+    An aligned speech track (``evp-anim align``) is the face model's 3D landmarks posed with the
+    footage's head pose; the footage's mouths carry dlib's landmarks, which follow other
+    conventions (dlib's inner lip corners sit inside the outer ones, its jaw points slide along
+    the silhouette of a turned face, the model's are fixed vertices). Warping one onto the other
+    would drag the lips apart and the chin along the cheek. So the wanted shape of output frame i
+    over footage frame j is the footage's tracked landmarks plus the *change* the speech asks
+    for, projected with frame j's pose: ``tracked_j + project(speech_3d_i - footage_3d_j)`` (the
+    footage's own fitted 3D landmarks); where the speech repeats the footage's expression this is
+    exactly the tracked shape. ``model_shapes=False`` (or a track without 3D landmarks) takes
+    ``aligned.landmarks_2d`` as they are (e.g. the footage's own landmarks in self-reenactment).
+    """
+    from evp_anim.face.projection import project
+
     lm = aligned.landmarks_2d.astype(np.float64)
-    return in_footage_convention(lm, lip_convention(target)) if model_lips else lm
+    if not model_shapes or aligned.landmarks_3d is None or target.landmarks_3d is None:
+        return lm
+    idx = np.asarray(aligned.info.get("target_frames", np.arange(aligned.n_frames)), np.int64)
+    change = aligned.landmarks_3d.astype(np.float64) - target.landmarks_3d[idx].astype(np.float64)
+    moved = project(change, target.pose_rotation[idx].astype(np.float64), np.zeros((len(idx), 2)),
+                    target.pose_scale[idx].astype(np.float64))
+    return target.landmarks_2d[idx].astype(np.float64) + moved
 
 
 def iter_warped(aligned, target, video: str | Path, dubber: WarpDubber, with_source: bool = False,
-                model_lips: bool = True) -> Iterator[tuple]:
+                model_shapes: bool = True) -> Iterator[tuple]:
     """Yield (i, output frame (H, W, 3) uint8 BGR, footage frame j) for each aligned frame, and
     the footage frame itself as a fourth item when ``with_source``.
 
-    Frames whose footage frame lacks the target's face are yielded untouched. ``model_lips``: see
-    :func:`driving_landmarks`.
+    Frames whose footage frame lacks the target's face are yielded untouched. ``model_shapes``:
+    see :func:`driving_landmarks`.
     """
     from evp_anim.footage.video import FrameSource
 
@@ -486,7 +449,7 @@ def iter_warped(aligned, target, video: str | Path, dubber: WarpDubber, with_sou
         return
     present = present_frames(target)
     pose = target.pose_rotation[idx][:, [1, 0]].astype(np.float64)
-    wanted = driving_landmarks(aligned, target, model_lips)
+    wanted = driving_landmarks(aligned, target, model_shapes)
     rows = dubber.plan(wanted, pose)
     src = FrameSource(video, target.fps, idx)
     try:

@@ -77,7 +77,7 @@ def main() -> None:
     drive = driving_landmarks(aligned, target)[keep]
     m_px = redetected_mouth(sel, drive, aligned.fps)
     m_crop = redetected_mouth(sel, drive, aligned.fps, 256.0 / crops.side[keep])
-    m_raw = redetected_mouth(sel, aligned.landmarks_2d[keep], aligned.fps)
+    m_raw = redetected_mouth(sel, aligned.landmarks_2d[keep], aligned.fps)   # the model's own convention
     res["dub"] = {"mouth_ld_frame_px": m_px["ld_px"], "mouth_ld_crop256_px": m_crop["ld_px"],
                   "mouth_open_corr": m_px["open_corr"], "frames_scored": int(len(keep)),
                   "frames_without_face": m_px["missing"],

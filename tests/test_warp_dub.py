@@ -16,8 +16,8 @@ from evp_anim.footage.synthetic import SyntheticFootageConfig, make_photo_footag
 from evp_anim.footage.video import iter_frames
 from evp_anim.tracks import save_track
 from render.video_metrics import evaluate_warp_holdout
-from render.warp_dub import (MouthLibrary, WarpDubber, choose_frames, in_footage_convention, iter_warped,
-                             lip_convention, lip_gap, piecewise_affine_maps, present_frames)
+from render.warp_dub import (MouthLibrary, WarpDubber, choose_frames, driving_landmarks, iter_warped, lip_gap,
+                             piecewise_affine_maps, present_frames)
 
 REPO = Path(__file__).resolve().parents[1]
 N = 100
@@ -65,15 +65,24 @@ def test_piecewise_affine_maps_follow_the_points():
     assert np.allclose(mx[~inside], xx[~inside])        # outside every triangle: identity
 
 
-def test_lip_convention_is_recovered_and_applied(footage):
-    tr = footage["track"].copy()
-    off = lip_convention(tr)
-    assert off.shape == (20, 2)
-    # dlib's inner corners (iBUG 61, 65) sit inside the model's outer-corner ones
-    assert off[12, 0] > 0.02 and off[16, 0] < -0.02
-    moved = in_footage_convention(tr.landmarks_2d[:5], off)
-    assert np.allclose(moved[:, :48], tr.landmarks_2d[:5, :48])
-    assert not np.allclose(moved[:, 48:], tr.landmarks_2d[:5, 48:])
+def test_driving_landmarks_keep_the_footage_convention(footage, sfm_dir):
+    from evp_anim.face.rig import FaceRig
+    from evp_anim.footage.alignment import align_tracks
+    tr = footage["track"]
+    # the footage aligned onto itself asks for no change: the drive is exactly the tracked shape
+    same = align_tracks(tr, tr, identity="target", length_policy="trim", rig=FaceRig(sfm_dir))
+    drive = driving_landmarks(same, tr)
+    assert np.allclose(drive, tr.landmarks_2d, atol=1e-3)
+    assert not np.allclose(same.landmarks_2d, tr.landmarks_2d, atol=0.5)   # the model's own convention
+    # another expression: the drive moves by the projected change of the 3D landmarks only
+    other = same.copy()
+    other.landmarks_3d = other.landmarks_3d.copy()
+    other.landmarks_3d[:, 57, 1] -= 4.0          # lower lip 4 mm down (model y up)
+    moved = driving_landmarks(other, tr) - drive
+    assert np.abs(moved[:, :57]).max() < 1e-3 and np.abs(moved[:, 58:]).max() < 1e-3
+    assert np.allclose(np.linalg.norm(moved[:, 57], axis=1), 4.0 * tr.pose_scale * np.abs(np.cos(tr.pose_rotation[:, 0])) ,
+                       rtol=0.2)
+    assert np.array_equal(driving_landmarks(other, tr, model_shapes=False), other.landmarks_2d)
 
 
 def test_frames_without_the_face_are_left_untouched(footage):
@@ -86,7 +95,8 @@ def test_frames_without_the_face_are_left_untouched(footage):
     aligned.landmarks_2d[:] = tr.landmarks_2d[25:45]
     aligned.landmarks_2d[:, 57, 1] += 6.0       # a lower lip the footage does not have
     real = list(iter_frames(footage["video"]))[25:45]
-    for i, frame, j, src in iter_warped(aligned, tr, footage["video"], WarpDubber(lib), with_source=True):
+    for i, frame, j, src in iter_warped(aligned, tr, footage["video"], WarpDubber(lib), with_source=True,
+                                        model_shapes=False):
         assert j == 25 + i and np.array_equal(src, real[i])
         changed = np.abs(frame.astype(int) - src.astype(int)).max() > 0
         assert changed == (not 30 <= j < 40)
