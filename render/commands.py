@@ -180,6 +180,9 @@ def dub(
                                  "or a finished one is cached for this footage, else warp."),
     track: Optional[Path] = typer.Option(None, "--track", help="The footage's track from `evp-anim track` "
                                          "(default: tracked now and cached)."),
+    face: Optional[str] = typer.Option(None, "--face", help="Whom to dub when the footage shows several "
+                                       "people: a face number (0, 1, ... left to right) or a box x0,y0,x1,y1 px, "
+                                       "as `evp-anim track --face` (default: the largest, most central face)."),
     front_end: str = typer.Option("words", "--front-end", help="Speech content, as `animate --front-end`: "
                                   "words (pocketsphinx), phones or mfcc."),
     text: Optional[str] = typer.Option(None, "--text", help="What the speech says (sharper mouths)."),
@@ -211,7 +214,7 @@ def dub(
     dub_video(speech, target, output, emotion=emotion, intensity=intensity, model_dir=model,
               train_minutes=train_minutes, length_policy=length_policy, cache_dir=cache_dir,
               evp_model=evp_model, sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]),
-              precision=precision, renderer=renderer, track=track, front_end=front_end, text=line)
+              precision=precision, renderer=renderer, track=track, front_end=front_end, text=line, face=face)
 
 
 def register(app: typer.Typer) -> None:

@@ -301,16 +301,19 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
               model_dir: Path | None = None, train_minutes: float = 30.0, length_policy: str = "loop",
               cache_dir: Path | None = None, evp_model: Path | None = None, sfm_dir: Path | None = None,
               rep=None, command: str = "", precision: str = "auto", renderer: str = "auto",
-              track: Path | None = None, front_end: str = "mfcc", text: str | None = None) -> dict:
+              track: Path | None = None, front_end: str = "mfcc", text: str | None = None,
+              face: str | None = None) -> dict:
     """Run the whole pipeline; returns the paths used and the renderer chosen (``renderer``, ``why``).
 
     renderer: auto | warp | gan (:func:`choose_renderer`); track: the footage's track from
-    ``evp-anim track`` (default: tracked now, cached by the video's sha256); front_end / text:
-    as :func:`~evp_anim.models.animate.animate_speech_file`."""
+    ``evp-anim track`` (default: tracked now, cached by the video's sha256 and ``face``); face:
+    which person to dub, as ``evp-anim track --face`` (a number or a box; default the largest,
+    most central face); front_end / text: as :func:`~evp_anim.models.animate.animate_speech_file`."""
     from evp_anim.emotions import canonical_emotion, check_intensity
     from evp_anim.face.rig import FaceRig
     from evp_anim.footage.alignment import LENGTH_POLICIES, align_tracks
     from evp_anim.footage.fitting import track_footage
+    from evp_anim.footage.tracking import TrackerOptions, parse_face_option
     from evp_anim.footage.video import probe
     from evp_anim.models.animate import EmotionSpec, animate_speech_file, default_model_path
     from evp_anim.models.evp import EvpModel
@@ -325,6 +328,9 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     if renderer not in RENDERERS:
         raise EvpError(f"--renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
+    if face is not None and track is not None:
+        raise EvpError("--face chooses whom to track: give it to `evp-anim track`, not with --track")
+    face_index, face_box = parse_face_option(face) if face is not None else (None, None)
     info = probe(target)
     given_track = load_target_track(Path(track), Path(target), info) if track is not None else None
     fp = video_fingerprint(target)
@@ -348,7 +354,8 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     rep.info(f"animate: {sp.n_frames} frames ({sp.duration:.2f} s, {spec.emotion} {spec.intensity:g})")
 
     # 2. track (given, or cached)
-    track_path = cache / "track.npz"
+    # one cached track per chosen face
+    track_path = cache / ("track.npz" if face is None else f"track_face-{_face_key(face_index, face_box)}.npz")
     if given_track is not None:
         track_path = Path(track)
         rep.info(f"track: {track_path} (given)")
@@ -357,7 +364,8 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
     else:
         rep.start("track", total=max(1, int(round(info.duration_s * DEFAULT_FPS))) if info.duration_s else None,
                   description="track footage")
-        tr = track_footage(target, sfm_dir, progress=rep.update)
+        tr = track_footage(target, sfm_dir, TrackerOptions(face_index=face_index, face_box=face_box),
+                           progress=rep.update)
         tr.info["video"] = Path(target).name
         tr.provenance["command"] = command
         save_track(tr, track_path)
@@ -386,6 +394,10 @@ def dub_video(speech: Path, target: Path, output: Path, *, emotion: str = "neutr
         save_track(aligned, aligned_path)
         render_dubbed(aligned_path, Path(target), mdir, output, target_track=track_path, audio=Path(speech), rep=rep)
     return {"track": str(track_path), "model": str(mdir), "output": str(output), "renderer": path, "why": why}
+
+
+def _face_key(index: Optional[int], box) -> str:
+    return str(index) if index is not None else "box" + "_".join(f"{v:g}" for v in box)
 
 
 def _report_shots(target, rep: Reporter) -> None:

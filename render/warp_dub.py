@@ -28,8 +28,9 @@ varies by less than 2% of the face width) falls back to warping the photo itself
 synthesised mouth interior (dark cavity, a band of upper teeth in the colour of the photo's own
 teeth when it shows them), and says so in ``WarpDubber.mode``.
 
-The library keeps each chosen-from frame's region as a PNG in memory (~20-40 KB each at 720p):
-at most ``max_library`` frames (spread evenly over the footage), so memory stays bounded.
+The library keeps each footage frame's region as a JPEG (quality 95) in memory: at most
+``max_library`` frames and ``max_pixels`` pixels of regions (spread evenly over the footage), so
+memory stays bounded for any length or resolution.
 """
 
 from __future__ import annotations
@@ -176,9 +177,9 @@ class MouthLibrary:
     """Footage frames to take mouths from.
 
     frames: (N,) footage frame indices; landmarks: (N, 68, 2) px in those frames; pose: (N, 2)
-    yaw, pitch radians; features: (N, F) pose-free mouth shape; patches: PNG bytes of each frame's
+    yaw, pitch radians; features: (N, F) pose-free mouth shape; patches: JPEG bytes of each frame's
     region box; boxes: (N, 4) int (x0, y0, x1, y1) px of the patches; reference: (68, 2) the
-    pose-free mean face (the features' frame); still: the mouth never opens (a photo).
+    pose-free mean face (the features' frame); still: the mouth never moves (a photo).
     """
 
     frames: np.ndarray
@@ -202,9 +203,13 @@ class MouthLibrary:
 
     @classmethod
     def build(cls, video: str | Path, target, allowed: np.ndarray | None = None, max_library: int = 1500,
-              progress: Callable[[int], None] | None = None) -> "MouthLibrary":
+              max_pixels: float = 3e8, progress: Callable[[int], None] | None = None) -> "MouthLibrary":
         """Decode ``video`` (the footage of ``target``, a Track from ``evp-anim track``) once and keep
-        the region of every allowed frame (default: frames with the face, see ``missing_ranges``)."""
+        the region of every allowed frame (default: frames with the face, see ``missing_ranges``).
+
+        At most ``max_library`` frames whose regions hold at most ``max_pixels`` pixels in all
+        (kept as JPEG, quality 95: ~1 byte per 10 pixels, so ~30 MB at the default), spread
+        evenly over the footage: a 4K close-up keeps fewer frames than a 720p one."""
         from evp_anim.footage.video import iter_frames
 
         n = target.n_frames
@@ -213,8 +218,11 @@ class MouthLibrary:
         idx = np.flatnonzero(ok)
         if len(idx) == 0:
             raise EvpError("the target's face is in none of the footage frames it may take mouths from")
-        if len(idx) > max_library:
-            idx = idx[np.unique(np.linspace(0, len(idx) - 1, max_library).round().astype(int))]
+        boxes_all = np.array([cls.region_box(target.landmarks_2d[j], target.image_size) for j in idx])
+        area = float(np.mean((boxes_all[:, 2] - boxes_all[:, 0]) * (boxes_all[:, 3] - boxes_all[:, 1])))
+        keep = int(min(max_library, max(1, max_pixels // max(area, 1.0))))
+        if len(idx) > keep:
+            idx = idx[np.unique(np.linspace(0, len(idx) - 1, keep).round().astype(int))]
         lm = target.landmarks_2d[idx].astype(np.float64)
         ref = _pose_free_reference(lm)
         feats = np.stack([mouth_features(l, ref) for l in lm])
@@ -227,7 +235,7 @@ class MouthLibrary:
                 break
             if j in want:
                 b = cls.region_box(target.landmarks_2d[j], target.image_size)
-                patches.append(cv2.imencode(".png", frame[b[1]:b[3], b[0]:b[2]], [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes())
+                patches.append(cv2.imencode(".jpg", frame[b[1]:b[3], b[0]:b[2]], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
                 boxes.append(b)
             if progress is not None:
                 progress(j + 1)

@@ -150,7 +150,8 @@ def test_dub_cli_warp_end_to_end_and_bad_inputs(footage, tmp_path):
     make_photo_footage(np.full((128, 128, 3), 90, np.uint8), other, n_frames=10)
     for args, msg in [((other,), "track of 256x256 footage"),
                       ((footage["video"], "--renderer", "fast"), "--renderer must be one of"),
-                      ((footage["video"], "--renderer", "warp", "--model", tmp_path), "--model is a GAN renderer")]:
+                      ((footage["video"], "--renderer", "warp", "--model", tmp_path), "--model is a GAN renderer"),
+                      ((footage["video"], "--face", "1"), "--face chooses whom to track")]:
         bad = tmp_path / "bad.mp4"
         r = _dub(speech, *args[:1], "-o", bad, "--track", footage["track_path"], *args[1:],
                  "--cache-dir", tmp_path / "cache")
