@@ -220,7 +220,7 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
         for each output frame i at the aligned track's fps; ``crops`` is the clip's
         :class:`CropTransforms` (indexed by output frame), for :func:`paste_back`.
     """
-    from evp_anim.footage.video import FrameSource
+    from evp_anim.footage.video import iter_footage
 
     if tuple(aligned.image_size) != tuple(target.image_size):
         raise EvpError(f"aligned track is for {aligned.image_size} images but the target track for "
@@ -230,17 +230,9 @@ def iter_guidance(aligned, target, video, size: int = DEFAULT_SIZE, crop_margin:
         raise EvpError(f"aligned track uses footage frame {int(idx.max())} but the target track has {target.n_frames}")
     crops = footage_crops(target.landmarks_2d, idx, size, crop_margin, fps=target.fps, cuts=target.info.get("cuts"))
     # frames are streamed (looped / ping-ponged clips revisit footage frames: see FrameSource)
-    src = FrameSource(video, target.fps, idx)
-    try:
-        for i, j in enumerate(idx):
-            frame = src.get(int(j))
-            if i == 0 and frame.shape[1::-1] != tuple(target.image_size):
-                raise EvpError(f"{video} is not the footage of the target track (size {frame.shape[1::-1]} "
-                               f"vs {tuple(target.image_size)})")
-            crop = crop_frame(frame, crops, i)
-            inside = frame_coverage(frame.shape, crops, i)
-            g = guidance_from_crop(crop, crops.to_crop(aligned.landmarks_2d[i], i),
-                                   crops.to_crop(target.landmarks_2d[j], i), inside=None if inside.all() else inside)
-            yield i, g, crop, crops, int(j)
-    finally:
-        src.close()
+    for i, j, frame in iter_footage(video, target.fps, idx, target.image_size):
+        crop = crop_frame(frame, crops, i)
+        inside = frame_coverage(frame.shape, crops, i)
+        g = guidance_from_crop(crop, crops.to_crop(aligned.landmarks_2d[i], i),
+                               crops.to_crop(target.landmarks_2d[j], i), inside=None if inside.all() else inside)
+        yield i, g, crop, crops, j

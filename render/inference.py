@@ -22,7 +22,7 @@ import torch
 
 from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.errors import EvpError
-from evp_anim.footage.video import FrameSource
+from evp_anim.footage.video import iter_footage
 
 from .data import frame_inputs, to_uint8_image, video_fingerprint
 from .guidance import CropTransforms, crop_frame, footage_crops, frame_coverage
@@ -132,25 +132,17 @@ def iter_rendered(aligned, target, video: str | Path, model: RenderModel,
         return
     crops = footage_crops(target.landmarks_2d, idx, model.size, model.crop_margin, fps=target.fps,
                           cuts=target.info.get("cuts"))
-    src = FrameSource(video, target.fps, idx)
     model.reset()
-    try:
-        for i, j in enumerate(idx):
-            frame = src.get(int(j))
-            if i == 0 and frame.shape[1::-1] != tuple(target.image_size):
-                raise EvpError(f"{video} is {frame.shape[1]}x{frame.shape[0]} but the target track is for "
-                               f"{target.image_size[0]}x{target.image_size[1]}: it is not this track's footage")
-            if i > 0 and abs(int(j) - int(idx[i - 1])) > 1:
-                model.reset()   # a jump in the footage (loop restart): the previous crop no longer fits
-            crop = crop_frame(frame, crops, i)
-            inside = frame_coverage(frame.shape, crops, i)
-            inp = frame_inputs(crop, crops.to_crop(aligned.landmarks_2d[i], i).astype(np.float32),
-                               crops.to_crop(target.landmarks_2d[j], i).astype(np.float32),
-                               None if inside.all() else inside)
-            out = model.paint(inp)
-            yield i, paste_crop(frame, out, inp["alpha"][0], crops, i), out, crop, crops
-    finally:
-        src.close()
+    for i, j, frame in iter_footage(video, target.fps, idx, target.image_size):
+        if i > 0 and abs(j - int(idx[i - 1])) > 1:
+            model.reset()   # a jump in the footage (loop restart): the previous crop no longer fits
+        crop = crop_frame(frame, crops, i)
+        inside = frame_coverage(frame.shape, crops, i)
+        inp = frame_inputs(crop, crops.to_crop(aligned.landmarks_2d[i], i).astype(np.float32),
+                           crops.to_crop(target.landmarks_2d[j], i).astype(np.float32),
+                           None if inside.all() else inside)
+        out = model.paint(inp)
+        yield i, paste_crop(frame, out, inp["alpha"][0], crops, i), out, crop, crops
 
 
 def render_video(aligned, target, video: str | Path, model: RenderModel, output: str | Path,

@@ -70,7 +70,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     from evp_anim.tracks import load_track
 
     from .data import TargetFrames, video_fingerprint
-    from .trainer import CHECKPOINT_FILE, RenderTrainConfig, RenderTrainer, choose_precision
+    from .trainer import CHECKPOINT_FILE, RenderTrainConfig, RenderTrainer, ReporterProgress, choose_precision
     from .warmstart import resolve_init
 
     rep = rep or Reporter()
@@ -99,21 +99,10 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     rep.success(frames=len(frames))
     info = {"video": video.name, "image_size": list(target.image_size), "n_frames": target.n_frames,
             "track": track_path.name}
-    last = {}
-
-    def progress(frac, logs):
-        last.update(logs)
-        pace = trainer.pace
-        rep.fraction(frac, **pace.fields())
-        warning = pace.few_steps_warning()
-        if warning:
-            rep.warning(warning)
-        line = pace.line(logs)
-        if line:
-            rep.info(line)
-
+    progress = ReporterProgress(rep)
     trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress,
                             init=warm, init_why=None if warm or resuming else init_line.split(": ", 1)[1])
+    progress.trainer = trainer
     if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
         from evp_anim.atomic import write_bytes_atomic
         output.mkdir(parents=True, exist_ok=True)
@@ -130,7 +119,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     rep.success(output=str(output), steps=meta["steps"], seconds=meta["train_seconds"])
     rep.info(f"trained {meta['steps']} steps in {meta['train_seconds'] / 60:.1f} min on frames "
              f"0..{frames.n_train - 1} (frames {frames.n_train}..{len(frames) - 1} held out) → {output}"
-             + (f"; last losses {', '.join(f'{k} {v:.4f}' for k, v in last.items())}" if last else ""))
+             + progress.losses())
     return meta
 
 

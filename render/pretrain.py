@@ -194,7 +194,7 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
 
     from .data import TargetFrames, video_fingerprint
     from .multi_frames import MultiTargetFrames
-    from .trainer import RenderTrainConfig, RenderTrainer, choose_precision
+    from .trainer import RenderTrainConfig, RenderTrainer, ReporterProgress, choose_precision
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:
@@ -233,21 +233,10 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
     footprint = "generic:" + hashlib.sha256(json.dumps(prints).encode()).hexdigest()
     info = {"generic": True, "targets": infos, "frames_per_target": frames, "seed": seed,
             "command": command or None}
-    last = {}
-
-    def progress(frac, logs):
-        last.update(logs)
-        pace = trainer.pace
-        rep.fraction(frac, **pace.fields())
-        warning = pace.few_steps_warning()
-        if warning:
-            rep.warning(warning)
-        line = pace.line(logs)
-        if line:
-            rep.info(line)
-
+    progress = ReporterProgress(rep)
     trainer = RenderTrainer(multi, output, cfg, footprint, info, steps=steps, minutes=minutes, progress=progress,
                             init_why="random weights (a generic renderer is trained from scratch)")
+    progress.trainer = trainer
     if trainer.resumed:
         rep.info(f"resuming {output} at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)")
     rep.info(f"pretrain: one generic renderer on {len(sets)} synthetic targets ({multi.n_train} training frames "
@@ -257,5 +246,5 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
     rep.success(output=str(output), steps=meta["steps"], seconds=meta["train_seconds"], targets=len(sets))
     rep.info(f"pre-trained {meta['steps']} steps in {meta['train_seconds'] / 60:.1f} min on {len(sets)} targets → "
              f"{output / 'model.pt'} (a warm start: `evp-anim render train VIDEO --track T -o DIR --init {output}`)"
-             + (f"; last losses {', '.join(f'{k} {v:.4f}' for k, v in last.items())}" if last else ""))
+             + progress.losses())
     return meta

@@ -519,6 +519,32 @@ class RenderTrainer:
 
 
 # ---------------------------------------------------------------------- pace
+class ReporterProgress:
+    """The ``progress(frac, logs)`` callback of :class:`RenderTrainer` for a command: the fraction
+    and pace fields to ``rep``, the few-steps warning, the periodic steps/s + ETA line. Set
+    ``.trainer`` once the trainer exists; ``.last`` keeps the latest losses."""
+
+    def __init__(self, rep):
+        self.rep = rep
+        self.trainer: "RenderTrainer | None" = None
+        self.last: dict = {}
+
+    def __call__(self, frac: float, logs: dict) -> None:
+        self.last.update(logs)
+        pace = self.trainer.pace
+        self.rep.fraction(frac, **pace.fields())
+        warning = pace.few_steps_warning()
+        if warning:
+            self.rep.warning(warning)
+        line = pace.line(logs)
+        if line:
+            self.rep.info(line)
+
+    def losses(self) -> str:
+        """"; last losses k v, ..." or "" before any step."""
+        return f"; last losses {', '.join(f'{k} {v:.4f}' for k, v in self.last.items())}" if self.last else ""
+
+
 class TrainingPace:
     """How fast a run goes in this process, for people watching it without a terminal.
 

@@ -448,7 +448,7 @@ def iter_warped(aligned, target, video: str | Path, dubber: WarpDubber, with_sou
     Frames whose footage frame lacks the target's face are yielded untouched. ``model_shapes``:
     see :func:`driving_landmarks`.
     """
-    from evp_anim.footage.video import FrameSource
+    from evp_anim.footage.video import iter_footage
 
     from .inference import check_pair
 
@@ -459,18 +459,9 @@ def iter_warped(aligned, target, video: str | Path, dubber: WarpDubber, with_sou
     pose = target.pose_rotation[idx][:, [1, 0]].astype(np.float64)
     wanted = driving_landmarks(aligned, target, model_shapes)
     rows = dubber.plan(wanted, pose)
-    src = FrameSource(video, target.fps, idx)
-    try:
-        for i, j in enumerate(idx):
-            frame = src.get(int(j))
-            if i == 0 and frame.shape[1::-1] != tuple(target.image_size):
-                raise EvpError(f"{video} is {frame.shape[1]}x{frame.shape[0]} but the target track is for "
-                               f"{target.image_size[0]}x{target.image_size[1]}: it is not this track's footage")
-            out = dubber.compose(frame, wanted[i], int(rows[i]), own=target.landmarks_2d[j]) \
-                if present[j] else frame
-            yield (i, out, int(j), frame) if with_source else (i, out, int(j))
-    finally:
-        src.close()
+    for i, j, frame in iter_footage(video, target.fps, idx, target.image_size):
+        out = dubber.compose(frame, wanted[i], int(rows[i]), own=target.landmarks_2d[j]) if present[j] else frame
+        yield (i, out, j, frame) if with_source else (i, out, j)
 
 
 def render_warped_video(aligned, target, video: str | Path, dubber: WarpDubber, output: str | Path,

@@ -277,3 +277,19 @@ class FrameSource:
             del self._spool
             self._spool = None
             self._tmp.close()
+
+
+def iter_footage(video: str | Path, fps: float, indices, image_size: tuple[int, int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (i, j, frame (H, W, 3) uint8 BGR) for footage frames ``j = indices[i]`` of ``video``
+    (streamed by :class:`FrameSource`), refusing with one line a video whose frames are not
+    ``image_size`` (width, height): the footage of another track."""
+    src = FrameSource(video, fps, np.asarray(indices, np.int64))
+    try:
+        for i, j in enumerate(src.idx):
+            frame = src.get(int(j))
+            if i == 0 and frame.shape[1::-1] != tuple(image_size):
+                raise EvpError(f"{video} is {frame.shape[1]}x{frame.shape[0]} but the target track is for "
+                               f"{image_size[0]}x{image_size[1]}: it is not this track's footage")
+            yield i, int(j), frame
+    finally:
+        src.close()
