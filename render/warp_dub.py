@@ -52,6 +52,7 @@ STABLE = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]
 # rings around the region (scale about its centre): the inner one is where the blend ends, the
 # outer one pins the warp to the surroundings
 RING_SCALES = (1.25, 1.55)
+SEALED_GAP = 0.02      # lip gap / face width under which lips are painted shut (seal_lips)
 STILL_OPENING = 0.02   # lip-gap range (5-95%, / face width) below which the mouth never moves
 
 
@@ -357,6 +358,42 @@ def synthesise_interior(img: np.ndarray, lm: np.ndarray, box: tuple[int, int, in
     img[:] = np.clip(img * (1 - a) + cavity * a + 0.5, 0, 255).astype(np.uint8)
 
 
+def seal_lips(img: np.ndarray, wanted: np.ndarray, source: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    """Where the wanted lips are closer together than the source frame's, paint the squeezed
+    interior between them with the lips' own colour (in place; ``img`` is the ``box`` region).
+
+    Warping an open mouth shut collapses its interior to a thin dark line that still reads as a
+    parted mouth (and dlib reads it as a gap); a real closed mouth shows lip against lip. The
+    band between the wanted inner lips, grown by ~1.5% of the face width, takes the median
+    colour of the lips (between the outer and inner contours), faded in with how much the
+    mouth closes relative to the source and with how nearly shut the wanted lips are (none at a
+    gap of :data:`SEALED_GAP` face widths or more, or when the source is no wider)."""
+    fw = float(face_width(wanted))
+    gap_w = float(lip_gap(wanted)) * fw
+    gap_s = float(lip_gap(source)) * float(face_width(source))
+    if gap_s <= 1.0 or gap_w >= gap_s or gap_w >= SEALED_GAP * fw:
+        return
+    # only lips (nearly) shut: a parted mouth's dark line is real
+    strength = min(1.0, (gap_s - gap_w) / gap_s) * (1.0 - gap_w / (SEALED_GAP * fw))
+    x0, y0 = box[:2]
+    h, w = img.shape[:2]
+    inner = np.round((wanted[60:68] - [x0, y0]) * 16).astype(np.int32)
+    outer = np.round((wanted[48:60] - [x0, y0]) * 16).astype(np.int32)
+    band = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(band, [inner], 255, cv2.LINE_AA, 4)
+    grow = max(1, int(round(0.015 * fw)))
+    band = cv2.dilate(band, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    cv2.polylines(band, [inner], True, 255, max(1, grow), cv2.LINE_AA, 4)
+    lips = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(lips, [outer], 255, cv2.LINE_8, 4)
+    lips[band > 0] = 0
+    if lips.sum() < 255 * 10:
+        return
+    colour = np.median(img[lips > 0].reshape(-1, 3).astype(np.float32), axis=0)
+    a = strength * cv2.GaussianBlur(band.astype(np.float32) / 255.0, (0, 0), max(0.7, grow / 2))[..., None]
+    img[:] = np.clip(img * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
+
+
 class WarpDubber:
     """Builds output frames from a :class:`MouthLibrary` (see the module docstring)."""
 
@@ -397,6 +434,8 @@ class WarpDubber:
         if self.lib.still:
             synthesise_interior(warped, wanted, box, teeth_colour(frame, src_lm),
                                 float(lip_gap(src_lm) * face_width(src_lm)))
+        else:
+            seal_lips(warped, wanted, src_lm, box)
         dest = frame[box[1]:box[3], box[0]:box[2]]
         fw = float(face_width(wanted))
         outline = blend_outline(wanted, np.asarray(own if own is not None else wanted, np.float64))

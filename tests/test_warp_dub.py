@@ -173,3 +173,23 @@ def test_eval_video_warp_cli_reports_and_writes_json(footage, tmp_path):
     r = subprocess.run([sys.executable, "-m", "evp_anim", "eval-video", "--warp", "--target", str(footage["video"])],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: --warp needs --target-track (the footage's track from `evp-anim track`)"
+
+
+def test_lips_asked_shut_show_lip_against_lip(footage):
+    lib = MouthLibrary.build(footage["video"], footage["track"])
+    k = int(np.argmax(lip_gap(lib.landmarks)))
+    assert lip_gap(lib.landmarks[k]) > 0.04
+    src = lib.landmarks[k]
+    want = src.copy()
+    up, lo = want[[61, 62, 63]].copy(), want[[67, 66, 65]].copy()
+    want[[61, 62, 63]] = want[[67, 66, 65]] = 0.5 * (up + lo)        # inner lips meet
+    frame = list(iter_frames(footage["video"]))[int(lib.frames[k])]
+    out = WarpDubber(lib).compose(frame, want, k, own=src)
+    grey_out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(float)
+    grey_in = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(float)
+    line = np.round(want[60:65]).astype(int)            # along the closed inner lip line
+    xs = np.arange(line[0, 0] + 2, line[-1, 0] - 1)
+    ys = np.round(np.interp(xs, line[:, 0], line[:, 1])).astype(int)
+    mouth_in = np.round(0.5 * (src[[61, 62, 63]] + src[[67, 66, 65]])).astype(int)
+    assert grey_in[mouth_in[:, 1], mouth_in[:, 0]].mean() < 60          # the source shows its dark interior
+    assert grey_out[ys, xs].min() > 70                                    # shut: no dark line left
