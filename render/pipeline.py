@@ -28,8 +28,6 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from evp_anim.errors import EvpError
 from evp_anim.progress import Reporter
 
@@ -238,7 +236,7 @@ def evaluate_warp(target: Path, target_track: Path, holdout: float = 0.1, frames
 
     rep = rep or Reporter()
     tr = load_target_track(target_track, target, probe(target))
-    n = tr.n_frames - int(np.floor(tr.n_frames * (1.0 - holdout)))
+    n = tr.n_frames - int(tr.n_frames * (1.0 - holdout))     # as evaluate_warp_holdout's floor
     rep.start("eval-video", total=n, description="held-out frames")
     res = evaluate_warp_holdout(tr, target, holdout=holdout, frames_out=frames_out, progress=rep.update)
     _report_figures(res, f"warp path, {res['library_frames']} earlier frames to take mouths from ({res['mode']})", rep)
