@@ -105,7 +105,7 @@ def pretrain(
     not a dubbing model: `render run` refuses it.
 
     The shipped assets/render_warmstart.pt is made by (then copy OUTPUT/model.pt there):
-    evp-anim render pretrain -o /tmp/warm --minutes 30 --targets 6 --frames 400 --size 256 --seed 0
+    evp-anim render pretrain -o /tmp/warm --minutes 20 --targets 4 --frames 300 --size 256 --seed 0
     """
     from .pretrain import pretrain_generic
 

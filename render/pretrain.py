@@ -29,7 +29,7 @@ generator and its config) is the warm start: discriminators are not kept in it (
 
 The shipped asset is made by one command (:data:`render.warmstart.REPRODUCE_COMMAND`)::
 
-    evp-anim render pretrain -o /tmp/warm --minutes 30 --targets 6 --frames 400 --size 256 --seed 0 \\
+    evp-anim render pretrain -o /tmp/warm --minutes 20 --targets 4 --frames 300 --size 256 --seed 0 \\
         && cp /tmp/warm/model.pt assets/render_warmstart.pt
 
 (footage: ~0.1 s per frame to render and ~0.1-0.15 s to track on a CPU core, i.e. ~10 min for 6 x 400

@@ -35,7 +35,7 @@ from .model_file import MODEL_FILE, load_blob
 
 WARMSTART_ASSET = "render_warmstart.pt"
 # the one documented command that makes the shipped asset (then: cp /tmp/warm/model.pt assets/render_warmstart.pt)
-REPRODUCE_COMMAND = ("evp-anim render pretrain -o /tmp/warm --minutes 30 --targets 6 --frames 400 --size 256 "
+REPRODUCE_COMMAND = ("evp-anim render pretrain -o /tmp/warm --minutes 20 --targets 4 --frames 300 --size 256 "
                      "--seed 0")
 
 
