@@ -61,7 +61,7 @@ import numpy as np
 from ..errors import EvpError
 from ..tracks import DEFAULT_FPS, Track, load_track, save_track
 from .synthetic import (SyntheticFootageConfig, draw_background, draw_body, face_layer, face_renderers,
-                        synthetic_motion)
+                        synthetic_motion, write_rendered_frames)
 
 # The two people's looks (0-255 BGR). Skin tone, hair colour and shape, shirt and face shape
 # (identity) all differ, so a face-recognition descriptor tells them apart, as in a real film.
@@ -415,22 +415,11 @@ def make_film_clip(video_path: str | Path, sfm_dir: str | Path, cfg: FilmClipCon
     """Render the film clip to ``video_path`` (.mp4, ``cfg.fps`` (25) fps H.264, crf 16) and return
     its truth, also saved to ``truth_path`` (.npz, plus ``<stem>_others.npz``) when given.
     ``progress(done)`` is called after each frame."""
-    from ..video_io import open_video_writer
-
     cfg = cfg or FilmClipConfig()
     if truth_path is not None and Path(truth_path).suffix != ".npz":
         raise EvpError(f"the film clip's truth file must end in .npz, got {Path(truth_path).name!r}")
-    gen = render_film_frames(cfg, sfm_dir)
-    with open_video_writer(video_path, cfg.fps, (cfg.width, cfg.height), crf=16) as writer:
-        while True:
-            try:
-                frame, i = next(gen)
-            except StopIteration as stop:
-                truth = stop.value
-                break
-            writer.write(frame)
-            if progress is not None:
-                progress(i + 1)
+    truth = write_rendered_frames(render_film_frames(cfg, sfm_dir), video_path, cfg.fps, (cfg.width, cfg.height),
+                                  progress)
     truth.lead.info["video"] = Path(video_path).name
     if truth_path is not None:
         save_film_truth(truth, truth_path)

@@ -293,6 +293,23 @@ def render_synthetic_frames(cfg: SyntheticFootageConfig, sfm_dir: str | Path):
     return track
 
 
+def write_rendered_frames(gen, video_path: str | Path, fps: float, size: tuple[int, int], progress=None):
+    """Encode a frame generator's (frame (H, W, 3) uint8 BGR, index) pairs to ``video_path``
+    (H.264, crf 16, at ``fps``, ``size`` = (width, height)) and return the generator's return
+    value (its ground truth); ``progress(done)`` after each frame."""
+    from ..video_io import open_video_writer
+
+    with open_video_writer(video_path, fps, size, crf=16) as writer:
+        while True:
+            try:
+                frame, i = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            writer.write(frame)
+            if progress is not None:
+                progress(i + 1)
+
+
 def make_synthetic_footage(video_path: str | Path, sfm_dir: str | Path,
                            cfg: SyntheticFootageConfig | None = None,
                            track_path: str | Path | None = None, progress=None) -> Track:
@@ -301,20 +318,9 @@ def make_synthetic_footage(video_path: str | Path, sfm_dir: str | Path,
     The ground-truth Track is also saved to ``track_path`` when given (default: none).
     ``progress(done)`` is called after each frame.
     """
-    from ..video_io import open_video_writer
-
     cfg = cfg or SyntheticFootageConfig()
-    gen = render_synthetic_frames(cfg, sfm_dir)
-    with open_video_writer(video_path, cfg.fps, (cfg.width, cfg.height), crf=16) as writer:
-        while True:
-            try:
-                frame, i = next(gen)
-            except StopIteration as stop:
-                track = stop.value
-                break
-            writer.write(frame)
-            if progress is not None:
-                progress(i + 1)
+    track = write_rendered_frames(render_synthetic_frames(cfg, sfm_dir), video_path, cfg.fps,
+                                  (cfg.width, cfg.height), progress)
     track.info["video"] = Path(video_path).name
     if track_path is not None:
         save_track(track, track_path)
