@@ -52,6 +52,7 @@ STABLE = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]
 # rings around the region (scale about its centre): the inner one is where the blend ends, the
 # outer one pins the warp to the surroundings
 RING_SCALES = (1.25, 1.55)
+GAP_WEIGHT = 1.0       # cost per face width of lip-gap difference (choose_frames)
 SEALED_GAP = 0.02      # lip gap / face width under which lips are painted shut (seal_lips)
 STILL_OPENING = 0.02   # lip-gap range (5-95%, / face width) below which the mouth never moves
 
@@ -282,7 +283,9 @@ def choose_frames(library: MouthLibrary, wanted: np.ndarray, pose: np.ndarray, c
     """(T,) library rows for (T, 68, 2) wanted landmarks seen at (T, 2) yaw/pitch (radians).
 
     Frame cost: RMS distance of the mouth features (face widths) + ``pose_weight`` x the pose
-    difference (radians). Transition: free from row r to the next footage frame (or r itself),
+    difference (radians) + :data:`GAP_WEIGHT` x the inner-lip gap difference (face widths: the
+    gap is 3 of the 29 points, so the RMS alone lets an open mouth stand in for a closed one,
+    which the warp then has to squeeze). Transition: free from row r to the next footage frame (or r itself),
     else ``switch_cost``. Viterbi over each frame's ``candidates`` cheapest rows.
     """
     t = len(wanted)
@@ -291,8 +294,10 @@ def choose_frames(library: MouthLibrary, wanted: np.ndarray, pose: np.ndarray, c
     f = np.stack([mouth_features(w, library.reference) for w in wanted])
     nf = f.shape[1] / 2
     k = min(candidates, len(library.frames))
+    gap_w, gap_l = lip_gap(np.asarray(wanted, np.float64)), lip_gap(library.landmarks)
     cost_all = (np.sqrt(((f[:, None, :] - library.features[None]) ** 2).sum(-1) / nf)
-                + pose_weight * np.linalg.norm(pose[:, None, :] - library.pose[None], axis=-1))   # (T, N)
+                + pose_weight * np.linalg.norm(pose[:, None, :] - library.pose[None], axis=-1)
+                + GAP_WEIGHT * np.abs(gap_w[:, None] - gap_l[None]))   # (T, N)
     cand = np.argsort(cost_all, axis=1)[:, :k]
     unary = np.take_along_axis(cost_all, cand, 1)
     frames = library.frames
