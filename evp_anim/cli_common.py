@@ -52,3 +52,12 @@ def read_transcript_option(text: Optional[str], transcript: Optional[Path]) -> O
     if text is not None and not text.strip():
         raise EvpError("the transcript is empty")
     return text
+
+
+def speech_content_options(front_end: str, text: Optional[str], transcript: Optional[Path]) -> tuple[str, Optional[str]]:
+    """(front end, transcript) from ``--front-end``, ``--text`` and ``--transcript``: a transcript
+    is read through the phones, so it turns the MFCC front end into the word front end."""
+    line = read_transcript_option(text, transcript)
+    if line is not None and front_end == "mfcc":
+        front_end = "words"
+    return front_end, line

@@ -201,16 +201,14 @@ def dub(
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Speech + target footage → dubbed video: animate → track → align → render (warp or GAN), with caches."""
-    from evp_anim.cli_common import read_transcript_option
     from evp_anim.audio.phones import FRONT_ENDS
+    from evp_anim.cli_common import speech_content_options
 
     _threads(threads)
     check_video_output(output, "dubbed video")
     if front_end not in FRONT_ENDS:
         raise EvpError(f"--front-end must be one of {', '.join(FRONT_ENDS)}, got {front_end!r}")
-    line = read_transcript_option(text, transcript)
-    if line is not None and front_end == "mfcc":
-        front_end = "words"
+    front_end, line = speech_content_options(front_end, text, transcript)
     dub_video(speech, target, output, emotion=emotion, intensity=intensity, model_dir=model,
               train_minutes=train_minutes, length_policy=length_policy, cache_dir=cache_dir,
               evp_model=evp_model, sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]),

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli_common import SfmDirOpt, read_transcript_option, reporter, sfm
+from ..cli_common import SfmDirOpt, reporter, sfm, speech_content_options
 from ..errors import EvpError
 
 # What a folder given to `animate` contributes: its files with these suffixes (case-insensitive),
@@ -173,9 +173,7 @@ def animate_cmd(
     if batch and preview is not None:
         raise EvpError("--preview writes one video: give one input with it (or run `evp-anim preview` "
                        "on each track)")
-    line = read_transcript_option(text, transcript)
-    if line is not None and front_end == "mfcc":
-        front_end = "words"
+    front_end, line = speech_content_options(front_end, text, transcript)
     spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
     if emotion_keys is not None:
         spec = EmotionSpec(emotion=None, keys=read_emotion_keys(emotion_keys).keys)
