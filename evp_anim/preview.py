@@ -23,6 +23,7 @@ import numpy as np
 from .audio.io import audio_sha256
 from .emotions import EMOTIONS
 from .errors import EvpError
+from .threads import one_blas_thread
 from .tracks import Track
 
 
@@ -174,7 +175,7 @@ def write_preview(track: Track, output: str | Path, audio_path: str | Path | Non
     sketch_px = track.landmarks_2d * scale + offset
     # superfast: a preview is for looking at, not keeping; it halves x264's share of each frame.
     with open_video_writer(output, track.fps, (2 * size, size), audio, preset="superfast") as writer, \
-            _EncoderThread(writer) as enc:
+            _EncoderThread(writer) as enc, one_blas_thread():
         for t in range(track.n_frames):
             frame = np.empty((size, 2 * size, 3), np.uint8)
             frame[:, :size] = draw_sketch(sketch_px[t], (size, size), thickness=max(1, size // 256))

@@ -179,9 +179,15 @@ def mfcc_block(y: np.ndarray, m0: int, m1: int, offset: int = 0) -> np.ndarray:
     if hi > lo:
         seg[lo - start: hi - start] = y[lo - offset:hi - offset]
     frames = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]       # (m1-m0, 400) view
-    spec = np.fft.rfft(frames * _hann(_N_FFT), axis=-1).astype(np.complex64)     # (m1-m0, 201)
+    return _mfcc_of_frames(frames)
+
+
+def _mfcc_of_frames(frames: np.ndarray) -> np.ndarray:
+    """MFCC c1…c12 (n, 12) float32 of n analysis frames (n, 400) float32 samples (the precision
+    :func:`mfcc_block` documents)."""
+    spec = np.fft.rfft(frames * _hann(_N_FFT), axis=-1).astype(np.complex64)     # (n, 201)
     power = np.abs(spec) ** 2                                                     # float32
-    mel = power @ mel_filters().T                                                 # (m1-m0, 40) float32
+    mel = power @ mel_filters().T                                                 # (n, 40) float32
     log_mel = 10.0 * np.log10(np.maximum(np.float32(_DB_AMIN), mel))             # dB re 1.0, float32
     coeffs = log_mel.astype(np.float64) @ _dct_ortho(N_MELS, N_MFCC + 1)
     return coeffs[:, 1:].astype(np.float32)
@@ -369,12 +375,24 @@ MIN_SPEECH_FRAMES = 10       # voiced frames (0.4 s) below which a clip's speech
 
 def frame_mfcc_rows(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """(T, 12) float32: the MFCC row at each 25 fps video frame's centre (row 4t + 2 of
-    :func:`mfcc`, the last row for a trailing frame without one), T = :func:`n_frames`."""
+    :func:`mfcc`, the last row for a trailing frame without one), T = :func:`n_frames`.
+
+    Only those rows are computed (a quarter of :func:`mfcc`'s: this runs on every clip before it
+    is animated), in blocks of :data:`_MFCC_BLOCK`; they agree with :func:`mfcc`'s rows to float
+    rounding (~1e-6: the mel product's summation can differ with the number of rows)."""
     y = to_16k(check_waveform(audio), sr)
-    m = mfcc(y)
+    m_total = 1 + y.size // _HOP
     T = n_frames(y.size)
-    rows = np.minimum(MFCC_PER_FRAME * np.arange(T) + MFCC_PER_FRAME // 2, m.shape[0] - 1)
-    return m[rows]
+    rows = np.minimum(MFCC_PER_FRAME * np.arange(T) + MFCC_PER_FRAME // 2, m_total - 1)
+    # Row m's frame is samples [m*160 - 200, m*160 + 200) of the clip zero-padded by 200 each side.
+    half = _N_FFT // 2
+    padded = np.zeros(y.size + 2 * half, np.float32)
+    padded[half:half + y.size] = y
+    frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP]    # (m_total, 400) view
+    out = np.empty((T, N_MFCC), np.float32)
+    for i in range(0, T, _MFCC_BLOCK):
+        out[i:i + _MFCC_BLOCK] = _mfcc_of_frames(frames[rows[i:i + _MFCC_BLOCK]])
+    return out
 
 
 def speech_mfcc_mean(rows: np.ndarray, voiced: np.ndarray) -> np.ndarray | None:

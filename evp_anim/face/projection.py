@@ -145,5 +145,14 @@ _SFM_MEAN_LANDMARK_BOX = (148.57, -0.22, -11.95)
 def aligned_landmarks(landmarks_3d: np.ndarray, size: int = 256) -> np.ndarray:
     """Frontal projection of (T, 68, 3) mm landmarks into the aligned size x size crop -> (T, 68, 2) px."""
     lm = np.asarray(landmarks_3d, dtype=np.float64)
+    if lm.ndim not in (2, 3) or lm.shape[-1] != 3:
+        raise EvpError(f"points must have shape (T, P, 3), got {np.shape(landmarks_3d)}")
     scale, trans = aligned_crop_transform(size)
-    return project(lm, np.zeros(3), trans, scale)
+    # project() with no rotation, without its (T, P, 3) @ identity product: the same float64
+    # operations on x and y (u = s x + tx, v = ty - s y), so the same pixels to the bit.
+    out = np.empty(lm.shape[:-1] + (2,), np.float64)
+    np.multiply(lm[..., 0], scale, out=out[..., 0])
+    out[..., 0] += trans[0]
+    np.multiply(lm[..., 1], -scale, out=out[..., 1])
+    out[..., 1] += trans[1]
+    return out

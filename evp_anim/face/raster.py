@@ -410,9 +410,13 @@ def _plain_triangles(tex8: np.ndarray, uv: np.ndarray, triangles: np.ndarray) ->
         and that colour, (3,) uint8.
     """
     rgb = tex8[..., :3]
-    flat = rgb.reshape(-1, 3)
-    colours, counts = np.unique(flat, axis=0, return_counts=True)
-    skin = colours[counts.argmax()]
+    # Each colour as one integer (r·2¹⁶ + g·2⁸ + b): a 1-D unique is ~20x faster than np.unique's
+    # row sort (0.9 s for the preview head's texture, paid by every preview), and the integers
+    # sort as the rows do, so a tie between two colours goes the same way.
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    keys, counts = np.unique(packed.reshape(-1), return_counts=True)
+    top = int(keys[counts.argmax()])
+    skin = np.array([top >> 16, (top >> 8) & 255, top & 255], np.uint8)
     other = np.any(rgb != skin, axis=2).astype(np.int32)
     # summed-area table: texels of another colour in any box in O(1)
     sat = np.zeros((other.shape[0] + 1, other.shape[1] + 1), np.int64)
@@ -482,9 +486,16 @@ class _GLFaceRaster:
         self.bg_u8 = np.clip(np.asarray(background, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         self._targets: dict = {}   # output size -> framebuffer at size * supersample
         self._blank: dict = {}     # output size -> (size, size, 3) uint8 background frame
+        self._read_buf: np.ndarray | None = None   # read-back memory, reused frame to frame
         info = ctx.info
         self.max_side = min(int(info["GL_MAX_RENDERBUFFER_SIZE"]), int(info["GL_MAX_VIEWPORT_DIMS"][0]),
                             int(info["GL_MAX_VIEWPORT_DIMS"][1]))
+
+    def _readback(self, n_bytes: int) -> np.ndarray:
+        """A (≥ n_bytes,) uint8 buffer for read-backs, kept and grown as boxes need."""
+        if self._read_buf is None or self._read_buf.size < n_bytes:
+            self._read_buf = np.empty(n_bytes, np.uint8)
+        return self._read_buf
 
     def fits(self, size: int) -> bool:
         """Whether a ``size`` square output (``size * supersample`` buffers) fits this driver."""
@@ -573,9 +584,11 @@ class _GLFaceRaster:
                 ctx.cull_face = "back"
                 self.vao_culled.render(moderngl.TRIANGLES)
                 ctx.disable(moderngl.CULL_FACE)
-            # RGBA read-back is ~2x cheaper than RGB (no repacking); cvtColor drops alpha (SIMD)
-            buf = fbo.read(viewport=box, components=4, alignment=1)
-        img = np.frombuffer(buf, np.uint8).reshape(box[3], box[2], 4)
+            # RGBA read-back is ~2x cheaper than RGB (no repacking); cvtColor drops alpha (SIMD).
+            # Read into a kept buffer: fbo.read() zeroes a new one and wraps it in bytes each
+            # frame (~1.4 ms of a 768×768 box).
+            img = self._readback(box[2] * box[3] * 4)[:box[2] * box[3] * 4].reshape(box[3], box[2], 4)
+            fbo.read_into(img, viewport=box, components=4, alignment=1)
         if ss > 1:
             img = cv2.resize(img, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
         out[y0:y1, x0:x1] = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)

@@ -51,7 +51,7 @@ CROP = 256
 CHUNK_FRAMES = 3000
 _EMOTE_OVERLAP = 64          # EmoteModel.predict's overlap either side of a chunk (its receptive field < 2 s)
 _PROJECT_BLOCK = 500        # frames per projection / rig evaluation block
-_LIFT_BLOCK = 500           # frames per rig solve in lift_to_rig (bounds the solver's temporaries)
+_LIFT_BLOCK = 1500          # frames per rig solve in lift_to_rig (bounds the solver's temporaries)
 _LEVEL_FRAMES = 1500         # frames per block of levels in the first pass: energy()'s own block
 _ARRAY_BLOCK = 1 << 17       # samples per block when the speech is already in memory
 _SAMPLES_PER_FRAME = int(SAMPLE_RATE // FPS)     # 640 at 16 kHz, 25 fps
@@ -240,7 +240,7 @@ class _RestMouth:
         self.cache: dict = {}
         distinct: set[bytes] = set()
         for a in range(0, n, chunk):
-            distinct.update(map(bytes, np.unique(self._round(codes_of(a, min(a + chunk, n))), axis=0)))
+            distinct.update(map(bytes, _unique_rows(self._round(codes_of(a, min(a + chunk, n))))[0]))
             if len(distinct) > most:
                 break
         self.step = int(np.ceil(n / most)) if len(distinct) > most else None
@@ -257,7 +257,7 @@ class _RestMouth:
     def __call__(self, frames: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(k, 20, 3) mm for frames (k,) of the clip with codes (k, De)."""
         if self.step is None:
-            uniq, which = np.unique(self._round(codes), axis=0, return_inverse=True)
+            uniq, which = _unique_rows(self._round(codes))
             rest = np.stack([self._mouth(bytes(u), lambda u=u: u) for u in uniq])
         else:
             anchor = np.minimum(np.round(np.asarray(frames) / self.step).astype(int), self.n_anchors - 1)
@@ -265,6 +265,18 @@ class _RestMouth:
             rest = np.stack([self._mouth(int(i), lambda i=int(i): self.codes_of(i * self.step, i * self.step + 1)[0])
                              for i in uniq])
         return rest[which.reshape(-1)]
+
+
+def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, axis=0, return_inverse=True)`` of a (n, d) array: the distinct rows (u, d)
+    in sorted order and each row's index (n,) into them. A label's codes are one row repeated
+    (every frame of a chunk): that case is answered without np.unique's row sort, which costs
+    ~10 ms for 1,500 rows of 32."""
+    x = np.asarray(x)
+    if len(x) and (x == x[:1]).all():
+        return x[:1].copy(), np.zeros(len(x), np.intp)
+    uniq, which = np.unique(x, axis=0, return_inverse=True)
+    return uniq, which.reshape(-1)
 
 
 def _project(lm3d: np.ndarray) -> np.ndarray:
@@ -457,9 +469,10 @@ def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
     reproduce its 3D landmarks (box-constrained least squares), so the EVP landmarks drive the
     shape-key head, Blender and ARKit exports. Modifies and returns ``track``.
 
-    Solved per frame, in blocks of :data:`_LIFT_BLOCK` frames: the solver's bound-set systems are
-    (frames, K, K) float64 (42 MB per 3000 frames, several at once), so bigger blocks would set
-    the peak memory of a whole ``animate`` run."""
+    Solved per frame, in blocks of :data:`_LIFT_BLOCK` frames: the solver holds each frame's
+    inverted bound-set system, (frames, |B|, |B|) float64 with |B| ≈ 20 of K = 42 channels (6 MB
+    per 1500 frames, at most 21 MB), so bigger blocks would set the peak memory of a whole
+    ``animate`` run; smaller ones pay the solver's per-call set-up (~3 ms) more often."""
     from ..face.solve import weights_from_landmarks
     lm = track.landmarks_3d
     weights = np.empty((len(lm), len(rig.channels)), np.float32)
@@ -700,7 +713,7 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
                            progress: Callable[[float], None] | None = None,
                            chunk_frames: int | None = None,
                            frame_progress: Callable[[int], None] | None = None, life=None,
-                           hearing: Callable[[float], None] | None = None) -> int:
+                           hearing: Callable[[float], None] | None = None, content=None) -> int:
     """:func:`animate_speech_file` written straight to the track file ``output`` (.npz), chunk by
     chunk through a :class:`~evp_anim.tracks.TrackWriter`: with the MFCC front end, memory is
     bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length (a
@@ -709,10 +722,13 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
     ``hearing(fraction)`` is told how far the word recogniser is (it runs first, ~3× real time).
     ``progress(fraction)`` is told after each chunk, and ``frame_progress(frames)`` the number of
     frames (25 fps) written so far (the clip's total is ``n_frames`` of its 16 kHz samples, which a
-    caller can read from the file's header up front). Returns the number of frames written."""
+    caller can read from the file's header up front). ``content`` as in
+    :func:`animate_speech_file` (phones already heard, e.g. by
+    :class:`~evp_anim.audio.hearing.BackgroundHearing`): the file is then streamed whatever the
+    front end. Returns the number of frames written."""
     with TrackWriter(output) as writer:
         for track in _speech_file_chunks(path, model, spec, rig, identity, style, front_end, text, warn,
-                                         chunk_frames, progress, life, hearing=hearing):
+                                         chunk_frames, progress, life, content=content, hearing=hearing):
             writer.append(track)
             del track       # spooled: not held while the next chunk is made
             if frame_progress is not None:

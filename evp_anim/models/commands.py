@@ -155,7 +155,6 @@ def animate_cmd(
     """
     from ..emotions import canonical_emotion, check_intensity
     from ..emotion_keys import read_emotion_keys
-    from .animate import EmotionSpec
 
     # -o is read as a string: a Path would drop the trailing '/' that marks a folder not made yet.
     output = Path(output_arg)
@@ -174,9 +173,20 @@ def animate_cmd(
         raise EvpError("--preview writes one video: give one input with it (or run `evp-anim preview` "
                        "on each track)")
     front_end, line = speech_content_options(front_end, text, transcript)
-    spec = EmotionSpec(emotion=canonical_emotion(emotion), intensity=check_intensity(intensity))
-    if emotion_keys is not None:
-        spec = EmotionSpec(emotion=None, keys=read_emotion_keys(emotion_keys).keys)
+    emotion, intensity = canonical_emotion(emotion), check_intensity(intensity)   # errors before the fork
+    keys = read_emotion_keys(emotion_keys).keys if emotion_keys is not None else None
+    # One clip with a recogniser front end: pocketsphinx starts hearing it in a child process now,
+    # while this one imports torch and loads the model (both cores busy instead of one, then the
+    # other; issue 17's cold start). Only before that import: the child is a fork of this process.
+    background = None
+    # (Not for the acoustic front end: it takes a fraction of a second, with torch, in-process.)
+    if not batch and front_end in ("words", "phones") and audio[0].is_file() and not _same_file(audio[0], output):
+        from ..audio.hearing import BackgroundHearing
+        background = BackgroundHearing.start(audio[0], line, front_end)
+    from .animate import EmotionSpec
+    spec = EmotionSpec(emotion=emotion, intensity=intensity)
+    if keys is not None:
+        spec = EmotionSpec(emotion=None, keys=keys)
     elif emotion_audio is not None:
         spec = EmotionSpec(emotion=None, reference_audio=emotion_audio)
 
@@ -195,7 +205,7 @@ def animate_cmd(
                                           seed=seed)
     animator = _Animator(model_path, spec, style, reference, front_end, line, sfm_dir, life)
     if not batch:
-        animator.run(inputs[0], outputs[0])
+        animator.run(inputs[0], outputs[0], background=background)
         if preview is not None:
             from ..preview import write_preview
             from ..tracks import load_track
@@ -233,10 +243,12 @@ class _Animator:
         self.life = life
         limit_heap_growth()     # this process streams the speech: chunk-sized buffers stay out of the heap
 
-    def run(self, audio: Path, output: Path, warn_prefix: str = "", **fields) -> int:
+    def run(self, audio: Path, output: Path, warn_prefix: str = "", background=None, **fields) -> int:
         """Animate ``audio`` into the track ``output`` (.npz), reporting frames done of the
         clip's total (read from the file's header up front, corrected to the exact count at the
-        end). ``fields`` go into the machine-readable lines. Returns the frames written."""
+        end). ``background`` (:class:`~evp_anim.audio.hearing.BackgroundHearing` of this clip)
+        gives the phones already being heard; without its result the clip is heard here.
+        ``fields`` go into the machine-readable lines. Returns the frames written."""
         from ..tracks import DEFAULT_FPS
         from .animate import animate_speech_to_file
         rep = reporter()
@@ -262,11 +274,15 @@ class _Animator:
                 rep.update(0)
             # A header's estimate that was short (a compressed file) grows with the frames done.
             rep.update(done, total=done if total is not None and done > total else None)
+
+        def warn(message: str) -> None:
+            rep.info(f"warning: {warn_prefix}{message}")
+        content = None if background is None else background.result(warn, on_hearing)
         # Written chunk by chunk as it is made: memory stays flat however long the speech is.
         frames = animate_speech_to_file(audio, output, self.model, self.spec, self.rig, identity=self.identity,
                                         style=self.style, front_end=self.front_end, text=self.text,
-                                        warn=lambda m: rep.info(f"warning: {warn_prefix}{m}"),
-                                        frame_progress=on_frames, life=self.life, hearing=on_hearing)
+                                        warn=warn, frame_progress=on_frames, life=self.life,
+                                        hearing=on_hearing, content=content)
         if frames != total:
             rep.update(frames, total=frames)    # the exact count, now known
         rep.success(output=str(output), frames=frames)

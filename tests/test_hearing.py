@@ -1,0 +1,82 @@
+"""Hearing a clip in a forked child while `animate` starts up (evp_anim/audio/hearing.py, issue 17):
+the child's content, warnings and progress are those of the in-process front end, a child that
+fails gives None (the caller then hears in-process), and the command's track is the in-process
+function's. On ../shared/realspeech-dev (real voices)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from evp_anim.audio.hearing import BackgroundHearing
+from evp_anim.audio.io import load_audio
+from evp_anim.audio.phones import pocketsphinx_available, speech_content
+
+DEV = REPO.parent / "shared" / "realspeech-dev"
+CLIP = DEV / "005.wav"        # "eight of spades four of clubs seven of hearts"
+
+pytestmark = [pytest.mark.skipif(not pocketsphinx_available(), reason="pocketsphinx not installed"),
+              pytest.mark.skipif(not CLIP.is_file(), reason="../shared/realspeech-dev missing")]
+
+
+@pytest.mark.parametrize("recogniser", ["words", "phones"])
+def test_child_hears_what_the_front_end_hears_in_process(recogniser):
+    bg = BackgroundHearing.start(CLIP, None, recogniser)
+    assert bg is not None                      # Linux: fork is available
+    seen: list[float] = []
+    content = bg.result(progress=seen.append)
+    want = speech_content(load_audio(CLIP), None, recogniser=recogniser)
+    assert content.source == want.source and content.phones == want.phones
+    assert len(content.phones) > 10
+    if recogniser == "words":
+        assert seen and seen[-1] == 1.0        # the recogniser's progress came through
+    assert not bg._proc.is_alive()
+
+
+def test_warnings_of_a_mismatching_transcript_are_given_to_the_caller():
+    wrong = "go forward ten meters"
+    told: list[str] = []
+    content = BackgroundHearing.start(CLIP, wrong, "words").result(warn=told.append)
+    in_process: list[str] = []
+    want = speech_content(load_audio(CLIP), wrong, warn=in_process.append, recogniser="words")
+    assert told == in_process and "does not match the audio" in told[0]
+    assert content.source == want.source == "words heard" and content.phones == want.phones
+
+
+def test_a_child_that_fails_gives_none_and_no_warnings(tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(np.random.default_rng(0).bytes(5000))       # not audio: load_audio raises
+    told: list[str] = []
+    assert BackgroundHearing.start(bad, None, "words").result(warn=told.append) is None
+    assert told == []
+
+
+def test_a_child_killed_midway_gives_none():
+    bg = BackgroundHearing.start(CLIP, None, "words")
+    bg._proc.kill()
+    assert bg.result() is None
+
+
+def test_animate_command_with_the_word_front_end_equals_the_in_process_track(tmp_path, sfm_dir):
+    """The command hears in its child and streams the file; animate_speech_file hears in-process
+    from the loaded samples: the same track."""
+    out = tmp_path / "t.npz"
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "--quiet", "animate", str(CLIP), "-o", str(out),
+                        "-e", "happy", "-i", "0.7", "--sfm-dir", str(sfm_dir)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    from evp_anim.face.rig import FaceRig
+    from evp_anim.living import LifeSettings
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model
+    from evp_anim.tracks import load_track
+    want = animate_speech_file(CLIP, load_animation_model(None), EmotionSpec("happy", 0.7), FaceRig(sfm_dir),
+                               front_end="words", life=LifeSettings())
+    got = load_track(out)
+    assert got.info["front_end"] == want.info["front_end"] and "words heard" in got.info["front_end"]
+    # The same phones give the same track up to float rounding (this process's torch may run on
+    # another number of threads than the command's: a last-bit difference, ~1e-5 px); a phone
+    # heard differently would move the mouth by millimetres.
+    for name in ("landmarks_2d", "landmarks_3d", "expression", "pose_rotation", "gaze"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-3, err_msg=name)
