@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/bench_front_end.py [--seconds 60] [--threads 2]
 
 The audio is the real recordings of ../shared/realspeech-dev repeated to the length asked for
-(with 0.3 s pauses). Printed: the word recogniser, the phone recogniser and the transcript
-alignment alone, then `animate` (library call, models loaded once, rig solve included) for EVP
-and EMOTE with each front end (mfcc, phones, words: the command line's default), each as × real
-time.
+(with 0.3 s pauses). Printed: the word recogniser, the acoustic front end, the phone recogniser
+and the transcript alignment alone, then `animate` (library call, models loaded once, rig solve
+included) for EVP and EMOTE with each front end (mfcc, acoustic, phones, words: the command line's
+default), each as × real time.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def main() -> None:
         print(f"{label:<34} {dt:7.2f} s  {dur / dt:8.1f}× real time", flush=True)
         return out
 
+    from evp_anim.audio.acoustic import acoustic_frames, default_model
+    default_model()                                               # read once per process, as animate does
+    timed("acoustic front end (pocketsphinx model)", lambda: acoustic_frames(audio))
     timed("word recogniser (pocketsphinx)", lambda: recognize_words(audio))
     timed("phone recogniser (pocketsphinx)", lambda: recognize_phones(audio))
     full = np.concatenate(pieces)
@@ -71,7 +74,7 @@ def main() -> None:
         for name in ("evp", "emote"):
             model = load_animation_model(None if name == "evp" else "emote")
             animate_speech_file(wav, model, spec, rig)           # warm-up (first-call costs)
-            for fe in ("mfcc", "phones", "words"):
+            for fe in ("mfcc", "acoustic", "phones", "words"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     timed(f"animate {name}, front end {fe}",

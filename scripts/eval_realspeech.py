@@ -110,8 +110,8 @@ def main() -> None:
         return score_lipsync(np.concatenate(lms), phones, FPS).to_dict()
 
     def show(name: str, d: dict) -> None:
-        print(f"| {name:<30} | {d['openness_corr']:5.2f} | {100 * d['closure']:4.0f}% | "
-              f"{100 * d['closure_chance']:4.0f}% | {100 * d['shut_frames']:4.0f}% | "
+        print(f"| {name:<30} | {d['openness_corr']:5.3f} | {100 * d['closure']:4.0f}% | "
+              f"{100 * d['closure_chance']:4.1f}% | {100 * d['shut_frames']:4.1f}% | "
               f"{d['open_vowel_contrast']:6.3f} | {d['lag_ms']:+5.0f} |", flush=True)
 
     print("| configuration | openness corr | closure /p b m/ | chance | shut frames | open-vowel contrast | lag ms |")

@@ -20,11 +20,14 @@ Three ways to get phones of 16 kHz mono audio, all as ARPAbet segments ``[(start
 (T, 40) float32, the share of each 25 fps frame's 40 ms that each phone covers (rows sum to 1);
 :func:`viseme_posteriors` does the same over the 15 viseme classes the EMOTE generator reads.
 :func:`speech_content` is the front end ``animate`` uses: transcript if given and matching, else
-a recogniser.
+a recogniser. The fourth front end, frame by frame without a search, is
+:mod:`evp_anim.audio.acoustic`; :class:`SpeechContent` carries either, or phones with its frames
+blended in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -394,35 +397,103 @@ def viseme_posteriors(segments: Sequence[Segment], n_frames: int, fps: float = D
 
 
 # animate's --front-end choices: "words" (word recogniser, the default of the command line),
+# "acoustic" (pocketsphinx's acoustic model frame by frame, no search: fast, 30 ms look-ahead),
 # "phones" (phone recogniser), "mfcc" (the models' own audio features: fast, streamable).
-FRONT_ENDS = ("words", "phones", "mfcc")
+FRONT_ENDS = ("words", "acoustic", "phones", "mfcc")
 RECOGNISERS = {"words": "words heard", "phones": "phones heard"}
+ACOUSTIC_SOURCE = "acoustic model frames"   # SpeechContent.source of the acoustic front end (no phones)
 
 
 @dataclass
 class SpeechContent:
     """What is said, for the animation models: ARPAbet ``phones`` and where they came from
     (``"transcript"``: forced alignment; ``"words heard"`` / ``"phones heard"``: the recognisers,
-    audio only)."""
+    audio only; ``"acoustic model frames"``: no phones, per-frame posteriors only).
+
+    ``viseme_frames`` (T, 15) / ``closure_frames`` (T,) at ``fps``: what the acoustic front end
+    (:mod:`evp_anim.audio.acoustic`) heard frame by frame. With phones as well, the models read
+    the blend ``(1 − acoustic_weight) · phones' visemes + acoustic_weight · viseme_frames`` and the
+    lips close on the phones' /p b m/; without phones, the frames alone. ``acoustic_weight`` 0
+    asks for the phones alone (``animate`` otherwise blends the frames in at
+    :data:`~evp_anim.audio.acoustic.PHONE_BLEND`).
+    """
 
     phones: list[Segment]
     source: str
+    viseme_frames: np.ndarray | None = None
+    closure_frames: np.ndarray | None = None
+    fps: float = DEFAULT_FPS
+    acoustic_weight: float | None = None
+
+    @property
+    def wants_acoustic(self) -> bool:
+        """Phones that ``animate`` should blend the acoustic frames into (none given yet, weight not 0)."""
+        return self.has_phones and self.viseme_frames is None and self.acoustic_weight != 0
+
+    def with_acoustic(self, visemes: np.ndarray, closure: np.ndarray, weight: float) -> "SpeechContent":
+        """These phones with the acoustic front end's frames blended in at ``weight``."""
+        return dataclasses.replace(self, viseme_frames=visemes, closure_frames=closure, acoustic_weight=float(weight))
+
+    @property
+    def has_phones(self) -> bool:
+        """False for the acoustic front end's content (frames only); True for phone sources, even
+        when no phone was heard (a silent clip's phones are an empty list)."""
+        return self.source != ACOUSTIC_SOURCE
+
+    def visemes(self, n_frames: int, fps: float = DEFAULT_FPS) -> np.ndarray:
+        """(n_frames, 15) float32 viseme posteriors at ``fps``, rows summing to 1: the phones'
+        (:func:`viseme_posteriors`), the acoustic frames' (cut, or padded with silence, to
+        ``n_frames``), or their blend (see the class)."""
+        if self.viseme_frames is None:
+            return viseme_posteriors(self.phones, n_frames, fps)
+        frames = _fit_frames(self.viseme_frames, n_frames, fps, self.fps, pad_column=0)
+        if not self.has_phones:
+            return frames
+        w = np.float32(1.0 if self.acoustic_weight is None else self.acoustic_weight)
+        return ((1 - w) * viseme_posteriors(self.phones, n_frames, fps) + w * frames).astype(np.float32)
+
+    def closure(self, n_frames: int, fps: float = DEFAULT_FPS) -> np.ndarray:
+        """(n_frames,) float32 in [0, 1]: how closed the lips must be (1 on /p b m/): the phones'
+        bilabials when there are phones, else the acoustic frames' closure."""
+        if self.has_phones or self.closure_frames is None:
+            from ..face.lip_contact import bilabial_intervals, closure_curve
+            return closure_curve(bilabial_intervals(self.phones), n_frames, fps)
+        return _fit_frames(self.closure_frames[:, None], n_frames, fps, self.fps)[:, 0]
+
+
+def _fit_frames(values: np.ndarray, n_frames: int, fps: float, own_fps: float,
+                pad_column: int | None = None) -> np.ndarray:
+    """(n_frames, C) float32 of per-frame ``values`` (T, C): the same frame rate only (the front
+    ends all give 25 fps), cut to ``n_frames`` or padded with zeros (a one in ``pad_column``)."""
+    if abs(fps - own_fps) > 1e-6:
+        raise EvpError(f"speech content at {own_fps:g} fps cannot feed a {fps:g} fps track")
+    n = int(n_frames)
+    out = np.zeros((n, values.shape[1]), np.float32)
+    m = min(n, len(values))
+    out[:m] = values[:m]
+    if pad_column is not None:
+        out[m:, pad_column] = 1.0
+    return out
 
 
 def speech_content(audio: np.ndarray, text: str | None = None,
-                   warn: Callable[[str], None] | None = None, recogniser: str = "words",
+                   warn: Callable[[str], None] | None = None,
+                   recogniser: str | Callable[[np.ndarray], SpeechContent] = "words",
                    progress: Callable[[float], None] | None = None) -> SpeechContent:
-    """Phones of 16 kHz mono audio: from the transcript when ``text`` is given and matches the
-    audio, else from the ``recogniser`` — ``"words"`` (:func:`recognize_words`, ``progress`` told
-    its fraction done) or ``"phones"`` (:func:`recognize_phones`). A mismatching transcript is
-    reported through ``warn`` and the audio alone is used."""
-    if recogniser not in RECOGNISERS:
+    """What 16 kHz mono audio says: the transcript's phones when ``text`` is given and matches the
+    audio, else the ``recogniser``'s — ``"words"`` (:func:`recognize_words`, ``progress`` told its
+    fraction done), ``"phones"`` (:func:`recognize_phones`) or a function of the audio (the
+    acoustic front end, :func:`~evp_anim.audio.acoustic.acoustic_content`). A mismatching
+    transcript is reported through ``warn`` and the audio alone is used."""
+    if not callable(recogniser) and recogniser not in RECOGNISERS:
         raise EvpError(f"unknown recogniser {recogniser!r}: choose from {', '.join(RECOGNISERS)}")
     if text is not None:
         try:
             return SpeechContent(align_transcript(audio, text, warn=warn), "transcript")
         except TranscriptMismatch as e:
             (warn or (lambda m: warnings.warn(m, stacklevel=2)))(f"{e}; using the audio alone")
+    if callable(recogniser):
+        return recogniser(audio)
     if recogniser == "words":
         return SpeechContent(recognize_words(audio, progress).phones, RECOGNISERS["words"])
     return SpeechContent(recognize_phones(audio), RECOGNISERS["phones"])

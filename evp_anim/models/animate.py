@@ -36,7 +36,7 @@ import torch
 from .. import __version__
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
-from ..audio.features import SAMPLE_RATE
+from ..audio.features import MFCC_WINDOW, N_MFCC, SAMPLE_RATE
 from ..tracks import DEFAULT_FPS, MOUTH, Track, TrackWriter, concat
 from ..emotion_keys import EmotionKey, validate_keys
 from .emotion_control import per_frame
@@ -159,9 +159,9 @@ def _scan(speech: _Speech, with_rows: bool = False) -> tuple[int, np.ndarray, np
 
 
 def _shifts_mfcc(model, content) -> bool:
-    """Whether :func:`_speech_shift` applies: the MFCC front end (no phones) of a model that
-    stores its training speech mean."""
-    return content is None and model.meta.get("speech_mfcc_mean") is not None
+    """Whether :func:`_speech_shift` applies: a model that reads its MFCC content encoder (no
+    phones, or phones it does not read: :func:`_reads_visemes`) and stores its training speech mean."""
+    return (content is None or not _reads_visemes(model)) and model.meta.get("speech_mfcc_mean") is not None
 
 
 def _speech_shift(model, levels: np.ndarray, rows: np.ndarray | None, info: dict) -> np.ndarray | None:
@@ -185,13 +185,20 @@ def _speech_shift(model, levels: np.ndarray, rows: np.ndarray | None, info: dict
 
 def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
                    span: Callable[[int, int], tuple[int, int]],
-                   shift: np.ndarray | None = None) -> Iterator[tuple[int, int, int, np.ndarray]]:
+                   shift: np.ndarray | None = None, unread: bool = False) -> Iterator[tuple[int, int, int, np.ndarray]]:
     """Second pass: for each chunk of frames [a, b) (``chunk`` frames, the last one shorter),
     ``(a, b, f0, windows)``: the MFCC windows (f1 - f0, 28, 12) of the frames [f0, f1) =
     ``span(a, b)`` the network reads for that chunk (the chunk and its context), equal to the whole
     clip's, plus ``shift`` (12,) if given (:func:`_speech_shift`). Holds only the samples those
-    windows need."""
+    windows need. ``unread``: the model reads visemes instead, so the windows are zeros (a
+    read-only view, no audio read) of the same shape."""
     from ..audio.features import mfcc_window_span, window_span_samples
+    if unread:
+        zeros = np.zeros((1, MFCC_WINDOW, N_MFCC), np.float32)
+        for a in range(0, n, chunk):
+            f0, f1 = span(a, min(a + chunk, n))
+            yield a, min(a + chunk, n), f0, np.broadcast_to(zeros, (f1 - f0,) + zeros.shape[1:])
+        return
     blocks = speech.blocks()
     buf, buf_start = np.zeros(0, np.float32), 0
     for a in range(0, n, chunk):
@@ -400,16 +407,22 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
 
     visemes = closure = None
     if content is not None:
-        if model.reads_phones:
-            from ..audio.phones import viseme_posteriors
-            visemes = viseme_posteriors(content.phones, n, FPS)
+        if model.reads_phones and model.net.cfg.content_delay == 0:
+            visemes = content.visemes(n, FPS)
+        elif model.reads_phones:
+            # A delayed (live) model's LSTM reads frame t - d's content; phones say nothing of what
+            # comes after their own frame, so its phone path has no look-ahead at all (measured on
+            # realspeech-dev: 0.36 correlation, 32 ms late, against 0.61 from its MFCC encoder).
+            import warnings
+            warnings.warn(f"this EVP model reads the content {model.net.cfg.content_delay} frames late (a "
+                          "live model), which its phone encoder cannot make up for: its MFCC content "
+                          "encoder is used; the phones only seal the lips", stacklevel=3)
         else:
             import warnings
             warnings.warn("this EVP model has no phone content encoder (an older model file): its "
                           "MFCC content encoder is used; the phones only seal the lips", stacklevel=3)
         if rig is not None:
-            from ..face.lip_contact import bilabial_intervals, closure_curve
-            closure = closure_curve(bilabial_intervals(content.phones), n, FPS)
+            closure = content.closure(n, FPS)
     # Voice activity and the gate over the whole clip: a few bytes a frame, and the gate's edges
     # (np.roll in _silence_gate) reach across the clip's ends.
     gate = _silence_gate(voice_activity_from_energy(levels))
@@ -443,7 +456,8 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
                 _seal_track(track, rig, closure[a:b], identity)
         return track
 
-    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift), one_chunk, n, progress)
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift, unread=visemes is not None),
+                           one_chunk, n, progress)
 
 
 def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
@@ -572,10 +586,8 @@ def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.n
     ident = None if identity is None else np.asarray(identity, np.float32)
     visemes = closure = None
     if content is not None:
-        from ..audio.phones import viseme_posteriors
-        from ..face.lip_contact import bilabial_intervals, closure_curve
-        visemes = viseme_posteriors(content.phones, n, FPS)
-        closure = closure_curve(bilabial_intervals(content.phones), n, FPS)
+        visemes = content.visemes(n, FPS)
+        closure = content.closure(n, FPS)
     speaker = model.speaker_id(style)
     scale, trans = aligned_crop_transform(CROP)
 
@@ -603,7 +615,8 @@ def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.n
             emotion=weights[a - lo:b - lo], intensity=intensity[a - lo:b - lo],
             provenance=provenance, info=info)
 
-    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift), one_chunk, n, progress)
+    yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift, unread=visemes is not None),
+                           one_chunk, n, progress)
 
 
 def animate_emote(audio: np.ndarray, model, spec: EmotionSpec, rig, identity: np.ndarray | None = None,
@@ -644,6 +657,14 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
         yield apply_life(track, alive, rig, ident)
 
 
+def _reads_visemes(model) -> bool:
+    """Whether the model reads viseme posteriors (EMOTE always; EVP with its phone encoder Ep)."""
+    from .emote import EmoteModel
+    if isinstance(model, EmoteModel):
+        return True
+    return bool(getattr(model, "reads_phones", False)) and model.net.cfg.content_delay == 0
+
+
 def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
                          style: str | None, front_end: str, text: str | None, warn,
                          chunk_frames: int | None, progress: Callable[[float], None] | None,
@@ -660,18 +681,32 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
         raise EvpError(f"unknown front end {front_end!r}: choose from {', '.join(FRONT_ENDS)}")
     if text is not None and front_end == "mfcc":
         raise EvpError("a transcript needs a phone front end (--front-end words or phones), not mfcc")
-    if content is not None:
-        speech = _Speech.from_file(path, warn=warn)
-    elif front_end != "mfcc":
+    x = None
+    if content is None and front_end != "mfcc":
         # The recogniser and the aligner take the whole clip; the animation still runs in chunks.
         x = load_audio(path, warn=warn)
-        content = speech_content(x, text, warn=warn, recogniser=front_end, progress=hearing)
-        speech = _Speech.from_array(x)
-    else:
-        speech = _Speech.from_file(path, warn=warn)
+        if front_end == "acoustic":
+            from ..audio.acoustic import acoustic_content
+            content = speech_content(x, text, warn=warn, recogniser=acoustic_content)
+        else:
+            content = speech_content(x, text, warn=warn, recogniser=front_end, progress=hearing)
+    if content is not None and content.wants_acoustic and _reads_visemes(model):
+        # Phones (heard or aligned) are blended with the acoustic model's own frames
+        # (evp_anim.audio.acoustic.PHONE_BLEND): a fraction of a second for a minute of speech.
+        from ..audio.acoustic import with_acoustic_frames
+        x = load_audio(path, warn=warn) if x is None else x
+        content = with_acoustic_frames(content, x)
+    speech = _Speech.from_file(path, warn=warn) if x is None else _Speech.from_array(x)
     provenance = {**model_provenance(model), "source_audio_sha256": audio_sha256(path)}
-    info = {"front_end": "mfcc" if content is None else f"phones ({content.source})",
-            "audio": str(Path(path).resolve())}
+    if content is None:
+        front = "mfcc"
+    elif not content.has_phones:
+        front = "acoustic (pocketsphinx phone posteriors per frame)"
+    elif content.viseme_frames is not None:
+        front = f"phones ({content.source}) + acoustic frames ({content.acoustic_weight:g})"
+    else:
+        front = f"phones ({content.source})"
+    info = {"front_end": front, "audio": str(Path(path).resolve())}
     if isinstance(model, EmoteModel):
         yield from _emote_chunks(speech, model, spec, rig, ident, style, content, chunk, provenance,
                                  {"style": style or "unknown", **info}, progress)

@@ -123,10 +123,13 @@ def animate_cmd(
                                              "face to animate (default: the SFM mean face)."),
     front_end: str = typer.Option("words", "--front-end", help="Speech content: 'words' (pocketsphinx, "
                                   "trained on real voices, hears the words, then their phones are "
-                                  "aligned; ~3x real time), 'phones' (pocketsphinx's phone recogniser; "
-                                  "faster, less accurate) or 'mfcc' (the models' own audio features: "
-                                  "250-500x real time, poorer on real voices). With words or phones "
-                                  "both models read the phones and seal the lips on /p b m/."),
+                                  "aligned; ~3x real time), 'acoustic' (pocketsphinx's acoustic model "
+                                  "frame by frame, no word search: ~200x real time, the mouth's "
+                                  "opening nearly as good, lip closure on /p b m/ much weaker), "
+                                  "'phones' (pocketsphinx's phone recogniser; less accurate) or "
+                                  "'mfcc' (the models' own audio features: 250-500x real time, poorer "
+                                  "on real voices). With words or phones both models read the phones "
+                                  "and seal the lips on /p b m/."),
     text: Optional[str] = typer.Option(None, "--text", help="What is said: forced alignment of these "
                                        "words gives the phones (with --front-end mfcc: words; one input "
                                        "only). A transcript that does not match falls back to the "
