@@ -194,3 +194,9 @@ def test_a_live_model_reads_its_mfcc_encoder_not_phones(clip, sfm_dir):
     from evp_anim.face.lip_contact import bilabial_intervals, closure_curve
     free = closure_curve(bilabial_intervals(align_transcript(clip, TEXT)), sealed.n_frames, 25.0) == 0
     assert np.allclose(sealed.landmarks_3d[free], plain.landmarks_3d[free], atol=1e-4)
+
+
+def test_cepstra_in_blocks_equal_one_block(clip, monkeypatch):
+    whole = acoustic.cepstra(clip)
+    monkeypatch.setattr(acoustic, "_CEP_BLOCK", 7)          # blocks of 70 ms: every edge case
+    assert np.allclose(acoustic.cepstra(clip), whole, atol=1e-3)

@@ -70,6 +70,7 @@ SCORE_STEP = 2
 # without, 0.769 / 0.695 with (0.758 / 0.697 at weight 0.3); 40 synthetic held-out clips, whose
 # words pocketsphinx mostly mishears, 0.433 / 0.402 without, 0.494 / 0.446 with.
 PHONE_BLEND = 0.5
+_CEP_BLOCK = 1000             # Sphinx frames of cepstra computed at a time (10 s; ~8 MB of temporaries)
 _CHUNK_FRAMES = 128          # Sphinx frames scored at a time: ~3 MB of float32 temporaries stay in cache
                              # (on 60 s: 0.13 s at 128, 0.18 s at 256, 0.4 s at 3000)
 
@@ -227,18 +228,29 @@ def n_sphinx_frames(n_samples: int) -> int:
 
 
 def cepstra(audio: np.ndarray) -> np.ndarray:
-    """(M, 13) float32 Sphinx MFCC of 16 kHz mono float audio in [-1, 1], 100 frames/s."""
-    x = np.asarray(audio, np.float32).reshape(-1) * np.float32(32768.0)   # the model's 16-bit scale
-    m = n_sphinx_frames(x.size)
-    x = np.concatenate([x, np.zeros((m - 1) * HOP + WINDOW - x.size, np.float32)])
-    y = np.empty_like(x)
-    y[0] = x[0]
-    y[1:] = x[1:] - PRE_EMPHASIS * x[:-1]
+    """(M, 13) float32 Sphinx MFCC of 16 kHz mono float audio in [-1, 1], 100 frames/s. Computed
+    :data:`_CEP_BLOCK` frames at a time from the samples those frames read (no copy of the whole
+    clip)."""
     from scipy.fft import rfft          # float32 in, complex64 out: twice numpy's speed here
-    frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW)[::HOP][:m]
-    spec = rfft(frames * np.hamming(WINDOW).astype(np.float32), N_FFT)
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-    return (np.log(np.maximum(power @ _mel_filterbank(), 1e-5)) @ _dct_lifter()).astype(np.float32)
+    a = np.asarray(audio).reshape(-1)
+    m = n_sphinx_frames(a.size)
+    window = np.hamming(WINDOW).astype(np.float32)
+    out = np.empty((m, N_CEP), np.float32)
+    for f0 in range(0, m, _CEP_BLOCK):
+        f1 = min(m, f0 + _CEP_BLOCK)
+        s0, s1 = f0 * HOP, (f1 - 1) * HOP + WINDOW
+        # Samples [s0 - 1, s1) at the model's 16-bit scale, zeros past the clip's end (and before
+        # its start: the first sample is not pre-emphasised).
+        x = np.zeros(s1 - s0 + 1, np.float32)
+        piece = a[max(0, s0 - 1):min(a.size, s1)]
+        x[1 - min(1, s0):1 - min(1, s0) + piece.size] = piece
+        x *= np.float32(32768.0)
+        y = x[1:] - np.float32(PRE_EMPHASIS) * x[:-1]
+        frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW)[::HOP][:f1 - f0]
+        spec = rfft(frames * window, N_FFT)
+        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+        out[f0:f1] = np.log(np.maximum(power @ _mel_filterbank(), 1e-5)) @ _dct_lifter()
+    return out
 
 
 def stream_features(cep: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
