@@ -3,7 +3,7 @@
 The word front end (:func:`~evp_anim.audio.phones.recognize_words`) hears real voices well but
 searches a language model at ~3× real time and needs whole utterances. This front end keeps what
 made it work on real voices — pocketsphinx's US-English acoustic model, trained on real
-recordings — and drops the search: each 10 ms frame is scored against the model's
+recordings — and drops the search: every other 10 ms frame is scored against the model's
 context-independent phone states, the scores become phone posteriors, and the posteriors of each
 25 fps video frame become viseme posteriors (the models' content input) and a lip-closure curve.
 No word, no language model, 30 ms of look-ahead (the delta features), hundreds of times faster than
@@ -19,7 +19,9 @@ either side), 13 values each.
 
 Timing: Sphinx frame ``m`` covers samples ``[160 m, 160 m + 410)`` (centre ``10 m + 12.8`` ms);
 video frame ``t`` (``[40 t, 40 t + 40)`` ms at 25 fps) pools the frames whose centres lie in it,
-``m = 4t − 1 … 4t + 2``.
+``m = 4t − 1 … 4t + 2``, of which :data:`SCORE_STEP` 2 scores ``4t`` and ``4t + 2``. Frame t's
+content is known once sample ``640 t + 1210`` has arrived (frame 4t + 2's features read cepstra up
+to 4t + 5): 35.6 ms after the video frame's last sample.
 """
 
 from __future__ import annotations
