@@ -6,7 +6,7 @@ made it work on real voices — pocketsphinx's US-English acoustic model, traine
 recordings — and drops the search: every other 10 ms frame is scored against the model's
 context-independent phone states, the scores become phone posteriors, and the posteriors of each
 25 fps video frame become viseme posteriors (the models' content input) and a lip-closure curve.
-No word, no language model, 30 ms of look-ahead (the delta features), hundreds of times faster than
+No word, no language model, 36 ms of look-ahead (see Timing), hundreds of times faster than
 real time.
 
 The model files are read directly (the semi-continuous "PTM" layout pocketsphinx ships: one

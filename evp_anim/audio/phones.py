@@ -397,7 +397,7 @@ def viseme_posteriors(segments: Sequence[Segment], n_frames: int, fps: float = D
 
 
 # animate's --front-end choices: "words" (word recogniser, the default of the command line),
-# "acoustic" (pocketsphinx's acoustic model frame by frame, no search: fast, 30 ms look-ahead),
+# "acoustic" (pocketsphinx's acoustic model frame by frame, no search: fast, 36 ms look-ahead),
 # "phones" (phone recogniser), "mfcc" (the models' own audio features: fast, streamable).
 FRONT_ENDS = ("words", "acoustic", "phones", "mfcc")
 RECOGNISERS = {"words": "words heard", "phones": "phones heard"}
