@@ -63,7 +63,7 @@ def main() -> None:
                     help="comma-separated: evp, emote (the shipped weights) or NAME=MODEL.pt")
     ap.add_argument("--emotions", default="neutral,happy,surprised,angry")
     ap.add_argument("--front-ends", default="mfcc,phones,words,words+text",
-                    help="comma-separated: mfcc, phones, words, words+text (the transcript), live "
+                    help="comma-separated: mfcc, acoustic, phones, words, words+text (the transcript), live "
                          "(evp-anim live's engine, EVP models only)")
     ap.add_argument("--snr", type=float, default=None,
                     help="add white noise at this signal-to-noise ratio (dB, over the speech) to every "
