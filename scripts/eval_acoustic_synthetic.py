@@ -94,9 +94,7 @@ def main() -> None:
             name, _, value = pair.partition("=")
             saved[name] = getattr(acoustic, name)
             setattr(acoustic, name, type(saved[name])(float(value)) if "." in value else type(saved[name])(value))
-        heard = lambda a: acoustic.acoustic_frames(a)                           # noqa: E731
-        score(f"acoustic {item}", lambda a: SpeechContent([], "acoustic model frames",
-                                                           heard(a).visemes, heard(a).closure))
+        score(f"acoustic {item}", acoustic.acoustic_content)
         for name, value in saved.items():
             setattr(acoustic, name, value)
     weights = [float(w) for w in args.blend.split(",") if w]

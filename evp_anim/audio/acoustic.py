@@ -35,8 +35,9 @@ import numpy as np
 
 from ..errors import EvpError
 from ..tracks import DEFAULT_FPS
+from . import features
+from .features import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 HOP = 160                    # samples between Sphinx frames (10 ms)
 WINDOW = 410                 # samples per analysis window (25.6 ms)
 N_FFT = 512
@@ -78,16 +79,10 @@ _CHUNK_FRAMES = 128          # Sphinx frames scored at a time: ~3 MB of float32 
 
 
 def model_folder() -> str:
-    """pocketsphinx's bundled US-English acoustic model folder; one clear error when missing."""
-    try:
-        from pocketsphinx import get_model_path
-    except ImportError:
-        raise EvpError("pocketsphinx is not installed: `pip install pocketsphinx` for the acoustic front "
-                       "end (or animate with --front-end mfcc, which does not need it)") from None
-    folder = os.path.join(get_model_path(), "en-us", "en-us")
-    if not os.path.isfile(os.path.join(folder, "means")):
-        raise EvpError(f"pocketsphinx's English acoustic model is missing from {folder}: reinstall pocketsphinx")
-    return folder
+    """pocketsphinx's bundled US-English acoustic model folder; one clear error when missing
+    (:func:`~evp_anim.audio.phones.require_pocketsphinx`)."""
+    from .phones import require_pocketsphinx
+    return os.path.join(require_pocketsphinx("the acoustic front end"), "en-us", "en-us")
 
 
 # ------------------------------------------------------------------------ model files
@@ -361,13 +356,12 @@ class AcousticFrames:
 def acoustic_frames(audio: np.ndarray, n_frames: int | None = None, model: AcousticModel | None = None,
                     fps: float = DEFAULT_FPS) -> AcousticFrames:
     """Viseme posteriors and lip closure of 16 kHz mono float ``audio`` at 25 fps (``n_frames``:
-    the track's length, by default the audio's ``ceil(seconds × 25)``)."""
-    from .features import check_waveform
+    the track's length, by default the audio's, :func:`~evp_anim.audio.features.n_frames`)."""
     if abs(fps - DEFAULT_FPS) > 1e-6:
         raise EvpError(f"the acoustic front end runs at {DEFAULT_FPS:g} fps, not {fps:g}")
-    a = check_waveform(np.asarray(audio), "audio")
+    a = features.check_waveform(np.asarray(audio), "audio")
     model = model or default_model()
-    n = int(np.ceil(a.size / SAMPLE_RATE * fps)) if n_frames is None else int(n_frames)
+    n = features.n_frames(a.size) if n_frames is None else int(n_frames)
     loglik = phone_log_likelihoods(stream_features(cepstra(a))[::SCORE_STEP], model)
     return frames_from_loglik(loglik, n, model.phones, SCORE_STEP)
 

@@ -106,7 +106,7 @@ def pocketsphinx_available() -> bool:
     return True
 
 
-def _require_pocketsphinx(what: str) -> str:
+def require_pocketsphinx(what: str) -> str:
     """pocketsphinx's model folder; one clear error when the package or its English model is missing."""
     if not pocketsphinx_available():
         raise EvpError(f"pocketsphinx is not installed: `pip install pocketsphinx` for {what} "
@@ -137,7 +137,7 @@ def recognize_phones(audio: np.ndarray) -> list[Segment]:
     Pocketsphinx allphone search with its bundled US-English acoustic model and phone language
     model. A fresh decoder per call (~0.1 s): a decoder's results depend on what it heard before.
     """
-    model = _require_pocketsphinx("the phone recogniser")
+    model = require_pocketsphinx("the phone recogniser")
     from pocketsphinx import Decoder
     dec = Decoder(hmm=os.path.join(model, "en-us", "en-us"),
                   allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
@@ -210,7 +210,7 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
     ``progress(fraction)`` is told after each utterance. An utterance whose words cannot be
     aligned gets :func:`recognize_phones`'s phones instead.
     """
-    model = _require_pocketsphinx("the word recogniser")
+    model = require_pocketsphinx("the word recogniser")
     from pocketsphinx import Decoder
     a = np.asarray(audio, np.float32).reshape(-1)
     dec = Decoder(hmm=os.path.join(model, "en-us", "en-us"), lm=os.path.join(model, "en-us", "en-us.lm.bin"),
@@ -292,7 +292,7 @@ def align_transcript(audio: np.ndarray, text: str,
     words = transcript_words(text)
     if not words:
         raise EvpError("the transcript is empty (no words to align)")
-    dec = _aligner(_require_pocketsphinx("transcript alignment"))
+    dec = _aligner(require_pocketsphinx("transcript alignment"))
     unknown = [w for w in dict.fromkeys(words) if not dec.lookup_word(w)]
     for w in unknown:
         dec.add_word(w, " ".join(letter_to_sound(w)), True)

@@ -196,8 +196,9 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
     if unread:
         zeros = np.zeros((1, MFCC_WINDOW, N_MFCC), np.float32)
         for a in range(0, n, chunk):
-            f0, f1 = span(a, min(a + chunk, n))
-            yield a, min(a + chunk, n), f0, np.broadcast_to(zeros, (f1 - f0,) + zeros.shape[1:])
+            b = min(a + chunk, n)
+            f0, f1 = span(a, b)
+            yield a, b, f0, np.broadcast_to(zeros, (f1 - f0,) + zeros.shape[1:])
         return
     blocks = speech.blocks()
     buf, buf_start = np.zeros(0, np.float32), 0
@@ -407,7 +408,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
 
     visemes = closure = None
     if content is not None:
-        if model.reads_phones and model.net.cfg.content_delay == 0:
+        if _reads_visemes(model):
             visemes = content.visemes(n, FPS)
         elif model.reads_phones:
             # A delayed (live) model's LSTM reads frame t - d's content; phones say nothing of what

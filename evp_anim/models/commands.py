@@ -183,7 +183,8 @@ def animate_cmd(
     # other; issue 17's cold start). Only before that import: the child is a fork of this process.
     background = None
     # (Not for the acoustic front end: it takes a fraction of a second, with torch, in-process.)
-    if not batch and front_end in ("words", "phones") and audio[0].is_file() and not _same_file(audio[0], output):
+    from ..audio.phones import RECOGNISERS      # numpy only: nothing heavy before the fork
+    if not batch and front_end in RECOGNISERS and audio[0].is_file() and not _same_file(audio[0], output):
         from ..audio.hearing import BackgroundHearing
         background = BackgroundHearing.start(audio[0], line, front_end)
     from .animate import EmotionSpec
