@@ -196,6 +196,38 @@ def test_exchange_conditions_the_second_pass_on_the_swapped_emotions(data, rig, 
     assert len(seen) == 1 and "x_emo" not in logs and "lip" not in logs
 
 
+def test_generator_stage_reads_the_acoustic_frames_blended_into_the_phone_samples(data, rig, tiny_corpus,
+                                                                                   sfm_dir, tmp_path):
+    """With the corpus's acoustic frames loaded, a generator batch carries them (B, T, 15) and the
+    phone samples' viseme input is the true visemes blended with them; without, the batch's last
+    item is None and the phone samples read the true visemes alone."""
+    from evp_anim.train.emote_trainer import EmoteTrainConfig, EmoteTrainer, GeneratorLoss
+    from evp_anim.train.features import load_features, phone_visemes
+    feats = load_features(tiny_corpus, sfm_dir, acoustic=True)
+    cfg = EmoteTrainConfig(batch=64, crop=32, phone_content=1.0)
+    trainer = EmoteTrainer(feats, data[1], rig, cfg, tmp_path / "r")
+    trainer.stage = 4
+    batch = trainer._batch()
+    assert batch[-1].shape == batch[2].shape + (15,)
+    seen = []
+    real = trainer.net.generate
+
+    def spy(windows, emotion, intensity, speaker, visemes=None):
+        seen.append(visemes)
+        return real(windows, emotion, intensity, speaker, visemes)
+
+    trainer.net.generate = spy
+    torch.manual_seed(0)
+    GeneratorLoss(trainer.net, trainer.rig_loss, cfg)(*batch)
+    phones = phone_visemes(batch[2], 15)
+    exact = (seen[0] - phones).abs().amax(dim=(1, 2)) < 1e-6
+    heard_only = (seen[0] - batch[-1]).abs().amax(dim=(1, 2)) < 1e-6
+    assert 0 < exact.sum() < 64 and 0 < heard_only.sum() < 64     # both ends of the mix, and blends
+    no_acoustic = EmoteTrainer(data[0], data[1], rig, cfg, tmp_path / "r2")
+    no_acoustic.stage = 4
+    assert no_acoustic._batch()[-1] is None
+
+
 def test_checkpoint_round_trip_resume_and_corrupt_files(trained, data, tmp_path, tiny_model, rig):
     from evp_anim.models.emote import EmoteModel
     from evp_anim.train.emote_trainer import EmoteTrainer

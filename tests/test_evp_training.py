@@ -66,6 +66,7 @@ def _landmark_stage_batch(feats, corpus, tmp_path, pretrain_steps):
     trainer.run()
     trainer.stage = 2
     trainer._codes = np.zeros((len(feats), trainer.net.cfg.emotion_dim), np.float32)
+    trainer._label_codes = trainer._codes.copy()
     return trainer, trainer._batch()
 
 
@@ -188,7 +189,8 @@ def test_phone_encoder_learns_in_the_landmark_stage(feats, tiny_corpus, tmp_path
     loss on a fixed batch, and Ec (frozen) does not move."""
     from evp_anim.train.evp_trainer import LandmarkLoss
     trainer, batch = _landmark_stage_batch(feats, tiny_corpus, tmp_path, pretrain_steps=40)
-    assert batch[-1].shape == batch[0].shape[:2]          # visemes (B, T) with the windows
+    assert batch[4].shape == batch[0].shape[:2]           # visemes (B, T) with the windows
+    assert batch[5] is None                               # no acoustic frames loaded
     ec_before = [p.detach().clone() for p in trainer.net.content.parameters()]
     ep_before = [p.detach().clone() for p in trainer.net.phones.parameters()]
     params = list(trainer.net.a2l.parameters()) + list(trainer.net.phones.parameters())
@@ -262,3 +264,60 @@ def test_content_delay_shortens_the_look_ahead_and_chunks_still_agree():
     net.cfg = EvpConfig(content_delay=0)
     base = model.predict_lm3d(w, ref, code)
     assert (np.abs(model.predict_lm3d(w2, ref, code) - base).max(axis=(1, 2)) > 1e-6)[k - 2]
+
+
+def test_acoustic_frames_of_the_corpus_are_cached_and_feed_the_phone_path(tiny_corpus, sfm_dir, tmp_path):
+    """``load_features(acoustic=True)``: per clip the acoustic front end's (T, 15) viseme posteriors
+    (the same as ``acoustic_frames`` of its audio), cached; a stage-3 batch carries them and the
+    phone path's input is the true visemes blended with them at the front ends' weights."""
+    from evp_anim.audio.acoustic import PHONE_BLEND, acoustic_frames
+    from evp_anim.audio.io import load_audio
+    from evp_anim.train.evp_trainer import LandmarkLoss
+    from evp_anim.train.features import FRONT_END_MIX, front_end_visemes, phone_visemes
+    feats = load_features(tiny_corpus, sfm_dir, acoustic=True)
+    assert len(feats.acoustic) == len(feats)
+    for i in (0, len(feats) - 1):
+        a = feats.acoustic[i]
+        assert a.shape == (len(feats.visemes[i]), 15)
+        np.testing.assert_allclose(a.sum(1), 1.0, atol=5e-3)
+        direct = acoustic_frames(load_audio(tiny_corpus / feats.rows[i].audio), len(feats.visemes[i])).visemes
+        np.testing.assert_allclose(a, direct, atol=2e-3)            # float16 in the cache
+    assert (tiny_corpus / "cache" / "acoustic_visemes_v1.npz").is_file()
+    again = load_features(tiny_corpus, sfm_dir, acoustic=True)
+    np.testing.assert_array_equal(again.acoustic[2], feats.acoustic[2])
+
+    torch.manual_seed(0)
+    cls = torch.from_numpy(np.stack([feats.visemes[0][:20]] * 400))
+    heard = torch.from_numpy(np.stack([feats.acoustic[0][:20]] * 400))
+    mixed = front_end_visemes(cls, heard, 15)
+    phones = phone_visemes(cls, 15)
+    np.testing.assert_allclose(mixed.sum(-1).numpy(), 1.0, atol=5e-3)
+    # each sample is (1 - w) phones + w heard for one of the mix's weights, in its proportions
+    diff = (heard - phones).reshape(400, -1)
+    w = ((mixed - phones).reshape(400, -1) * diff).sum(1) / (diff * diff).sum(1)
+    assert torch.allclose(w, torch.round(w * 2) / 2, atol=1e-4)
+    shares = {x: float((torch.round(w * 2) / 2 == x).float().mean()) for x, _ in FRONT_END_MIX}
+    assert PHONE_BLEND in shares
+    for x, p in FRONT_END_MIX:
+        assert abs(shares[x] - p) < 0.08, shares
+
+    trainer, batch = _landmark_stage_batch(feats, tiny_corpus, tmp_path, pretrain_steps=5)
+    assert batch[5].shape == batch[4].shape + (15,)
+    loss, _ = LandmarkLoss(trainer.net, phone_content=1.0)(*batch)
+    assert torch.isfinite(loss)
+
+
+def test_label_code_samples_get_their_emotion_and_level_code(feats, tiny_corpus, tmp_path):
+    """Stage 3's label-code share reads the table label control uses: a clip of emotion e at level
+    k gets ``label_code(e, k / 3)``, a neutral clip the neutral code."""
+    from evp_anim.models.evp import EvpModel
+    trainer, _ = _landmark_stage_batch(feats, tiny_corpus, tmp_path, pretrain_steps=5)
+    trainer._codes = np.random.default_rng(0).normal(size=trainer._codes.shape).astype(np.float32)
+    per_clip = trainer._clip_label_codes()
+    model = EvpModel(trainer.net, {})
+    for i, r in enumerate(feats.rows[:12]):
+        want = model.label_code(r.emotion, 0.0 if r.emotion == "neutral" else r.level / 3)
+        np.testing.assert_allclose(per_clip[i], want, atol=1e-5)
+    # the table is the mean of the training clips' codes of that emotion and level
+    train = [i for i in feats.split("train") if feats.rows[i].emotion == "sad" and feats.rows[i].level == 2]
+    np.testing.assert_allclose(per_clip[train[0]], trainer._codes[train].mean(0), atol=1e-5)

@@ -238,12 +238,14 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     # Float rounding (batched vs per-step convolutions and LSTM): ~1e-5 mm for the offline model;
     # the live model's, whose temporal convolution was fine-tuned, measured 1.4e-3 mm.
     tol = 1e-3 if which == "default" else 5e-3
-    assert diff[:, ~mouth].max() < tol
     # The silence gate eases the mouth shut in pauses from voice activity decided live; the live
     # model decides it with 42.5 ms of look-ahead instead of 202.5, so on this near-stationary
-    # sound a frame or two can be gated differently (seen: frame 5 of 50).
+    # sound a frame or two can be gated differently (seen: frame 5 of 50); the jaw it moves
+    # moves the chin too (0.016 mm there with the live model of this stop).
     gated = diff[:, mouth].max(axis=1) >= tol
     assert gated.sum() <= (0 if which == "default" else 2)
+    assert diff[~gated][:, ~mouth].max() < tol
+    assert diff[gated][:, ~mouth].max(initial=0.0) < 0.1
     assert np.abs(live.expression - off.expression)[~gated].max() < 1e-4
     assert np.abs(live.pose_rotation - off.pose_rotation).max() < 1e-5
     assert np.abs(live.gaze - off.gaze).max() < 1e-5

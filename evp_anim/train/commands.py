@@ -93,6 +93,9 @@ def train(
     content_delay: int = typer.Option(0, "--content-delay", help="Frames (40 ms each) the audio-to-landmark "
                                       "LSTM's content input lags its output: a model for `live` with less "
                                       "look-ahead (0: offline, 202.5 ms past a frame's end; 4: 42.5 ms)."),
+    acoustic: bool = typer.Option(True, "--acoustic/--no-acoustic", help="Feed the phone content path the "
+                                  "true visemes blended with the acoustic front end's frames of each clip, as "
+                                  "`animate` does (cached beside the corpus on first use, ~70x real time)."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
@@ -117,6 +120,7 @@ def train(
     except ValueError:
         raise EvpError(f"--steps must be three integers like 800,800,1500, got {steps!r}") from None
     cfg = TrainConfig(steps=step_t, batch=batch, seed=seed, lambda_con=lambda_con, lambda_cla=lambda_cla,
+                      acoustic_content=acoustic,
                       without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
     cfg.validate()
     if threads:
@@ -125,7 +129,8 @@ def train(
     rep = reporter() if rank == 0 else None
     rows = read_manifest(corpus / "manifest.csv")
     feats = _corpus_caches(rank, world, rep, lambda: load_features(corpus, sfm(sfm_dir), rows,
-                                                                    progress=rep.fraction if rep else None))
+                                                                    progress=rep.fraction if rep else None,
+                                                                    acoustic=acoustic and step_t[2] > 0))
     pairs = load_pairs(corpus / "pairs.npz") if step_t[1] > 0 else []
     progress = _stage_progress(rep, "train")
 
@@ -153,6 +158,9 @@ def train_emote(
                                               "perceptual.pt (skips stages 1-4; for ablations)."),
     lambda_lip: float = typer.Option(0.3, "--lambda-lip", help="Weight of the per-frame lip-reading loss."),
     lambda_emo: float = typer.Option(0.3, "--lambda-emo", help="Weight of the sequence emotion loss."),
+    acoustic: bool = typer.Option(True, "--acoustic/--no-acoustic", help="Feed the phone content path the "
+                                  "true visemes blended with the acoustic front end's frames of each clip, as "
+                                  "`animate` does (cached beside the corpus on first use, ~70x real time)."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
@@ -179,7 +187,7 @@ def train_emote(
     except ValueError:
         raise EvpError(f"--steps must be five integers like 4000,600,300,2000,2000, got {steps!r}") from None
     cfg = EmoteTrainConfig(steps=step_t, batch=batch, crop=crop, seed=seed, lambda_lip=lambda_lip,
-                           lambda_emo=lambda_emo,
+                           lambda_emo=lambda_emo, acoustic_content=acoustic,
                            without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
     cfg.validate()
     if pretrained is not None and not pretrained.is_file():
@@ -191,7 +199,8 @@ def train_emote(
     rows = [r for r in read_manifest(corpus / "manifest.csv") if r.track]
 
     def build():
-        f = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None)
+        f = load_features(corpus, sfm(sfm_dir), rows, progress=rep.fraction if rep else None,
+                          acoustic=acoustic and step_t[4] > 0)
         return f, load_rig_weights(corpus, f.rows)
 
     feats, weights = _corpus_caches(rank, world, rep, build)

@@ -11,7 +11,8 @@
 5. **generator** — viseme probabilities + condition → prior latents → frozen decoder (for a
    ``phone_content`` share of the samples the probabilities are the clip's true visemes instead of
    the content encoder's — sharp, as the phones of the recogniser or of an aligned transcript are at
-   inference, ``animate --front-end phones``), with
+   inference, ``animate --front-end phones`` — blended, when the corpus features carry them, with the
+   clip's acoustic frames as ``animate`` blends them: ``features.front_end_visemes``), with
    L = L_rec (lip-weighted vertex error + coefficient MSE)
      + lambda_lip * CE(lip reader(output), visemes)       (per frame)
      + lambda_emo * CE(emotion classifier(output), emotion) (per sequence)
@@ -50,7 +51,7 @@ from ..data.manifest import ClipRow
 from ..emotions import EMOTIONS, NUM_EMOTIONS
 from ..errors import EvpError
 from ..models.emote import RATE, EmoteConfig, EmoteModel, EmoteNet, rig_bases
-from .features import CorpusFeatures, manifest_hash, phone_visemes
+from .features import CorpusFeatures, front_end_visemes, manifest_hash
 from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("prior", "lipreader", "emotion", "content", "generator")
@@ -123,6 +124,7 @@ class EmoteTrainConfig:
     speaker_dropout: float = 0.3
     audio_noise: float = 0.2      # content stage: MFCC noise, in training-set standard deviations
     phone_content: float = 0.5    # generator stage: share of samples fed true visemes (phone front end)
+    acoustic_content: bool = True  # ... blended with the clip's acoustic frames (features.front_end_visemes)
     without: tuple[str, ...] = ()
     seed: int = 0
     checkpoint_every: int = 250
@@ -170,13 +172,15 @@ class Sampler:
         length -= length % RATE
         if length < RATE:
             raise EvpError("training clips are shorter than 4 frames")
-        out: dict[str, list] = {"weights": [], "visemes": [], "windows": []}
+        out: dict[str, list] = {"weights": [], "visemes": [], "windows": [], "acoustic": []}
         for i in idx:
             s = int(self.rng.integers(0, len(self.w[i]) - length + 1))
             out["weights"].append(self.w[i][s:s + length])
             out["visemes"].append(self.f.visemes[i][s:s + length])
             if audio:
                 out["windows"].append(self.f.windows[i][s:s + length])
+                if self.f.acoustic is not None:
+                    out["acoustic"].append(self.f.acoustic[i][s:s + length])
         res = {k: np.stack(v) for k, v in out.items() if v}
         emo = self.emo_idx[idx]
         res["emotion_index"] = emo
@@ -277,14 +281,15 @@ class GeneratorLoss(nn.Module):
         self.use_lip = "lip" not in cfg.without
         self.use_exchange = "exchange" not in cfg.without
 
-    def forward(self, windows, weights, visemes, emotion, intensity, emotion_index, speaker, perm):
+    def forward(self, windows, weights, visemes, emotion, intensity, emotion_index, speaker, perm, acoustic=None):
         net, cfg = self.net, self.cfg
         t = windows.shape[1]
         with torch.no_grad():           # the content encoder is frozen
             probs = net.viseme_probs(windows)
             if cfg.phone_content > 0:
                 pick = torch.rand(probs.shape[0]) < cfg.phone_content
-                probs = torch.where(pick[:, None, None], phone_visemes(visemes, probs.shape[-1]), probs)
+                heard = acoustic if cfg.acoustic_content else None
+                probs = torch.where(pick[:, None, None], front_end_visemes(visemes, heard, probs.shape[-1]), probs)
         cond_e = emotion[:, None, :].expand(-1, t, -1)
         cond_i = intensity[:, None].expand(-1, t)
         pred = net.generate(windows, cond_e, cond_i, speaker, visemes=probs)
@@ -454,8 +459,9 @@ class EmoteTrainer:
         if self.stage == 3:
             return t(b["windows"]), t(b["visemes"])
         perm = exchange_permutation(b["emotion_index"], self.rng)
+        heard = t(b["acoustic"]) if "acoustic" in b else None
         return (t(b["windows"]), t(b["weights"]), t(b["visemes"]), t(b["emotion"]), t(b["intensity"]),
-                t(b["emotion_index"]), t(b["speaker"]), t(perm))
+                t(b["emotion_index"]), t(b["speaker"]), t(perm), heard)
 
     def _stage_modules(self) -> list[nn.Module]:
         """The module each stage trains, in STAGES order."""

@@ -11,7 +11,11 @@
 3. **landmarks** — the audio-to-landmark network on frozen encoders, Eq. 7 (L2 between predicted
    and ground-truth landmarks; we use pose-invariant 3D landmarks in mm, see models/evp.py).
    Half of the samples (``phone_content``) take their content from the phone encoder Ep fed the
-   clip's true visemes, trained alongside: the front end for real speech (``--front-end phones``).
+   clip's true visemes, trained alongside: the front end for real speech (``--front-end phones``);
+   blended, when the features carry them, with the clip's acoustic frames as ``animate`` blends
+   them (``acoustic_content``). Half of the samples (``label_code_share``) get their emotion's
+   label code (the mean code of its emotion and level) instead of the clip's own Ee code, which
+   is what label control feeds the LSTM at inference.
 
 Afterwards the mean emotion code of each emotion at each MEAD level is stored for label control.
 
@@ -38,7 +42,7 @@ from ..atomic import atomic_path
 from ..emotions import EMOTIONS
 from ..errors import EvpError
 from ..models.evp import EvpConfig, EvpModel, EvpNet
-from .features import CorpusFeatures, phone_visemes
+from .features import CorpusFeatures, front_end_visemes
 from .loop import StepLog, barrier, dist_info, read_checkpoint, restore_run_state, train_stage_steps, wrap_ddp
 
 STAGES = ("pretrain", "disentangle", "landmarks")
@@ -60,6 +64,8 @@ class TrainConfig:
     lambda_con: float = 1.0
     lambda_anchor: float = 1.0      # Ec's viseme task kept during stage 2 (see DisentangleLoss)
     phone_content: float = 0.5      # stage 3: share of samples whose content comes from Ep (true visemes)
+    acoustic_content: bool = True   # stage 3: Ep reads the visemes blended with the acoustic frames
+    label_code_share: float = 0.5   # stage 3: share of samples given their emotion's label code
     without: tuple[str, ...] = ()   # loss terms switched off in stage 2 (ablation)
     seed: int = 0
     checkpoint_every: int = 250
@@ -74,6 +80,8 @@ class TrainConfig:
             raise EvpError("batch must be ≥ 1 and crops ≥ 8 frames")
         if not 0.0 <= self.phone_content <= 1.0:
             raise EvpError(f"phone_content must be in [0, 1], got {self.phone_content}")
+        if not 0.0 <= self.label_code_share <= 1.0:
+            raise EvpError(f"label_code_share must be in [0, 1], got {self.label_code_share}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -104,18 +112,22 @@ class Sampler:
     def clips(self, batch: int, crop: int, with_landmarks: bool = False) -> dict[str, np.ndarray]:
         idx = self.rng.choice(self.train, size=batch, replace=True)
         length = min(crop, min(self.f.windows[i].shape[0] for i in idx))
-        win, vis, lm = [], [], []
+        win, vis, lm, heard, starts = [], [], [], [], []
         for i in idx:
             s = self._crop(self.f.windows[i].shape[0], length)
+            starts.append(s)
             win.append(self.f.windows[i][s:s + length])
             vis.append(self.f.visemes[i][s:s + length])
             if with_landmarks:
                 lm.append(self.f.lm3d[i][s:s + length])
+                if self.f.acoustic is not None:
+                    heard.append(self.f.acoustic[i][s:s + length])
         out = {"idx": idx, "windows": np.stack(win), "visemes": np.stack(vis),
                "emotion": self.f.emotion_index[idx]}
         if with_landmarks:
             out["lm3d"] = np.stack(lm)
             out["reference"] = self.f.reference[idx]
+            out["acoustic"] = np.stack(heard) if heard else None
         return out
 
     def quadruples(self, batch: int, crop: int) -> dict[str, np.ndarray]:
@@ -223,9 +235,10 @@ class LandmarkLoss(nn.Module):
     """Stage 3: Eq. 7, L2 between predicted and ground-truth landmarks (mm), Ec and Ee frozen.
 
     For a ``phone_content`` share of the samples the content codes come from the phone encoder
-    Ep reading the clip's true visemes as the phone front end gives them
-    (:func:`~evp_anim.train.features.phone_visemes`), trained here with the LSTM, so one
-    audio-to-landmark network serves both front ends.
+    Ep reading the clip's true visemes as the phone front end gives them, blended with the
+    clip's acoustic frames when the corpus features carry them
+    (:func:`~evp_anim.train.features.front_end_visemes`), trained here with the LSTM, so one
+    audio-to-landmark network serves every front end.
     """
 
     def __init__(self, net: EvpNet, phone_content: float = 0.0):
@@ -233,7 +246,7 @@ class LandmarkLoss(nn.Module):
         self.net = net
         self.phone_content = phone_content if net.phones is not None else 0.0
 
-    def forward(self, windows, emotion_code, reference, lm3d, visemes=None):
+    def forward(self, windows, emotion_code, reference, lm3d, visemes=None, acoustic=None):
         net = self.net
         if net.cfg.content_delay > 0:
             # A delayed (live) model: Ec's temporal convolution learns, with the LSTM, to read the
@@ -246,7 +259,7 @@ class LandmarkLoss(nn.Module):
                 content = net.content(net.normalise(windows))
         if self.phone_content > 0 and visemes is not None:
             pick = torch.rand(content.shape[0]) < self.phone_content
-            phones = net.phones(phone_visemes(visemes, net.cfg.num_visemes))
+            phones = net.phones(front_end_visemes(visemes, acoustic, net.cfg.num_visemes))
             content = torch.where(pick[:, None, None], phones, content)
         coeffs, _ = net.a2l(net.delay(content), emotion_code, net.normalise_reference(reference))
         pred = net.landmarks(coeffs, reference)
@@ -396,8 +409,22 @@ class Trainer:
             return (t(b["im"]), t(b["in"]), t(b["jm"]), t(b["jn"]), t(b["m"]), t(b["n"]),
                     t(b["vis_i"]), t(b["vis_j"]))
         b = self.sampler.clips(c.batch, c.landmark_crop, with_landmarks=True)
-        codes = t(self._codes[b["idx"]])
-        return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"]), t(b["visemes"])
+        # Label control (the default of `animate`) gives the LSTM its emotion's mean code, not a
+        # clip's own: a share of the samples learn from that code (the decoder otherwise sees only
+        # the clips' scattered codes, and the mean code's emotion came out weak: 88-91% judged).
+        label = self.rng.random(len(b["idx"])) < c.label_code_share
+        codes = t(np.where(label[:, None], self._label_codes[b["idx"]], self._codes[b["idx"]]))
+        heard = t(b["acoustic"]) if b["acoustic"] is not None and c.acoustic_content else None
+        return t(b["windows"]), codes, t(b["reference"]), t(b["lm3d"]), t(b["visemes"]), heard
+
+    def _clip_label_codes(self) -> np.ndarray:
+        """(N, De) the label code of each clip's emotion and level (the table :func:`fit_label_codes`
+        makes from the training clips' codes, as the finished model stores it)."""
+        fit_label_codes(self.net, self.feats, self.train_idx, self._codes[self.train_idx])
+        table = self.net.label_codes.numpy()
+        rows = self.feats.rows
+        return np.stack([table[EMOTIONS.index(r.emotion), 0 if r.emotion == "neutral" else r.level]
+                         for r in rows]).astype(np.float32)
 
     def run(self) -> EvpModel:
         if self.rank == 0:
@@ -410,6 +437,7 @@ class Trainer:
                 self.optim = self._make_optim()
             if self.stage == 2:
                 self._codes = clip_emotion_codes(self.net, self.feats, list(range(len(self.feats))))
+                self._label_codes = self._clip_label_codes()
             module = wrap_ddp(self._stage_module(), self.world)
             module.train()
             if self.stage == 2:  # encoders stay frozen (eval mode, no gradients)

@@ -8,6 +8,9 @@ For every clip with a track, :class:`CorpusFeatures` holds
 * ``reference[i]`` (68, 3) float32 — the speaker's neutral face (identity, no expression), mm:
   EVP's "aligned reference landmarks" l_a, the identity the audio-to-landmark net keeps
 * ``visemes[i]``   (T,) int64 — the viseme class per frame (content supervision for Ec)
+* ``acoustic[i]``  (T, 15) float32 — optional (``load_features(..., acoustic=True)``): the acoustic
+  front end's viseme posteriors of the clip's audio (:func:`~evp_anim.audio.acoustic.acoustic_frames`),
+  what ``animate`` blends into the phones' visemes; cached in ``cache/acoustic_visemes_v1.npz``
 * ``rows[i]``      the manifest row (speaker, sentence, emotion, level, split, ...)
 
 The cache (``<corpus>/cache/evp_features_v1.npz``) stores all clips concatenated with offsets,
@@ -25,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..atomic import atomic_path
+from ..audio.acoustic import PHONE_BLEND
 from ..data.manifest import ClipRow, read_manifest
 from ..emotions import EMOTIONS
 from ..errors import EvpError
@@ -43,6 +47,7 @@ class CorpusFeatures:
     lm3d: list[np.ndarray]
     reference: np.ndarray
     visemes: list[np.ndarray]
+    acoustic: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,9 +153,17 @@ def _load(path: Path, rows: Sequence[ClipRow], manifest_hash: str) -> CorpusFeat
 
 
 def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | None = None,
-                  progress: Callable[[float], None] | None = None) -> CorpusFeatures:
-    """Features of the corpus at ``corpus`` (all manifest rows by default), cached under ``cache/``."""
-    corpus = Path(corpus)
+                  progress: Callable[[float], None] | None = None, acoustic: bool = False) -> CorpusFeatures:
+    """Features of the corpus at ``corpus`` (all manifest rows by default), cached under ``cache/``;
+    with ``acoustic`` also the acoustic front end's viseme frames (:func:`load_acoustic_visemes`)."""
+    feats = _load_or_build(Path(corpus), sfm_dir, rows, progress)
+    if acoustic:
+        feats.acoustic = load_acoustic_visemes(corpus, feats, progress)
+    return feats
+
+
+def _load_or_build(corpus: Path, sfm_dir: Path, rows: Sequence[ClipRow] | None,
+                   progress: Callable[[float], None] | None) -> CorpusFeatures:
     if rows is None:
         rows = read_manifest(corpus / "manifest.csv")
     rows = [r for r in rows if r.track]
@@ -167,6 +180,54 @@ def load_features(corpus: str | Path, sfm_dir: Path, rows: Sequence[ClipRow] | N
     feats = build_features(corpus, rows, sfm_dir, progress)
     _save(path, feats, mh)
     return feats
+
+
+ACOUSTIC_CACHE_NAME = "acoustic_visemes_v1.npz"
+
+
+def _acoustic_key(rows: Sequence[ClipRow]) -> str:
+    """The acoustic cache's key: the manifest's hash and the constants that shape the frames."""
+    from ..audio import acoustic as ac
+    h = hashlib.sha256(manifest_hash(rows).encode())
+    h.update(f"{ac.POSTERIOR_SCALE}|{ac.SCORE_STEP}|{ac.model_folder()}".encode())
+    return h.hexdigest()
+
+
+def load_acoustic_visemes(corpus: str | Path, feats: CorpusFeatures,
+                          progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+    """(T, 15) float32 per clip of ``feats``: the acoustic front end's viseme posteriors of the clip's
+    audio at 25 fps (:func:`~evp_anim.audio.acoustic.acoustic_frames`, the track's length), the
+    frames ``animate`` blends with the phones' visemes. Trainers feed them, blended with the
+    clip's true visemes, to the phone content input, so the models learn the mixture they read
+    on real speech. Cached (float16) in ``<corpus>/cache/acoustic_visemes_v1.npz`` (~70× real time
+    to build: about 9 minutes for 10 hours of speech on two cores)."""
+    from ..audio.acoustic import acoustic_frames, default_model
+    from ..audio.io import load_audio
+    corpus = Path(corpus)
+    key = _acoustic_key(feats.rows)
+    path = corpus / "cache" / ACOUSTIC_CACHE_NAME
+    offsets = np.cumsum([0] + [len(v) for v in feats.visemes]).astype(np.int64)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key and np.array_equal(z["offsets"], offsets):
+                    flat = z["visemes"].astype(np.float32)
+                    if progress:
+                        progress(1.0)
+                    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(feats))]
+        except (OSError, KeyError, ValueError):
+            pass
+    model = default_model()
+    out = []
+    for k, r in enumerate(feats.rows):
+        heard = acoustic_frames(load_audio(corpus / r.audio), len(feats.visemes[k]), model)
+        out.append(heard.visemes.astype(np.float16).astype(np.float32))   # as cached
+        if progress and (k % 50 == 0 or k == len(feats) - 1):
+            progress((k + 1) / len(feats))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, visemes=np.concatenate(out).astype(np.float16), offsets=offsets, key=np.array(key))
+    return out
 
 
 SPEECH_MEAN_CLIPS = 300      # training clips the speech mean is taken over (enough: it moves < 0.1 dB)
@@ -207,3 +268,25 @@ def phone_visemes(visemes: "torch.Tensor", n_classes: int) -> "torch.Tensor":
     padded = F.pad(onehot, (1, 1), mode="replicate")
     kernel = torch.tensor([0.25, 0.5, 0.25]).repeat(n_classes, 1, 1)
     return F.conv1d(padded, kernel, groups=n_classes).transpose(1, 2)
+
+
+# How the phone content input of a training sample is made when the corpus's acoustic frames are
+# loaded: (acoustic weight, probability). ``animate`` feeds the models the phones' visemes blended
+# with the acoustic frames at PHONE_BLEND (word, transcript and phone front ends) or the acoustic
+# frames alone (``--front-end acoustic``); pure phones are kept for a quarter of the samples.
+FRONT_END_MIX = ((0.0, 0.25), (PHONE_BLEND, 0.5), (1.0, 0.25))
+
+
+def front_end_visemes(visemes: "torch.Tensor", acoustic: "torch.Tensor | None", n_classes: int) -> "torch.Tensor":
+    """(B, T, n_classes) content input of the phone path for (B, T) true viseme classes: the phone
+    front end's shares (:func:`phone_visemes`), each sample blended with its (B, T, n_classes)
+    ``acoustic`` frames at a weight drawn from :data:`FRONT_END_MIX` (torch's RNG); the phones
+    alone when ``acoustic`` is None."""
+    import torch
+    phones = phone_visemes(visemes, n_classes)
+    if acoustic is None:
+        return phones
+    weights = torch.tensor([w for w, _ in FRONT_END_MIX])
+    pick = torch.multinomial(torch.tensor([p for _, p in FRONT_END_MIX]), phones.shape[0], replacement=True)
+    w = weights[pick][:, None, None]
+    return (1 - w) * phones + w * acoustic
