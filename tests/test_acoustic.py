@@ -122,10 +122,15 @@ def test_speech_content_and_animate_with_the_acoustic_front_end(clip, sfm_dir):
     assert score.openness_corr > 0.5, score        # the mouth follows this real voice
 
 
-def test_missing_pocketsphinx_is_one_clear_error(monkeypatch):
+def test_missing_pocketsphinx_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     with pytest.raises(EvpError, match="pocketsphinx is not installed"):
         acoustic.model_folder()
+    # training's acoustic frames say how to train without them, before reading any clip
+    from evp_anim.train.features import load_acoustic_visemes
+    with pytest.raises(EvpError, match="train with --no-acoustic"):
+        load_acoustic_visemes(tmp_path, None)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_damaged_model_file_is_one_clear_error(tmp_path):

@@ -106,11 +106,12 @@ def pocketsphinx_available() -> bool:
     return True
 
 
-def require_pocketsphinx(what: str) -> str:
-    """pocketsphinx's model folder; one clear error when the package or its English model is missing."""
+def require_pocketsphinx(what: str, alternative: str = "animate with --front-end mfcc, which does not need it") -> str:
+    """pocketsphinx's model folder; one clear error (naming ``alternative``) when the package or
+    its English model is missing."""
     if not pocketsphinx_available():
         raise EvpError(f"pocketsphinx is not installed: `pip install pocketsphinx` for {what} "
-                       "(or animate with --front-end mfcc, which does not need it)")
+                       f"(or {alternative})")
     from pocketsphinx import get_model_path
     model = get_model_path()
     if not os.path.isdir(os.path.join(model, "en-us", "en-us")):

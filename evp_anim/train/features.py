@@ -203,6 +203,8 @@ def load_acoustic_visemes(corpus: str | Path, feats: CorpusFeatures,
     to build: about 9 minutes for 10 hours of speech on two cores)."""
     from ..audio.acoustic import acoustic_frames, default_model
     from ..audio.io import load_audio
+    from ..audio.phones import require_pocketsphinx
+    require_pocketsphinx("the acoustic frames training blends in", "train with --no-acoustic")
     corpus = Path(corpus)
     key = _acoustic_key(feats.rows)
     path = corpus / "cache" / ACOUSTIC_CACHE_NAME
