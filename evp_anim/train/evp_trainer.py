@@ -112,10 +112,9 @@ class Sampler:
     def clips(self, batch: int, crop: int, with_landmarks: bool = False) -> dict[str, np.ndarray]:
         idx = self.rng.choice(self.train, size=batch, replace=True)
         length = min(crop, min(self.f.windows[i].shape[0] for i in idx))
-        win, vis, lm, heard, starts = [], [], [], [], []
+        win, vis, lm, heard = [], [], [], []
         for i in idx:
             s = self._crop(self.f.windows[i].shape[0], length)
-            starts.append(s)
             win.append(self.f.windows[i][s:s + length])
             vis.append(self.f.visemes[i][s:s + length])
             if with_landmarks:

@@ -199,8 +199,8 @@ def load_acoustic_visemes(corpus: str | Path, feats: CorpusFeatures,
     audio at 25 fps (:func:`~evp_anim.audio.acoustic.acoustic_frames`, the track's length), the
     frames ``animate`` blends with the phones' visemes. Trainers feed them, blended with the
     clip's true visemes, to the phone content input, so the models learn the mixture they read
-    on real speech. Cached (float16) in ``<corpus>/cache/acoustic_visemes_v1.npz`` (~70× real time
-    to build: about 9 minutes for 10 hours of speech on two cores)."""
+    on real speech. Cached (float16) in ``<corpus>/cache/acoustic_visemes_v1.npz`` (built at ~200×
+    real time: 174 s for the 10 hours of the 24-speaker corpus on two cores)."""
     from ..audio.acoustic import acoustic_frames, default_model
     from ..audio.io import load_audio
     from ..audio.phones import require_pocketsphinx
