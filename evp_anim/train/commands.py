@@ -57,6 +57,12 @@ def _corpus_caches(rank: int, world: int, rep, build):
     return out
 
 
+# Both trainings read the phone front ends' input the way `animate` gives it (features.front_end_visemes).
+AcousticOpt = typer.Option(True, "--acoustic/--no-acoustic", help="Feed the phone content path the true "
+                           "visemes blended with the acoustic front end's frames of each clip, as `animate` "
+                           "does (computed once and cached beside the corpus: ~3 min for 10 h of speech).")
+
+
 def _finish_training(trainer, output: Path, rank: int, world: int, rep, progress, corpus: Path) -> None:
     """Run ``trainer``; rank 0 adds the training clips' speech MFCC mean to the model (see
     :func:`~evp_anim.train.features.corpus_speech_mfcc_mean`) and saves it to ``output``; all
@@ -93,9 +99,7 @@ def train(
     content_delay: int = typer.Option(0, "--content-delay", help="Frames (40 ms each) the audio-to-landmark "
                                       "LSTM's content input lags its output: a model for `live` with less "
                                       "look-ahead (0: offline, 202.5 ms past a frame's end; 4: 42.5 ms)."),
-    acoustic: bool = typer.Option(True, "--acoustic/--no-acoustic", help="Feed the phone content path the "
-                                  "true visemes blended with the acoustic front end's frames of each clip, as "
-                                  "`animate` does (computed once and cached beside the corpus: ~3 min for 10 h of speech)."),
+    acoustic: bool = AcousticOpt,
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
@@ -158,9 +162,7 @@ def train_emote(
                                               "perceptual.pt (skips stages 1-4; for ablations)."),
     lambda_lip: float = typer.Option(0.3, "--lambda-lip", help="Weight of the per-frame lip-reading loss."),
     lambda_emo: float = typer.Option(0.3, "--lambda-emo", help="Weight of the sequence emotion loss."),
-    acoustic: bool = typer.Option(True, "--acoustic/--no-acoustic", help="Feed the phone content path the "
-                                  "true visemes blended with the acoustic front end's frames of each clip, as "
-                                  "`animate` does (computed once and cached beside the corpus: ~3 min for 10 h of speech)."),
+    acoustic: bool = AcousticOpt,
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
     sfm_dir: Optional[Path] = SfmDirOpt,
