@@ -15,7 +15,6 @@ little coordinate noise); prediction runs on whole clips (the pooling accepts an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 from pathlib import Path
@@ -25,24 +24,12 @@ import numpy as np
 
 from ..emotions import EMOTIONS
 from ..errors import EvpError
+from ..threads import torch_threads
 
 FORMAT = "evp-anim-eval-emotion-classifier"
 VERSION = 1
 CROP = 40
 CACHE_NAME = "eval_emotion_classifier_v1.pt"
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int = 1):
-    """Run with at most ``n`` torch CPU threads (this small net gains nothing from more, and extra
-    threads only fight with other jobs on a shared machine); restores the setting afterwards."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(n, before)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def displacement_features(aligned, reference_aligned) -> np.ndarray:
@@ -114,7 +101,7 @@ class EmotionClassifier:
         if len(sequences) != len(references):
             raise EvpError(f"{len(sequences)} sequences but {len(references)} references")
         out = np.zeros((len(sequences), len(EMOTIONS)), np.float32)
-        with torch.no_grad(), _torch_threads(1):
+        with torch.no_grad(), torch_threads(1):
             for a in range(0, len(sequences), batch):
                 xs = [self._input(s, r) for s, r in zip(sequences[a:a + batch], references[a:a + batch])]
                 x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)
@@ -190,7 +177,7 @@ def train_classifier(sequences: Sequence[np.ndarray], references: Sequence[np.nd
                      progress: Callable[[float], None] | None = None) -> EmotionClassifier:
     """Train on ground-truth (T_i, 68, 2) aligned sequences, their speakers' (68, 2) neutral
     references and emotion indices (EMOTIONS order). Runs on one CPU thread."""
-    with _torch_threads(1):
+    with torch_threads(1):
         return _train(sequences, references, labels, epochs=epochs, channels=channels, dropout=dropout,
                       batch=batch, lr=lr, noise_px=noise_px, seed=seed, progress=progress)
 

@@ -22,7 +22,6 @@ frontal projection is the aligned 2D landmarks the paper evaluates, and the 3D f
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from torch import nn
 from ..audio.features import MFCC_WINDOW, N_MFCC
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
+from ..threads import torch_threads
 
 MODEL_FORMAT = "evp-anim-evp-model"
 MODEL_VERSION = 2        # 2: the phone content encoder Ep (version-1 files load without it)
@@ -61,25 +61,6 @@ class EvpConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run the enclosed torch ops on one CPU thread, then restore the setting (this thread's).
-
-    The LSTM's recurrence is 500 small steps a call: on two threads each step's hand-over (a
-    sleeping OpenMP worker woken, with ``OMP_WAIT_POLICY=PASSIVE`` on a shared machine) costs
-    more than the split saves — 16 ms against 11.5 ms per 500 frames. The outputs are the same
-    to the bit on one thread as on two (tests/test_speed_paths.py)."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class FrameEncoder(nn.Module):
@@ -400,7 +381,8 @@ class EvpModel:
             content = content[:, np.maximum(np.arange(c0, c1) - delay, 0) - lo]
             # a copy: codes may be a read-only broadcast
             code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
-            with _one_torch_thread():
+            # The recurrence's small steps run faster on one thread (threads.torch_threads).
+            with torch_threads(1):
                 coeffs, state = net.a2l(content, code, ref_n, state)
             out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
         return out, state
