@@ -82,7 +82,7 @@ def test_mouth_opens_during_speech_and_closes_in_silence(corpus):
     from evp_anim.face.lip_contact import closure_curve, mouth_openness
     from evp_anim.synth.visemes import viseme_sequence
     closure = closure_curve([(s, e) for s, e, v in viseme_sequence(tr.phonemes) if v == "PP"],
-                            tr.n_frames, tr.fps)
+                            tr.n_frames, tr.fps, approach=0.5)
     sealed = closure > 0
     assert (closure == 1.0).any()
     assert (np.abs(mouth_openness(tr.landmarks_3d[closure == 1.0]) + 0.005) < 0.002).all()

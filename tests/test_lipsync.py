@@ -171,8 +171,13 @@ def test_emotion_opens_the_mouth_only_where_the_phones_do(rig, emotion):
 
 def test_closure_curve_marks_short_segments():
     c = closure_curve([(0.41, 0.43), (1.0, 1.2)], 40, 25.0)
-    assert c[10] == 1.0 and c[9] == 0.5 and c[11] == 0.5     # a 20 ms /p/ still gets its frame
-    assert (c[25:30] == 1.0).all() and c[20] == 0.0
+    assert c[10] == 1.0 and c[9] == 0.0 and c[11] == 0.0     # a 20 ms /p/ still gets its frame
+    assert (c[25:30] == 1.0).all() and c[24] == 0.0 and c[30] == 0.0 and c[20] == 0.0
+    assert set(np.unique(c)) == {0.0, 1.0}
+    # The corpus's ground truth also seals the frame either side half-way.
+    a = closure_curve([(0.41, 0.43), (1.0, 1.2)], 40, 25.0, approach=0.5)
+    assert a[9] == 0.5 and a[11] == 0.5 and a[24] == 0.5 and a[30] == 0.5 and a[20] == 0.0
+    assert np.array_equal(a == 1.0, c == 1.0)
 
 
 # ------------------------------------------------------------------ scores

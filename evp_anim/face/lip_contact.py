@@ -59,10 +59,19 @@ def segment_frames(start: float, end: float, n_frames: int, fps: float) -> tuple
     return max(0, lo), min(n, hi)
 
 
-def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: float) -> np.ndarray:
+def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: float,
+                  approach: float = 0.0) -> np.ndarray:
     """(n_frames,) float32 in [0, 1]: 1 on frames whose centre lies in a closure interval (at least
-    the frame holding the interval's middle), 0.5 on the frame either side (the lips are on their
-    way), 0 elsewhere. ``intervals`` are (start_s, end_s)."""
+    the frame holding the interval's middle), ``approach`` on the frame either side, 0 elsewhere.
+    ``intervals`` are (start_s, end_s).
+
+    The lips touch for the acoustic closure of /p b m/ (the stop's silence, the nasal murmur) and
+    no longer: on the frames either side they are on their way, which the articulation's
+    coarticulation already draws (the bilabial's dominance pulls the lips nearly together). So
+    sealing a track (the rules, a model's output) uses ``approach=0``: sealing the neighbours
+    half-way as well made every bilabial a 3-frame, 120 ms closure and gave the rules 26.9% shut
+    speech frames on the real development recordings, against 24.2% without. The synthetic
+    corpus's ground truth keeps ``approach=0.5`` (the shipped models were trained on it)."""
     n = int(n_frames)
     c = np.zeros(n, np.float32)
     if n == 0:
@@ -72,9 +81,10 @@ def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: 
         if hi <= lo:
             continue
         c[lo:hi] = 1.0
-        for j in (lo - 1, hi):
-            if 0 <= j < n:
-                c[j] = max(c[j], 0.5)
+        if approach > 0:
+            for j in (lo - 1, hi):
+                if 0 <= j < n:
+                    c[j] = max(c[j], float(approach))
     return c
 
 
@@ -86,8 +96,8 @@ def bilabial_intervals(phones: Sequence[tuple[float, float, str]]) -> list[tuple
 
 def close_lips(rig, weights: np.ndarray, closure: np.ndarray, identity: np.ndarray | None = None,
                seal: float = SEAL_RATIO) -> np.ndarray:
-    """(T, K) rig weights with the lips sealed where ``closure`` (T,) is 1 and half-way there where
-    it is 0.5: an open mouth is closed (``mouthClose`` up, then ``jawOpen`` down if that is not
+    """(T, K) rig weights with the lips sealed where ``closure`` (T,) is 1 (a share of the way
+    there where it is between 0 and 1): an open mouth is closed (``mouthClose`` up, then ``jawOpen`` down if that is not
     enough), and lips pushed through each other (gap below :data:`CROSS_RATIO`, e.g. a strong
     ``mouthClose`` on a nearly shut jaw) are brought back to the seal (``mouthClose`` down).
     Frames with closure 0 are returned unchanged. Weights stay in [0, 1]."""

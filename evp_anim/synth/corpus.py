@@ -233,8 +233,10 @@ class ClipMaker:
         weights = np.clip(weights, 0.0, 1.0)
         # /p b m/ seal the lips whatever the emotion (and the articulation never pushes them through
         # each other): emotion may widen or raise the mouth, never hold it open through a bilabial.
+        # The frame either side is sealed half-way, as the lips approach and leave.
         bilabial = [(s, e) for s, e, v in viseme_sequence(utt.phonemes) if v == "PP"]
-        weights = close_lips(self.rig, weights, closure_curve(bilabial, n, DEFAULT_FPS), identity)
+        weights = close_lips(self.rig, weights, closure_curve(bilabial, n, DEFAULT_FPS, approach=0.5),
+                             identity)
 
         lm3d = self.rig.landmarks_3d(identity, weights)
         rotation = dynamics.head_motion(n, DEFAULT_FPS, rng, self.config.head_motion_deg)
