@@ -454,7 +454,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
         if rig is not None:
             lift_to_rig(track, rig, identity)
             if closure is not None:
-                _seal_track(track, rig, closure[a:b], identity)
+                seal_track(track, rig, closure[a:b], identity)
         return track
 
     yield from _run_chunks(_chunk_windows(speech, n_samples, n, chunk, span, shift, unread=visemes is not None),
@@ -498,7 +498,7 @@ def lift_to_rig(track: Track, rig, identity: np.ndarray | None = None) -> Track:
     return track.validate()
 
 
-def _seal_track(track: Track, rig, closure: np.ndarray, identity: np.ndarray | None) -> None:
+def seal_track(track: Track, rig, closure: np.ndarray, identity: np.ndarray | None) -> None:
     """Seal the lips of a lifted EVP track (or chunk) where ``closure`` (T,) of its frames says so
     (:func:`~evp_anim.face.lip_contact.closure_curve` of the /p b m/): the rig weights change, and
     the landmarks move by the rig's displacement for that change (the rig is linear), so the
