@@ -321,3 +321,47 @@ def test_label_code_samples_get_their_emotion_and_level_code(feats, tiny_corpus,
     # the table is the mean of the training clips' codes of that emotion and level
     train = [i for i in feats.split("train") if feats.rows[i].emotion == "sad" and feats.rows[i].level == 2]
     np.testing.assert_allclose(per_clip[train[0]], trainer._codes[train].mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_phone_encoder_reads_only_its_lookahead(ahead):
+    """Ep with ``phone_lookahead`` R: a frame's code moves when a viseme R frames later changes,
+    never when one R + 1 or more frames later does, and reads 6 − R frames back; chunked
+    prediction (the context carried as overlap) equals one pass."""
+    from evp_anim.models.evp import EvpConfig, EvpNet, PhoneContentEncoder
+    torch.manual_seed(0)
+    ep = PhoneContentEncoder(EvpConfig(phone_lookahead=ahead)).eval()
+    x = torch.rand(1, 30, 15)
+    t = 12
+    with torch.no_grad():
+        base = ep(x)[0, t]
+        for k in range(-9, 10):
+            y = x.clone()
+            y[0, t + k] += 1.0
+            moved = (ep(y)[0, t] - base).abs().max().item() > 1e-6
+            assert moved == (-(PhoneContentEncoder.SPAN - ahead) <= k <= ahead), (ahead, k)
+    net = EvpNet(EvpConfig(phone_lookahead=ahead))
+    m = EvpModel(net, {})
+    shares = np.random.default_rng(1).random((40, 15)).astype(np.float32)
+    windows = np.zeros((40, 28, 12), np.float32)
+    ref = np.zeros((68, 3), np.float32)
+    code = np.zeros(net.cfg.emotion_dim, np.float32)
+    whole = m.predict_lm3d(windows, ref, code, visemes=shares, chunk=10_000)
+    np.testing.assert_allclose(m.predict_lm3d(windows, ref, code, visemes=shares, chunk=7), whole, atol=1e-5)
+    assert m.context(shares) == ahead and m.left_context(shares) == PhoneContentEncoder.SPAN - ahead
+
+
+def test_inner_lip_gap_is_the_lipsync_measure_in_mm(feats):
+    """The stage-3 gap loss measures what eval-lipsync measures: inner_lip_gap of ground-truth
+    landmarks = mouth_openness × mouth width; a lower lip moved 1 mm down reads 1 mm more."""
+    from evp_anim.face.lip_contact import mouth_openness
+    from evp_anim.train.evp_trainer import inner_lip_gap
+    lm = feats.lm3d[0]
+    width = np.linalg.norm(lm[:, 54] - lm[:, 48], axis=-1)
+    t = torch.from_numpy(lm)
+    np.testing.assert_allclose(inner_lip_gap(t, t).numpy(), mouth_openness(lm) * width, atol=1e-4)
+    wider = t.clone()
+    for i in (65, 66, 67):
+        wider[:, i] += torch.from_numpy((lm[:, 57] - lm[:, 51]) / np.linalg.norm(lm[:, 57] - lm[:, 51], axis=-1,
+                                                                                   keepdims=True))
+    np.testing.assert_allclose((inner_lip_gap(wider, t) - inner_lip_gap(t, t)).numpy(), 1.0, atol=0.01)

@@ -9,7 +9,8 @@ Shapes (B = batch, T = frames at 25 fps):
 * decoder D: (B, T, Dc) + (B, De) → (B, T, 28, 12) — rebuilds the windows (cross-reconstruction)
 * emotion classifier Ce: (B, De) → (B, 8) logits
 * phone content encoder Ep (the front end for real speech): viseme shares of recognised or
-  transcript-aligned phones (B, T, 15) → (B, T, Dc), codes in Ec's place (±3 frames of context)
+  transcript-aligned phones or the acoustic front end's frames (B, T, 15) → (B, T, Dc), codes in
+  Ec's place (±3 frames of context; a live model's reads fewer frames ahead)
 * viseme head (pre-training Ec on content, standing in for EVP's LRW pre-training): (B, T, Dc) → (B, T, 15)
 * audio-to-landmark: identity embedding f_a = MLP(reference landmarks (B, 68, 3)), then per frame
   [Ec, Ee, f_a] → LSTM → two-layer MLP → PCA coefficients of the landmark displacement
@@ -58,6 +59,10 @@ class EvpConfig:
     # end (Ec's ±2 frames and the MFCC window). A live model trained with a delay d needs
     # d × 40 ms less of the future, so its frames can leave sooner (evp_anim/live).
     content_delay: int = 0
+    # Frames of the future Ep reads (its two convolutions see 7 frames in all): 3 = ±3 frames
+    # (offline); 0 = frames t − 6 … t only, for a live model fed the acoustic front end's frames
+    # (36 ms of look-ahead of their own), so its content needs no content delay.
+    phone_lookahead: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,21 +110,33 @@ class ContentEncoder(nn.Module):
 class PhoneContentEncoder(nn.Module):
     """Ep: viseme shares per frame (B, T, 15) → content codes (B, T, Dc) in Ec's place.
 
-    The shares come from phones (pocketsphinx's recogniser or a forced-aligned transcript), which
-    were learnt from real voices; our synthetic voices' MFCCs do not transfer to real speech. Two
-    small convolutions see ±3 frames (bounded look-ahead, streamable); the same unit-scale
-    normalisation as Ec, so the audio-to-landmark LSTM reads either.
+    The shares come from phones (pocketsphinx's recogniser or a forced-aligned transcript) or the
+    acoustic front end's frames, both learnt from real voices; our synthetic voices' MFCCs do not
+    transfer to real speech. Two small convolutions (kernels 5 and 3) see 7 frames: ±3 by default,
+    or ``cfg.phone_lookahead`` frames ahead and the rest behind (bounded look-ahead, streamable);
+    the same unit-scale normalisation as Ec, so the audio-to-landmark LSTM reads either.
     """
+
+    SPAN = 6                                   # frames either kernel adds up to: 4 + 2
 
     def __init__(self, cfg: EvpConfig):
         super().__init__()
+        ahead = int(cfg.phone_lookahead)
+        if not 0 <= ahead <= self.SPAN:
+            raise EvpError(f"phone_lookahead must be 0 to {self.SPAN} frames, got {ahead}")
+        # Look-ahead split over the two convolutions: (left, right) zero padding of each. With 3
+        # this is the symmetric padding (2, 2), (1, 1) the offline models were trained with.
+        r1 = min(ahead, 2)
+        self._pads = ((4 - r1, r1), (2 - (ahead - r1), ahead - r1))
         self.net = nn.Sequential(
-            nn.Conv1d(cfg.num_visemes, cfg.frame_hidden, 5, padding=2), nn.ReLU(),
-            nn.Conv1d(cfg.frame_hidden, cfg.content_dim, 3, padding=1))
+            nn.Conv1d(cfg.num_visemes, cfg.frame_hidden, 5), nn.ReLU(),
+            nn.Conv1d(cfg.frame_hidden, cfg.content_dim, 3))
         self.norm = nn.LayerNorm(cfg.content_dim, elementwise_affine=False)
 
     def forward(self, shares: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.net(shares.transpose(1, 2)).transpose(1, 2))
+        pad = nn.functional.pad
+        x = self.net[1](self.net[0](pad(shares.transpose(1, 2), self._pads[0])))
+        return self.norm(self.net[2](pad(x, self._pads[1])).transpose(1, 2))
 
 
 class EmotionEncoder(nn.Module):
@@ -341,14 +358,16 @@ class EvpModel:
         out, _ = self.predict_frames(w, 0, t_total, 0, t_total, code, reference, visemes=visemes, step=chunk)
         return out
 
-    @staticmethod
-    def context(visemes: np.ndarray | None) -> int:
-        """Frames of content context either side of a frame: Ec's temporal conv sees ±2, Ep's ±3."""
-        return 2 if visemes is None else 3
+    def context(self, visemes: np.ndarray | None) -> int:
+        """Frames of content context after a frame (its look-ahead): Ec's temporal conv sees ±2,
+        Ep ``cfg.phone_lookahead`` (3 unless a live model's)."""
+        return 2 if visemes is None else int(self.net.cfg.phone_lookahead)
 
     def left_context(self, visemes: np.ndarray | None) -> int:
-        """Frames of input a frame needs before it: :meth:`context` plus the content delay."""
-        return self.context(visemes) + self.net.cfg.content_delay
+        """Frames of input a frame needs before it: the encoder's context behind it plus the
+        content delay."""
+        behind = 2 if visemes is None else PhoneContentEncoder.SPAN - int(self.net.cfg.phone_lookahead)
+        return behind + self.net.cfg.content_delay
 
     @torch.no_grad()
     def predict_frames(self, windows: np.ndarray, first: int, n_frames: int, start: int, stop: int,
@@ -368,11 +387,11 @@ class EvpModel:
         net = self.net
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
         ref_n = net.normalise_reference(ref)
-        pad, delay = self.context(visemes), net.cfg.content_delay
+        ahead, behind, delay = self.context(visemes), self.left_context(visemes), net.cfg.content_delay
         out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
         for c0 in range(start, stop, step):
             c1 = min(c0 + step, stop)
-            lo, hi = max(0, c0 - pad - delay), min(n_frames, c1 + pad)
+            lo, hi = max(0, c0 - behind), min(n_frames, c1 + ahead)
             if visemes is None:
                 content = net.content(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
             else:

@@ -96,9 +96,16 @@ def train(
                                               "stage1.pt (skips pre-training; for ablations)."),
     lambda_con: float = typer.Option(1.0, "--lambda-con", help="Weight of the content loss L_con (Eq. 6)."),
     lambda_cla: float = typer.Option(1.0, "--lambda-cla", help="Weight of the classification loss L_cla (Eq. 6)."),
+    lambda_gap: float = typer.Option(0.0, "--lambda-gap", help="Weight of the inner-lip gap loss beside Eq. 7's "
+                                     "L2 in stage 3 (mean absolute error of the lips' gap, mm; 0: Eq. 7 alone)."),
     content_delay: int = typer.Option(0, "--content-delay", help="Frames (40 ms each) the audio-to-landmark "
                                       "LSTM's content input lags its output: a model for `live` with less "
                                       "look-ahead (0: offline, 202.5 ms past a frame's end; 4: 42.5 ms)."),
+    phone_lookahead: int = typer.Option(3, "--phone-lookahead", help="Frames ahead the phone content "
+                                        "encoder Ep reads (of the 7 it sees): 3 offline; 0 for a live model "
+                                        "fed the acoustic front end's frames (36 ms of look-ahead in all)."),
+    phone_content: float = typer.Option(0.5, "--phone-content", help="Share of stage 3's samples whose content "
+                                        "comes from the phone encoder Ep (the rest from the MFCC encoder Ec)."),
     acoustic: bool = AcousticOpt,
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process."),
@@ -124,7 +131,7 @@ def train(
     except ValueError:
         raise EvpError(f"--steps must be three integers like 800,800,1500, got {steps!r}") from None
     cfg = TrainConfig(steps=step_t, batch=batch, seed=seed, lambda_con=lambda_con, lambda_cla=lambda_cla,
-                      acoustic_content=acoustic,
+                      acoustic_content=acoustic, phone_content=phone_content, lambda_gap=lambda_gap,
                       without=tuple(w.strip() for w in without.split(",") if w.strip()) if without else ())
     cfg.validate()
     if threads:
@@ -140,9 +147,11 @@ def train(
 
     if not 0 <= content_delay <= 8:
         raise EvpError(f"--content-delay must be 0 to 8 frames, got {content_delay}")
+    if not 0 <= phone_lookahead <= 6:
+        raise EvpError(f"--phone-lookahead must be 0 to 6 frames, got {phone_lookahead}")
     trainer = Trainer(feats, pairs, cfg, run_dir or output.with_suffix(".run"), pretrained=pretrained,
                       progress=progress, corpus_name=str(corpus),
-                      model_config=EvpConfig(content_delay=content_delay))
+                      model_config=EvpConfig(content_delay=content_delay, phone_lookahead=phone_lookahead))
     _finish_training(trainer, output, rank, world, rep, progress, corpus)
 
 

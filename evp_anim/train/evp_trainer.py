@@ -66,6 +66,7 @@ class TrainConfig:
     phone_content: float = 0.5      # stage 3: share of samples whose content comes from Ep (true visemes)
     acoustic_content: bool = True   # stage 3: Ep reads the visemes blended with the acoustic frames
     label_code_share: float = 0.5   # stage 3: share of samples given their emotion's label code
+    lambda_gap: float = 0.0         # stage 3: weight of the inner-lip gap loss (mm, see LandmarkLoss)
     without: tuple[str, ...] = ()   # loss terms switched off in stage 2 (ablation)
     seed: int = 0
     checkpoint_every: int = 250
@@ -80,6 +81,8 @@ class TrainConfig:
             raise EvpError("batch must be ≥ 1 and crops ≥ 8 frames")
         if not 0.0 <= self.phone_content <= 1.0:
             raise EvpError(f"phone_content must be in [0, 1], got {self.phone_content}")
+        if self.lambda_gap < 0:
+            raise EvpError(f"lambda_gap must be ≥ 0, got {self.lambda_gap}")
         if not 0.0 <= self.label_code_share <= 1.0:
             raise EvpError(f"label_code_share must be in [0, 1], got {self.label_code_share}")
 
@@ -238,12 +241,19 @@ class LandmarkLoss(nn.Module):
     clip's acoustic frames when the corpus features carry them
     (:func:`~evp_anim.train.features.front_end_visemes`), trained here with the LSTM, so one
     audio-to-landmark network serves every front end.
+
+    Beside Eq. 7's L2, ``lambda_gap`` × the mean absolute error of the inner-lip gap (mm; the
+    gap :func:`~evp_anim.face.lip_contact.mouth_openness` measures, before its division by the
+    mouth width). The L2 over 68 landmarks weighs a half-millimetre error of the lips' gap as
+    nothing, yet it decides whether lips read shut (a sibilant's 2.8 mm against the 2.4 mm at
+    which the lip-sync score calls them closed) or a bilabial seals.
     """
 
-    def __init__(self, net: EvpNet, phone_content: float = 0.0):
+    def __init__(self, net: EvpNet, phone_content: float = 0.0, lambda_gap: float = 0.0):
         super().__init__()
         self.net = net
         self.phone_content = phone_content if net.phones is not None else 0.0
+        self.lambda_gap = lambda_gap
 
     def forward(self, windows, emotion_code, reference, lm3d, visemes=None, acoustic=None):
         net = self.net
@@ -262,9 +272,29 @@ class LandmarkLoss(nn.Module):
             content = torch.where(pick[:, None, None], phones, content)
         coeffs, _ = net.a2l(net.delay(content), emotion_code, net.normalise_reference(reference))
         pred = net.landmarks(coeffs, reference)
-        loss = F.mse_loss(pred, lm3d)
+        l2 = F.mse_loss(pred, lm3d)
         err = (pred - lm3d).norm(dim=-1).mean()
-        return loss, {"L_a": loss.item(), "mean_err_mm": err.item()}
+        logs = {"L_a": l2.item(), "mean_err_mm": err.item()}
+        loss = l2
+        if self.lambda_gap > 0:
+            gap = (inner_lip_gap(pred, lm3d) - inner_lip_gap(lm3d, lm3d)).abs().mean()
+            loss = l2 + self.lambda_gap * gap
+            logs["L_gap"] = gap.item()
+        return loss, logs
+
+
+def inner_lip_gap(lm: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """(...,) mm: the mean signed gap of the inner-lip pairs of landmarks (..., 68, 3), measured
+    along ``frame``'s (the ground truth's) down direction across the mouth — the numerator of
+    :func:`~evp_anim.face.lip_contact.mouth_openness`, in torch."""
+    from ..face.lip_contact import INNER_LIP_PAIRS, MOUTH_CORNERS
+    with torch.no_grad():
+        across = frame[..., MOUTH_CORNERS[1], :] - frame[..., MOUTH_CORNERS[0], :]
+        u = across / across.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        down = frame[..., 57, :] - frame[..., 51, :]
+        down = down - (down * u).sum(-1, keepdim=True) * u
+        down = down / down.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    return torch.stack([((lm[..., b, :] - lm[..., a, :]) * down).sum(-1) for a, b in INNER_LIP_PAIRS]).mean(0)
 
 
 # ---------------------------------------------------------------------- statistics
@@ -380,7 +410,7 @@ class Trainer:
         if self.stage == 1:
             return DisentangleLoss(self.net, self.cfg.lambda_cla, self.cfg.lambda_con, self.cfg.without,
                                    self.cfg.lambda_anchor)
-        return LandmarkLoss(self.net, self.cfg.phone_content)
+        return LandmarkLoss(self.net, self.cfg.phone_content, self.cfg.lambda_gap)
 
     def _params(self):
         n = self.net
