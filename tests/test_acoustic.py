@@ -205,3 +205,41 @@ def test_cepstra_in_blocks_equal_one_block(clip, monkeypatch):
     whole = acoustic.cepstra(clip)
     monkeypatch.setattr(acoustic, "_CEP_BLOCK", 7)          # blocks of 70 ms: every edge case
     assert np.allclose(acoustic.cepstra(clip), whole, atol=1e-3)
+
+
+@pytest.mark.parametrize("block", [7, 160, 1000])
+def test_streaming_frames_are_offlines_with_the_same_mean(clip, block):
+    """`live`'s acoustic front end fed blocks of any size gives offline's frames (with the clip's
+    cepstral mean), each frame as soon as sample 640·t + 1210 has arrived, never sooner."""
+    off = acoustic.acoustic_frames(clip)
+    s = acoustic.StreamingAcoustic(fixed_mean=acoustic.cepstra(clip).mean(axis=0))
+    vis, clo = [], []
+    for i in range(0, clip.size, block):
+        s.feed(clip[i:i + block])
+        v, c = s.frames()
+        vis.append(v)
+        clo.append(c)
+        n = min(clip.size, i + block)
+        assert s.next_frame == max(0, (n - 1210) // 640 + 1)
+    s.finish()
+    v, c = s.frames()
+    vis, clo = np.concatenate(vis + [v]), np.concatenate(clo + [c])
+    assert vis.shape == off.visemes.shape == (88, 15)
+    np.testing.assert_allclose(vis, off.visemes, atol=1e-5)
+    np.testing.assert_allclose(clo, off.closure, atol=1e-5)
+
+
+def test_streaming_running_mean_follows_the_clip(clip):
+    """Without the clip's mean (a stream has none) the running mean of what was heard stands in:
+    most frames still hear the same viseme."""
+    off = acoustic.acoustic_frames(clip)
+    s = acoustic.StreamingAcoustic()
+    parts = []
+    for i in range(0, clip.size, 160):
+        s.feed(clip[i:i + 160])
+        parts.append(s.frames()[0])
+    s.finish()
+    parts.append(s.frames()[0])
+    vis = np.concatenate(parts)
+    agree = (vis.argmax(axis=1) == off.visemes.argmax(axis=1)).mean()
+    assert 0.75 < agree < 1.0, agree

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evp_anim.errors import EvpError
+
 REPO = Path(__file__).resolve().parents[1]
 EXE = [sys.executable, "-m", "evp_anim.cli"]
 
@@ -221,7 +223,7 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     model = copy.copy(model) if which == "default" else EvpModel.load(default_live_path())
     model.meta = {k: v for k, v in model.meta.items() if k != "speech_mfcc_mean"}
     assert model.net.cfg.content_delay == (0 if which == "default" else 4)
-    eng = LiveEngine(model, rig, life=LifeSettings(seed=3), emotion="sad", intensity=0.6)
+    eng = LiveEngine(model, rig, life=LifeSettings(seed=3), emotion="sad", intensity=0.6, front_end="mfcc")
     take = tmp_path / "t.npz"
     summary = run_live(WavSource(speech_wav, realtime=False), eng, [], Recorder(take))
     assert summary["recorded_frames"] == 50
@@ -263,7 +265,7 @@ def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
     audio = _speechlike(3.0)
     assert lookahead_ms(0) == 202.5 and lookahead_ms(4) == 42.5
     for model in (default, EvpModel.load(default_live_path())):
-        eng = LiveEngine(model, rig, life=OFF)
+        eng = LiveEngine(model, rig, life=OFF, front_end="mfcc")
         off = needed_offset(model.net.cfg.content_delay)
         made = 0
         for n in range(160, audio.size + 1, 160):            # 10 ms blocks
@@ -272,6 +274,39 @@ def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
             due = max(0, (n - off) // 640 + 1)                 # frames [0, due) can be made
             first = max(0, (n - needed_offset(0)) // 640 + 1)   # frame 0's code exists
             assert made == (due if first > 0 else 0)             # every frame as soon as it can be
+
+
+def test_acoustic_path_is_offline_acoustic_animate(rig_model, speech_wav):
+    """Live on the acoustic front end (pocketsphinx's acoustic model frame by frame into Ep, lips
+    sealed where it hears /p b m/) gives offline `animate --front-end acoustic`'s frames when both
+    remove the same cepstral mean, each frame once sample 640·(t + Ep's look-ahead) + 1210 has
+    arrived (155.6 ms after its end for the offline model's ±3 frames)."""
+    from evp_anim.audio import acoustic
+    from evp_anim.audio.io import load_audio
+    from evp_anim.live.engine import LiveEngine, acoustic_lookahead_ms, live_front_end
+    from evp_anim.living import OFF
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file
+    rig, model = rig_model
+    x = load_audio(speech_wav)
+    assert live_front_end(model) == "acoustic" and model.net.cfg.phone_lookahead == 3
+    assert acoustic_lookahead_ms(3) == pytest.approx(155.625) and acoustic_lookahead_ms(0) == pytest.approx(35.625)
+    eng = LiveEngine(model, rig, life=OFF, emotion="angry", intensity=0.8, front_end="acoustic",
+                     cepstral_mean=acoustic.cepstra(x).mean(axis=0))
+    assert eng.lookahead_ms == pytest.approx(155.625)
+    out, made = [], 0
+    for n in range(160, x.size + 1, 160):
+        tr = eng.feed(x[n - 160:n])
+        if tr is not None:
+            out.append(tr)
+            made += tr.n_frames
+        assert made == max(0, (n - 1210 - 3 * 640) // 640 + 1)
+    out.append(eng.finish())
+    live = np.concatenate([t.landmarks_3d for t in out if t is not None])
+    off = animate_speech_file(speech_wav, model, EmotionSpec("angry", 0.8), rig, front_end="acoustic", life=OFF)
+    assert live.shape == off.landmarks_3d.shape == (50, 68, 3)
+    assert np.abs(live - off.landmarks_3d).max() < 1e-3
+    with pytest.raises(EvpError, match="one of|mfcc or acoustic"):
+        LiveEngine(model, rig, life=OFF, front_end="words")
 
 
 def test_osc_control_blends_the_emotion_smoothly(rig_model, speech_wav):

@@ -393,3 +393,114 @@ def with_acoustic_frames(content, audio: np.ndarray, weight: float = PHONE_BLEND
     clip's acoustic frames blended in at ``weight`` (16 kHz mono ``audio``, the same clip)."""
     heard = acoustic_frames(audio)
     return content.with_acoustic(heard.visemes, heard.closure, weight)
+
+
+# ------------------------------------------------------------------------ streaming (live)
+CMN_PRIOR_FRAMES = 100       # Sphinx frames (1 s) of weight the running cepstral mean's prior starts with
+
+
+class StreamingAcoustic:
+    """The acoustic front end on a stream of 16 kHz samples, for `evp-anim live`: :meth:`feed`
+    samples, :meth:`frames` gives the (k, 15) viseme posteriors and (k,) lip closure of the 25 fps
+    frames that became known (frame t once sample ``640 t + 1210`` has arrived: 35.6 ms after its last sample, see
+    the module docstring), each computed once.
+
+    Offline (:func:`acoustic_frames`) removes the whole clip's cepstral mean; a stream has no whole
+    clip, so this removes the running mean of every Sphinx frame heard so far (look-ahead
+    included), which starts from ``prior`` (13,) weighed as :data:`CMN_PRIOR_FRAMES` frames — by
+    default the first frame's own cepstrum, i.e. no prior — as pocketsphinx's live decoding does.
+    Everything else (cepstra, deltas with the edges repeated, every other frame scored, the
+    posteriors pooled per video frame) is offline's, so with the same mean the frames are
+    offline's to float precision (``fixed_mean``: remove that mean instead, e.g. the clip's own,
+    which makes them offline's).
+    """
+
+    def __init__(self, model: AcousticModel | None = None, prior: np.ndarray | None = None,
+                 fixed_mean: np.ndarray | None = None):
+        self.model = model or default_model()
+        self.names = self.model.phones
+        self._to_viseme, self._bilabial = _phone_to_viseme(tuple(self.names))
+        self._prior = None if prior is None else np.asarray(prior, np.float64).reshape(N_CEP)
+        self._fixed = None if fixed_mean is None else np.asarray(fixed_mean, np.float32).reshape(N_CEP)
+        self._buf = np.zeros(0, np.float32)      # samples [buf0, n)
+        self._buf0 = 0
+        self.n_samples = 0
+        self.eof = False
+        self._cep = np.zeros((0, N_CEP), np.float32)  # cepstra of Sphinx frames [cep0, cep0 + len)
+        self._cep0 = 0
+        self._cep_sum, self._cep_n = np.zeros(N_CEP), 0
+        self.next_frame = 0                        # next video frame to give out
+
+    def feed(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples, np.float32).reshape(-1)
+        if x.size:
+            self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
+            self.n_samples += x.size
+
+    def finish(self) -> None:
+        """The end of the stream: the last frames are computed as offline does at a clip's end."""
+        self.eof = True
+
+    def _mean(self) -> np.ndarray:
+        if self._fixed is not None:
+            return self._fixed
+        if self._cep_n == 0:
+            return np.zeros(N_CEP)
+        prior = self._prior if self._prior is not None else self._first
+        return (CMN_PRIOR_FRAMES * prior + self._cep_sum) / (CMN_PRIOR_FRAMES + self._cep_n)
+
+    def _more_cepstra(self) -> int:
+        """Compute the cepstra of the Sphinx frames whose samples have all arrived (at the end: all
+        of the clip's frames, zeros past it); → the number of frames known."""
+        n = self.n_samples
+        total = n_sphinx_frames(n) if self.eof else (max(0, n - WINDOW) // HOP + 1 if n >= WINDOW else 0)
+        have = self._cep0 + len(self._cep)
+        if total > have:
+            # From one frame before the first new one, so that its pre-emphasis reads the sample
+            # before it (cepstra() starts a clip unemphasised); that frame is dropped.
+            back = 1 if have > 0 else 0
+            s0 = (have - back) * HOP
+            piece = self._buf[s0 - self._buf0:min(n, (total - 1) * HOP + WINDOW) - self._buf0]
+            need = (total - have + back - 1) * HOP + WINDOW
+            if piece.size < need:                      # the clip's end: zeros, as offline
+                piece = np.concatenate([piece, np.zeros(need - piece.size, np.float32)])
+            new = cepstra(piece)[back:back + total - have]
+            if have == 0:
+                self._first = new[0].astype(np.float64)
+            self._cep = np.concatenate([self._cep, new]) if len(self._cep) else new
+            self._cep_sum += new.sum(axis=0)
+            self._cep_n += len(new)
+        return total
+
+    def frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(k, 15) float32 viseme posteriors and (k,) lip closure in [0, 1] of the video frames that
+        became known since the last call (frames ``next_frame - k … next_frame - 1``); k may be 0."""
+        known = self._more_cepstra()
+        if self.eof:
+            last = -(-self.n_samples // (HOP * 4))               # ceil(N / 640): the track's frames
+        else:
+            last = (known - 6) // 4 + 1 if known >= 6 else 0     # frame t needs cepstra up to 4t + 5
+        if last <= self.next_frame:
+            return np.zeros((0, len(self._to_viseme[0])), np.float32), np.zeros(0, np.float32)
+        t0, t1 = self.next_frame, last
+        scored = np.arange(4 * t0, 4 * (t1 - 1) + 3, SCORE_STEP)     # frames 4t, 4t + 2
+        scored = np.minimum(scored, (known - 1) // SCORE_STEP * SCORE_STEP)  # past the end: the last
+        lo, hi = max(0, int(scored.min()) - 3), min(known, int(scored.max()) + 4)
+        feats = stream_features(self._cep[lo - self._cep0:hi - self._cep0], self._mean())
+        loglik = phone_log_likelihoods(feats[scored - lo], self.model)
+        post = phone_posteriors_10ms(loglik).reshape(t1 - t0, -1, len(self.names))   # (k, 2, P)
+        vis = post.mean(axis=1) @ self._to_viseme
+        vis /= np.maximum(vis.sum(axis=1, keepdims=True), 1e-6)
+        lips = post[:, :, self._bilabial].sum(axis=2).max(axis=1)
+        closure = np.clip((lips - CLOSURE_FLOOR) / (CLOSURE_FULL - CLOSURE_FLOOR), 0.0, 1.0)
+        self.next_frame = t1
+        # Keep what later frames read: cepstra from 4·next_frame − 3, samples for the next cepstrum.
+        keep_c = max(0, 4 * t1 - 3 - self._cep0)
+        if keep_c > 0:
+            self._cep = self._cep[keep_c:]
+            self._cep0 += keep_c
+        keep_s = max(0, (self._cep0 + len(self._cep) - 1) * HOP - self._buf0)
+        if keep_s > 0:
+            self._buf = self._buf[keep_s:].copy()
+            self._buf0 += keep_s
+        return vis.astype(np.float32), closure.astype(np.float32)

@@ -189,6 +189,9 @@ def live_cmd(
     no_gaze: bool = typer.Option(False, "--no-gaze", help="No gaze (eyes fixed)."),
     still: bool = typer.Option(False, "--still", help="No head motion, blinks or gaze: the model's output only."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the head motion, blinks and gaze."),
+    front_end: str = typer.Option("auto", "--front-end", help="What the model hears: acoustic (pocketsphinx's "
+                                  "acoustic model frame by frame, into the phone encoder), mfcc (the MFCC content "
+                                  "encoder), or auto: acoustic when the model can read it without a content delay."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Speech in, an emotional face out, in real time on a CPU (EVP, 25 fps, 202.5 ms look-ahead).
@@ -218,6 +221,8 @@ def live_cmd(
     if seconds is not None and not seconds > 0:
         raise EvpError(f"--seconds must be positive, got {seconds}")
     emo, inten = canonical_emotion(emotion), check_intensity(intensity)
+    if front_end not in ("auto", "acoustic", "mfcc"):
+        raise EvpError(f"--front-end must be auto, acoustic or mfcc, got {front_end!r}")
     life = OFF if still else LifeSettings(head_motion=head_motion, blinks=not no_blinks, gaze=not no_gaze, seed=seed)
     targets = ([("livelink", parse_hostport(x, 11111, "--livelink")) for x in livelink]
                + [("osc", parse_hostport(x, 39539, "--osc")) for x in osc])
@@ -259,7 +264,9 @@ def live_cmd(
         rig = FaceRig.cached(sfm(sfm_dir))
         limit_heap_growth()
         engine = LiveEngine(mdl, rig, life=life, emotion=emo, intensity=inten, provenance=model_provenance(mdl),
-                            info={"live": {"source": source.name, "start_emotion": emo, "start_intensity": inten}})
+                            info={"live": {"source": source.name, "start_emotion": emo, "start_intensity": inten}},
+                            front_end=None if front_end == "auto" else front_end)
+        engine.info["live"]["front_end"] = engine.front_end
         engine_box["engine"] = engine
         for kind, (host, port) in targets:
             outputs.append(LiveLinkOutput(host, port, subject) if kind == "livelink" else VmcOutput(host, port))
@@ -272,7 +279,7 @@ def live_cmd(
         if record is not None:
             recorder = Recorder(record)
         say(f"live: {source.name} → {', '.join(o.name for o in outputs) or 'the recording'}; EVP look-ahead "
-            f"{engine.lookahead_ms:.1f} ms; {out_fps} fps; emotion {emo} {inten:.1f}")
+            f"{engine.lookahead_ms:.1f} ms ({engine.front_end} front end); {out_fps} fps; emotion {emo} {inten:.1f}")
         summary = run_live(source, engine, outputs, recorder, out_fps=out_fps, say=say, max_seconds=seconds)
         recorder = None
     finally:

@@ -32,7 +32,18 @@ What differs from offline (and why):
   precision; in pauses the mouth can differ where the two voice-activity decisions differ.
 * the emotion can change while running: each change ramps (smoothstep) from the current code,
   weights and intensity to the new ones over :data:`RAMP_S` seconds, so nothing pops.
-* no phones (no transcript or recogniser: they need the whole clip), so no lip sealing.
+* no phones (no transcript or word recogniser: they need the whole clip), so no sealing on them.
+
+**The acoustic path** (``front_end="acoustic"``, what `live` uses for a model that reads phones
+without a content delay, e.g. ``assets/evp_live.pt``): instead of MFCC rows and Ec, pocketsphinx's
+acoustic model scores the audio frame by frame
+(:class:`~evp_anim.audio.acoustic.StreamingAcoustic`), each frame's viseme posteriors feed the
+phone encoder Ep, and the lips are sealed where the acoustic model hears /p b m/, as offline
+``animate --front-end acoustic`` does. Frame t's posteriors are known once sample 640·t + 1210 has
+arrived; Ep reads ``phone_lookahead`` frames past it, so frame t leaves
+:func:`acoustic_lookahead_ms` after its last sample: 35.6 ms for a model whose Ep reads none
+ahead, 155.6 ms for the offline model's ±3 frames. The one difference from offline: the cepstral
+mean is the running mean of what was heard (offline: the whole clip's).
 """
 
 from __future__ import annotations
@@ -78,6 +89,25 @@ def lookahead_ms(content_delay: int = 0) -> float:
     """How long after a frame's last sample it can be computed, ms: 202.5 for the offline model,
     42.5 for the live model (``content_delay`` 4, assets/evp_live.pt)."""
     return 1000.0 * (needed_offset(content_delay) - SAMPLES_PER_FRAME) / SAMPLE_RATE
+# The acoustic front end (evp_anim.audio.acoustic.StreamingAcoustic) knows frame t once sample
+# 640·t + 1210 has arrived; Ep then reads phone_lookahead frames past it.
+ACOUSTIC_NEEDED_OFFSET = 1210
+
+
+def acoustic_lookahead_ms(phone_lookahead: int = 0) -> float:
+    """How long after a frame's last sample the acoustic path can compute it, ms: 35.6 for a model
+    whose Ep reads no frame ahead (assets/evp_live.pt), 155.6 for the offline model's ±3 frames."""
+    samples = ACOUSTIC_NEEDED_OFFSET + SAMPLES_PER_FRAME * int(phone_lookahead) - SAMPLES_PER_FRAME
+    return 1000.0 * samples / SAMPLE_RATE
+
+
+def live_front_end(model) -> str:
+    """The content path `live` uses for an EVP model: ``"acoustic"`` (pocketsphinx's acoustic model
+    frame by frame into the phone encoder Ep) when the model reads phones without a content delay,
+    else ``"mfcc"`` (Ec on MFCC windows; a delayed model's Ep cannot make up for the delay)."""
+    return "acoustic" if model.reads_phones and model.net.cfg.content_delay == 0 else "mfcc"
+
+
 RAMP_S = 0.3                           # s over which an emotion / intensity change blends in
 VAD_HISTORY_S = 30.0                   # s of levels the live voice-activity thresholds look at
 _GATE_MIN, _GATE_RAMP = 5, 3           # _silence_gate's defaults (offline): a pause ≥ 5 frames, eased over 3
@@ -113,7 +143,8 @@ class LiveEngine:
 
     def __init__(self, model, rig, identity: np.ndarray | None = None, life: LifeSettings | None = None,
                  emotion: str = "neutral", intensity: float = 1.0, ramp_s: float = RAMP_S,
-                 provenance: dict | None = None, info: dict | None = None):
+                 provenance: dict | None = None, info: dict | None = None, front_end: str | None = None,
+                 cepstral_mean: np.ndarray | None = None):
         from ..face.projection import aligned_crop_transform
         from ..models.emote import EmoteModel
         if isinstance(model, EmoteModel):
@@ -126,7 +157,25 @@ class LiveEngine:
         threadpool_limits(1)
         self.model, self.net, self.rig = model, model.net, rig
         self.delay = int(model.net.cfg.content_delay)
-        self.lookahead_ms = lookahead_ms(self.delay)
+        self.front_end = live_front_end(model) if front_end is None else front_end
+        self._acoustic = None
+        if self.front_end == "acoustic":
+            if live_front_end(model) != "acoustic":
+                raise EvpError("the acoustic front end needs an EVP model with the phone encoder and no "
+                               "content delay (e.g. assets/evp_live.pt); this one reads MFCCs live")
+            from ..audio.acoustic import StreamingAcoustic
+            from ..models.evp import PhoneContentEncoder
+            self._acoustic = StreamingAcoustic(fixed_mean=cepstral_mean)
+            self._ahead = int(model.net.cfg.phone_lookahead)
+            self._behind = PhoneContentEncoder.SPAN - self._ahead
+            self.lookahead_ms = acoustic_lookahead_ms(self._ahead)
+            self._vis = np.zeros((0, model.net.cfg.num_visemes), np.float32)    # frames [vis0, ...)
+            self._closure = np.zeros(0, np.float32)
+            self._vis0 = 0
+        elif self.front_end == "mfcc":
+            self.lookahead_ms = lookahead_ms(self.delay)
+        else:
+            raise EvpError(f"live front end must be mfcc or acoustic, got {front_end!r}")
         # The speech-mean shift of offline animate's MFCC front end (models/animate._speech_shift),
         # from the voiced frames heard so far: the corpus's mean stands in for the first
         # SHIFT_PRIOR_FRAMES of them, so the shift grows from 0 to the voice's as it is heard.
@@ -237,6 +286,8 @@ class LiveEngine:
                 x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
             self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
             self.n_samples += x.size
+            if self._acoustic is not None:
+                self._acoustic.feed(x)
         return self._advance()
 
     def finish(self) -> Track | None:
@@ -245,6 +296,8 @@ class LiveEngine:
         if self.eof:
             return None
         self.eof = True
+        if self._acoustic is not None:
+            self._acoustic.finish()
         return self._advance()
 
     @property
@@ -261,7 +314,7 @@ class LiveEngine:
         m_total = 1 + n // HOP
         # 1. MFCC rows whose analysis window has all its samples (at the end: every row).
         last_row = m_total if self.eof else (n - HALF_WIN) // HOP + 1 if n >= HALF_WIN else 0
-        if last_row > self._next_row:
+        if self._acoustic is None and last_row > self._next_row:
             m0, m1 = self._next_row, last_row
             s0 = max(m0 * HOP - HALF_WIN, 0)
             new = mfcc_block(self._samples(s0, min(n, (m1 - 1) * HOP + HALF_WIN)), m0, m1, offset=s0)
@@ -276,10 +329,13 @@ class LiveEngine:
             self._levels.append(np.float32(10.0 * np.log10(max(power, 10.0 ** (ENERGY_FLOOR_DB / 10.0)))))
             self._vad[f] = bool(voice_activity_from_energy(np.fromiter(self._levels, np.float32))[-1])
             row = MFCC_PER_FRAME * f + MFCC_PER_FRAME // 2 - self._row0        # the frame's centre row
-            if self._vad[f] and self._speech_target is not None and 0 <= row < len(self._rows):
+            if (self._vad[f] and self._speech_target is not None and self._acoustic is None
+                    and 0 <= row < len(self._rows)):
                 self._speech_sum += self._rows[row]
                 self._speech_n += 1
             self._next_level += 1
+        if self._acoustic is not None:
+            return self._advance_acoustic()
         # 3. frame encodings of frames whose window rows are all computed
         if self.eof:
             last_win = -(-n // SAMPLES_PER_FRAME)
@@ -312,6 +368,32 @@ class LiveEngine:
         self._trim()
         return track
 
+    def _advance_acoustic(self) -> Track | None:
+        """Steps 3–4 on the acoustic path: the frames' viseme posteriors as they become known, then
+        the frames whose Ep context (``phone_lookahead`` frames ahead) is known."""
+        new, closure = self._acoustic.frames()
+        if len(new):
+            self._vis = np.concatenate([self._vis, new])
+            self._closure = np.concatenate([self._closure, closure])
+        known = self._acoustic.next_frame
+        last_out = known if self.eof else max(0, known - self._ahead)
+        track = None
+        if last_out > self.next_frame:
+            track = self._frames(self.next_frame, last_out)
+            self.next_frame = last_out
+        keep_s = self._next_level * SAMPLES_PER_FRAME
+        if keep_s > self._buf0:
+            self._buf = self._buf[keep_s - self._buf0:].copy()
+            self._buf0 = keep_s
+        keep_v = max(0, self.next_frame - self._behind - self._vis0)
+        if keep_v > 0:
+            self._vis = self._vis[keep_v:]
+            self._closure = self._closure[keep_v:]
+            self._vis0 += keep_v
+        for f in [f for f in self._vad if f < self.next_frame - 16]:
+            del self._vad[f]
+        return track
+
     def _trim(self) -> None:
         """Drop what no later frame reads: samples before the next row's / level's window, rows
         before the next window's first, encodings before the next frame's context."""
@@ -332,7 +414,13 @@ class LiveEngine:
 
     def _content(self, a: int, b: int, n_total: int | None) -> torch.Tensor:
         """(1, b - a, Dc) content codes the LSTM reads for frames [a, b): those of frames
-        f - delay (frame 0's before the start; :meth:`EvpNet.delay`)."""
+        f - delay (frame 0's before the start; :meth:`EvpNet.delay`). On the acoustic path: Ep
+        over the frames' viseme posteriors, as offline ``predict_frames`` slices them."""
+        if self._acoustic is not None:
+            lo = max(0, a - self._behind)
+            hi = b + self._ahead if n_total is None else min(n_total, b + self._ahead)
+            vis = torch.from_numpy(self._vis[lo - self._vis0:hi - self._vis0])[None]
+            return self.net.phones(vis)[:, a - lo:b - lo]
         ca = max(0, a - self.delay)
         cb = max(ca + 1, b - self.delay)
         codes = self._codes(ca, cb, n_total)
@@ -404,7 +492,7 @@ class LiveEngine:
 
     def _frames(self, a: int, b: int) -> Track:
         from ..face.projection import aligned_landmarks
-        from ..models.animate import lift_to_rig
+        from ..models.animate import lift_to_rig, seal_track
         k = b - a
         emo = [self._next_emotion() for _ in range(k)]
         codes = np.stack([e.code for e in emo]).astype(np.float32)
@@ -424,6 +512,8 @@ class LiveEngine:
             pose_scale=np.full(k, self.scale, np.float32), identity=self.ident,
             emotion=weights, intensity=intensity, provenance=self.provenance, info=self.info)
         lift_to_rig(track, self.rig, self.ident)
+        if self._acoustic is not None:         # the lips close where the acoustic model hears /p b m/
+            seal_track(track, self.rig, self._closure[a - self._vis0:b - self._vis0], self.ident)
         if self.life is not None:
             apply_life(track, self.life, self.rig, self.ident)
         return track
