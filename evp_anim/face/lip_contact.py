@@ -70,7 +70,8 @@ def closure_curve(intervals: Sequence[tuple[float, float]], n_frames: int, fps: 
     coarticulation already draws (the bilabial's dominance pulls the lips nearly together). So
     sealing a track (the rules, a model's output) uses ``approach=0``: sealing the neighbours
     half-way as well made every bilabial a 3-frame, 120 ms closure and gave the rules 26.9% shut
-    speech frames on the real development recordings, against 24.2% without. The synthetic
+    speech frames on the real development recordings, against 24.5% without (openness correlation
+    0.690 against 0.744). The synthetic
     corpus's ground truth keeps ``approach=0.5`` (the shipped models were trained on it)."""
     n = int(n_frames)
     c = np.zeros(n, np.float32)
