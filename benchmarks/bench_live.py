@@ -58,7 +58,7 @@ def main() -> None:
     from evp_anim.audio.io import load_audio, save_wav
     from evp_anim.face.rig import FaceRig
     from evp_anim.live.commands import Timing, run_live
-    from evp_anim.live.engine import LiveEngine, needed_offset
+    from evp_anim.live.engine import LiveEngine
     from evp_anim.live.outputs import LiveLinkOutput
     from evp_anim.live.sources import BLOCK, WavSource
     from evp_anim.models.animate import default_live_path, limit_heap_growth, load_animation_model
@@ -132,7 +132,7 @@ def main() -> None:
     pace = "as fast as possible" if args.fast else "at real-time pace"
     print(f"{len(wavs)} WAVs, {speech.size / 16000:.1f} s, looped ×{loops} = {seconds / 60:.1f} min {pace}; "
           f"look-ahead by construction {engine.lookahead_ms:.1f} ms after a frame's last sample (model: "
-          f"{args.model or default_live_path().name}, content delay {delay})", flush=True)
+          f"{args.model or default_live_path().name}, content delay {delay}, {engine.front_end} front end)", flush=True)
     summary = run_live(WavSource(tmp, realtime=not args.fast, loop=loops), engine,
                        [LiveLinkOutput("127.0.0.1", sock.getsockname()[1])], out_fps=args.out_fps, timing=timing)
     stop_mem.set()
@@ -168,7 +168,7 @@ def main() -> None:
     ok[ok] = ~np.isnan(arrived[frame[ok]])
     lat = 1000 * (arrived[frame[ok]] - t_in[ok])
     f = (ends[ok] - 1) // 640
-    j = np.searchsorted(ends, np.minimum(640 * f + needed_offset(delay), ends[-1]))   # block completing what f needs
+    j = np.searchsorted(ends, np.minimum(640 * f + engine.needed_samples, ends[-1]))   # block completing what f needs
     wait = 1000 * (t_in[j] - t_in[ok])
     sent = timing.sent[~np.isnan(timing.sent)]
     print(f"frames {summary['frames']}, packets received {n_received}")

@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--snr", type=float, default=None,
                     help="add white noise at this signal-to-noise ratio (dB, over the speech) to every "
                          "recording before animating it (scored against the clean recording's alignment)")
+    ap.add_argument("--session", action="store_true",
+                    help="play the recordings one after another as one continuous clip (one file, one live "
+                         "session) instead of each on its own; scored the same way")
     args = ap.parse_args()
     folder = Path(args.folder)
     rows = list(csv.DictReader(open(folder / "transcripts.tsv", encoding="utf-8"), delimiter="\t"))
@@ -99,6 +102,17 @@ def main() -> None:
     seconds = sum(len(c[2]) for c in clips) / 16000
     n_bil = sum(p in ("P", "B", "M") for c in clips for _, _, p in c[3])
     print(f"{folder}: {len(clips)} recordings, {seconds:.1f} s, {n_bil} /p b m/ in the transcripts")
+
+    if args.session:        # one clip of them all: what a live performer's running session hears
+        audio = np.concatenate([c[2] for c in clips])
+        ref, offset = [], 0.0
+        for c in clips:
+            ref += [(s + offset, e + offset, p) for s, e, p in c[3]]
+            offset += c[2].size / 16000
+        path = noisy / "session.wav"
+        sf.write(path, audio, 16000)
+        clips = [(path, " ".join(c[1] for c in clips), audio, ref)]
+        print(f"played as one session of {audio.size / 16000:.1f} s")
 
     def pooled(make) -> dict:
         lms, phones, offset = [], [], 0.0

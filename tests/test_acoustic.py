@@ -182,13 +182,16 @@ def test_animate_with_a_transcript_reads_phones_and_acoustic_frames(sfm_dir):
     assert track.info["front_end"] == f"phones (transcript) + acoustic frames ({acoustic.PHONE_BLEND:g})"
 
 
-def test_a_live_model_reads_its_mfcc_encoder_not_phones(clip, sfm_dir):
-    """The live model's LSTM reads content 4 frames late; phones carry no look-ahead, so animate
-    gives it the MFCC content (speech-mean shift included) and uses the phones only to seal."""
+def test_a_delayed_model_reads_its_mfcc_encoder_not_phones(clip, sfm_dir):
+    """A model whose LSTM reads content 4 frames late (`train --content-delay 4`): phones carry
+    no look-ahead, so animate gives it the MFCC content (speech-mean shift included) and uses the
+    phones only to seal."""
+    import dataclasses
+
     from evp_anim.face.rig import FaceRig
-    from evp_anim.models.animate import (EmotionSpec, animate_speech_file, default_live_path,
-                                         load_animation_model)
-    model = load_animation_model(default_live_path())
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model
+    model = load_animation_model(None)
+    model.net.cfg = dataclasses.replace(model.net.cfg, content_delay=4)
     assert model.reads_phones and model.net.cfg.content_delay == 4
     rig = FaceRig(sfm_dir)
     with pytest.warns(UserWarning, match="reads the content 4 frames late"):

@@ -199,18 +199,26 @@ def test_receivers_get_every_frame_with_the_recorded_values(tmp_path, sfm_dir, s
         np.testing.assert_allclose([f[n] for n in ARKIT_52], arkit[i], atol=1e-7)
 
 
-@pytest.mark.parametrize("which", ["default", "live"])
+def _delayed(model, delay: int = 4):
+    """A copy of ``model`` whose LSTM reads content ``delay`` frames late (what `train
+    --content-delay` trains; the delay machinery needs no trained weights to be checked)."""
+    import copy
+    import dataclasses
+    m = copy.deepcopy(model)
+    m.net.cfg = dataclasses.replace(m.net.cfg, content_delay=delay)
+    return m
+
+
+@pytest.mark.parametrize("which", ["default", "delayed"])
 def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which):
     """The recorded take is offline `animate` of the recorded audio: the same incremental
     computation, so on speech (no pause for the silence gate) the difference is float rounding
     (measured ~1e-5 mm: batched vs per-step convolutions and LSTM); 1e-3 mm is 100× that and far
-    below anything visible (a lip moves millimetres). Both for the offline model and the live one
-    (content delay 4). Without the speech-mean shift, which live takes from the voice heard so far
+    below anything visible (a lip moves millimetres). Both for the offline model and a delayed one
+    (content delay 4), on the MFCC path. Without the speech-mean shift, which live takes from the voice heard so far
     and offline from the whole clip."""
     import copy
 
-    from evp_anim.models.animate import default_live_path
-    from evp_anim.models.evp import EvpModel
     from evp_anim.audio.io import load_audio
     from evp_anim.live.commands import run_live
     from evp_anim.live.engine import LiveEngine
@@ -220,7 +228,7 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     from evp_anim.models.animate import EmotionSpec, animate_speech_file
     from evp_anim.tracks import load_track
     rig, model = rig_model
-    model = copy.copy(model) if which == "default" else EvpModel.load(default_live_path())
+    model = copy.copy(model) if which == "default" else _delayed(model)
     model.meta = {k: v for k, v in model.meta.items() if k != "speech_mfcc_mean"}
     assert model.net.cfg.content_delay == (0 if which == "default" else 4)
     eng = LiveEngine(model, rig, life=LifeSettings(seed=3), emotion="sad", intensity=0.6, front_end="mfcc")
@@ -238,33 +246,36 @@ def test_recording_equals_offline_animate(tmp_path, rig_model, speech_wav, which
     mouth = np.zeros(68, bool)
     mouth[MOUTH] = True
     # Float rounding (batched vs per-step convolutions and LSTM): ~1e-5 mm for the offline model;
-    # the live model's, whose temporal convolution was fine-tuned, measured 1.4e-3 mm.
+    # the delayed copy's the same (an earlier live model with a fine-tuned Ec measured 1.4e-3 mm).
     tol = 1e-3 if which == "default" else 5e-3
-    # The silence gate eases the mouth shut in pauses from voice activity decided live; the live
+    # The silence gate eases the mouth shut in pauses from voice activity decided live; the delayed
     # model decides it with 42.5 ms of look-ahead instead of 202.5, so on this near-stationary
     # sound a frame or two can be gated differently (seen: frame 5 of 50); the jaw it moves
-    # moves the chin too (0.016 mm there with the live model of this stop).
+    # moves the chin too (0.016 mm there with an earlier live model).
     gated = diff[:, mouth].max(axis=1) >= tol
     assert gated.sum() <= (0 if which == "default" else 2)
     assert diff[~gated][:, ~mouth].max() < tol
     assert diff[gated][:, ~mouth].max(initial=0.0) < 0.1
     assert np.abs(live.expression - off.expression)[~gated].max() < 1e-4
-    assert np.abs(live.pose_rotation - off.pose_rotation).max() < 1e-5
-    assert np.abs(live.gaze - off.gaze).max() < 1e-5
+    # Head motion (and the gaze that follows it) reads the mouth's opening and carries its state
+    # on: up to the first differently gated frame pose and gaze are the same; after it, they may
+    # drift by a fraction of a degree (seen: 0.0043 / 0.0030 rad with the delayed model).
+    first = int(np.argmax(gated)) if gated.any() else live.n_frames
+    for a, b in ((live.pose_rotation, off.pose_rotation), (live.gaze, off.gaze)):
+        drift = np.abs(a - b)
+        assert drift[:first].max(initial=0.0) < 1e-5 and drift.max() < (1e-5 if which == "default" else 0.01)
 
 
-def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
-    """Frame t leaves once sample 640·t + needed_offset(delay) has arrived: 3,880 for the offline
-    model (202.5 ms after the frame's end), 1,320 for the live model (42.5 ms); the live model's
-    first four frames read frame 0's code, so they wait for it."""
+def test_a_delayed_model_gives_each_frame_160_ms_sooner(rig_model):
+    """On the MFCC path frame t leaves once sample 640·t + needed_offset(delay) has arrived: 3,880
+    for the offline model (202.5 ms after the frame's end), 1,320 for a model with content delay 4
+    (42.5 ms); the delayed model's first four frames read frame 0's code, so they wait for it."""
     from evp_anim.live.engine import LiveEngine, lookahead_ms, needed_offset
     from evp_anim.living import OFF
-    from evp_anim.models.animate import default_live_path
-    from evp_anim.models.evp import EvpModel
     rig, default = rig_model
     audio = _speechlike(3.0)
     assert lookahead_ms(0) == 202.5 and lookahead_ms(4) == 42.5
-    for model in (default, EvpModel.load(default_live_path())):
+    for model in (default, _delayed(default)):
         eng = LiveEngine(model, rig, life=OFF, front_end="mfcc")
         off = needed_offset(model.net.cfg.content_delay)
         made = 0
@@ -276,35 +287,53 @@ def test_the_live_model_gives_each_frame_160_ms_sooner(rig_model):
             assert made == (due if first > 0 else 0)             # every frame as soon as it can be
 
 
-def test_acoustic_path_is_offline_acoustic_animate(rig_model, speech_wav):
+@pytest.mark.parametrize("which", ["offline", "shipped live"])
+def test_acoustic_path_is_offline_acoustic_animate(rig_model, speech_wav, which):
     """Live on the acoustic front end (pocketsphinx's acoustic model frame by frame into Ep, lips
     sealed where it hears /p b m/) gives offline `animate --front-end acoustic`'s frames when both
     remove the same cepstral mean, each frame once sample 640·(t + Ep's look-ahead) + 1210 has
-    arrived (155.6 ms after its end for the offline model's ±3 frames)."""
+    arrived: 155.6 ms after its end for the offline model's ±3 frames, 35.6 ms for the shipped
+    live model (assets/evp_live.pt: Ep reads no frame ahead, no content delay), which `live`
+    puts on this path by itself."""
     from evp_anim.audio import acoustic
     from evp_anim.audio.io import load_audio
     from evp_anim.live.engine import LiveEngine, acoustic_lookahead_ms, live_front_end
     from evp_anim.living import OFF
-    from evp_anim.models.animate import EmotionSpec, animate_speech_file
+    from evp_anim.models.animate import EmotionSpec, animate_speech_file, default_live_path
+    from evp_anim.models.evp import EvpModel
     rig, model = rig_model
+    if which != "offline":
+        model = EvpModel.load(default_live_path())
+    ahead = 3 if which == "offline" else 0
     x = load_audio(speech_wav)
-    assert live_front_end(model) == "acoustic" and model.net.cfg.phone_lookahead == 3
+    assert live_front_end(model) == "acoustic" and model.net.cfg.phone_lookahead == ahead
+    assert model.net.cfg.content_delay == 0
     assert acoustic_lookahead_ms(3) == pytest.approx(155.625) and acoustic_lookahead_ms(0) == pytest.approx(35.625)
+    assert LiveEngine(model, rig, life=OFF).front_end == "acoustic"
     eng = LiveEngine(model, rig, life=OFF, emotion="angry", intensity=0.8, front_end="acoustic",
                      cepstral_mean=acoustic.cepstra(x).mean(axis=0))
-    assert eng.lookahead_ms == pytest.approx(155.625)
+    assert eng.lookahead_ms == pytest.approx(acoustic_lookahead_ms(ahead))
+    assert eng.needed_samples == 1210 + 640 * ahead
     out, made = [], 0
     for n in range(160, x.size + 1, 160):
         tr = eng.feed(x[n - 160:n])
         if tr is not None:
             out.append(tr)
             made += tr.n_frames
-        assert made == max(0, (n - 1210 - 3 * 640) // 640 + 1)
+        assert made == max(0, (n - 1210 - ahead * 640) // 640 + 1)
     out.append(eng.finish())
     live = np.concatenate([t.landmarks_3d for t in out if t is not None])
     off = animate_speech_file(speech_wav, model, EmotionSpec("angry", 0.8), rig, front_end="acoustic", life=OFF)
     assert live.shape == off.landmarks_3d.shape == (50, 68, 3)
-    assert np.abs(live - off.landmarks_3d).max() < 1e-3
+    from evp_anim.tracks import MOUTH
+    diff = np.abs(live - off.landmarks_3d).max(axis=2)           # (T, 68) mm
+    mouth = np.zeros(68, bool)
+    mouth[MOUTH] = True
+    # With no frame of look-ahead the live silence gate decides a frame's voice activity with less
+    # of the future than offline, so on this near-stationary sound a frame or two can be gated
+    # differently (seen: frames 5 and 48 of 50, mouth only); everything else is float rounding.
+    assert (diff[:, mouth].max(axis=1) >= 1e-3).sum() <= (0 if which == "offline" else 2)
+    assert diff[:, ~mouth].max() < 1e-3
     with pytest.raises(EvpError, match="one of|mfcc or acoustic"):
         LiveEngine(model, rig, life=OFF, front_end="words")
 
@@ -517,12 +546,12 @@ def test_stdin_pcm_and_ctrl_c_completes_the_recording(tmp_path, sfm_dir, speech_
     p.stdin.write(pcm)
     p.stdin.flush()                 # the pipe stays open: only Ctrl-C ends this take
     # Wait until the frames show every sample was read: with all 32,000 the live model
-    # (assets/evp_live.pt) can make (32000 - needed_offset) // 640 + 1 frames before the end.
-    from evp_anim.live.engine import needed_offset
+    # (assets/evp_live.pt) can make (32000 - 1210 - 640 · look-ahead) // 640 + 1 frames before the end.
+    from evp_anim.live.engine import ACOUSTIC_NEEDED_OFFSET
     from evp_anim.models.animate import default_live_path
     from evp_anim.models.evp import EvpModel
-    delay = EvpModel.load(default_live_path()).net.cfg.content_delay
-    due = (len(pcm) // 2 - needed_offset(delay)) // 640 + 1
+    ahead = EvpModel.load(default_live_path()).net.cfg.phone_lookahead      # it runs the acoustic path
+    due = (len(pcm) // 2 - ACOUSTIC_NEEDED_OFFSET - 640 * ahead) // 640 + 1
     lines = []
     deadline = time.monotonic() + 60
     while len(lines) < due and time.monotonic() < deadline:

@@ -165,8 +165,8 @@ def live_cmd(
     emotion: str = typer.Option("neutral", "--emotion", "-e", help="Starting emotion (one of the 8)."),
     intensity: float = typer.Option(1.0, "--intensity", "-i", help="Starting intensity in [0, 1]."),
     model: Optional[Path] = typer.Option(None, "--model", help="EVP model (default: assets/evp_live.pt, "
-                                         "trained for 42.5 ms of look-ahead; assets/evp_default.pt, the "
-                                         "offline model, follows the mouth a little better with 202.5 ms)."),
+                                         "trained for the acoustic front end with 35.6 ms of look-ahead; "
+                                         "assets/evp_default.pt, the offline model, reads it with 155.6 ms)."),
     livelink: List[str] = typer.Option([], "--livelink", help="HOST:PORT to send Live Link Face UDP packets "
                                        "to (Unreal's Live Link Face source; port 11111). Repeatable."),
     subject: str = typer.Option("evp-anim", "--subject", help="Live Link subject name."),
@@ -194,7 +194,7 @@ def live_cmd(
                                   "encoder), or auto: acoustic when the model can read it without a content delay."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
-    """Speech in, an emotional face out, in real time on a CPU (EVP, 25 fps, 202.5 ms look-ahead).
+    """Speech in, an emotional face out, in real time on a CPU (EVP, 25 fps, 35.6 ms look-ahead).
 
     Audio from --mic, --wav (real-time pace; --fast for tests) or --stdin; frames to any number of
     --livelink / --osc receivers and --jsonl at once (a receiver that is down never stops the loop).

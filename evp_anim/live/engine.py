@@ -87,7 +87,7 @@ def needed_offset(content_delay: int = 0) -> int:
 
 def lookahead_ms(content_delay: int = 0) -> float:
     """How long after a frame's last sample it can be computed, ms: 202.5 for the offline model,
-    42.5 for the live model (``content_delay`` 4, assets/evp_live.pt)."""
+    42.5 for a model trained with ``content_delay`` 4 (the live model before the acoustic path)."""
     return 1000.0 * (needed_offset(content_delay) - SAMPLES_PER_FRAME) / SAMPLE_RATE
 # The acoustic front end (evp_anim.audio.acoustic.StreamingAcoustic) knows frame t once sample
 # 640·t + 1210 has arrived; Ep then reads phone_lookahead frames past it.
@@ -169,11 +169,14 @@ class LiveEngine:
             self._ahead = int(model.net.cfg.phone_lookahead)
             self._behind = PhoneContentEncoder.SPAN - self._ahead
             self.lookahead_ms = acoustic_lookahead_ms(self._ahead)
+            # frame t can be made once sample 640·t + needed_samples has arrived
+            self.needed_samples = ACOUSTIC_NEEDED_OFFSET + SAMPLES_PER_FRAME * self._ahead
             self._vis = np.zeros((0, model.net.cfg.num_visemes), np.float32)    # frames [vis0, ...)
             self._closure = np.zeros(0, np.float32)
             self._vis0 = 0
         elif self.front_end == "mfcc":
             self.lookahead_ms = lookahead_ms(self.delay)
+            self.needed_samples = needed_offset(self.delay)
         else:
             raise EvpError(f"live front end must be mfcc or acoustic, got {front_end!r}")
         # The speech-mean shift of offline animate's MFCC front end (models/animate._speech_shift),
