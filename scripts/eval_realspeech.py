@@ -11,7 +11,9 @@ These recordings are for checking only: nothing is trained or tuned on them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
+import shutil
 import sys
 import tempfile
 import warnings
@@ -76,7 +78,8 @@ def main() -> None:
     rows = list(csv.DictReader(open(folder / "transcripts.tsv", encoding="utf-8"), delimiter="\t"))
     rig = FaceRig(find_sfm_dir())
     clips = []
-    noisy = Path(tempfile.mkdtemp(prefix="evp-noisy-"))
+    noisy = Path(tempfile.mkdtemp(prefix="evp-noisy-"))     # noisy copies / the session clip
+    atexit.register(shutil.rmtree, noisy, ignore_errors=True)
     for i, r in enumerate(rows):
         audio = load_audio(folder / r["file"])
         try:
