@@ -33,23 +33,13 @@ sys.path.insert(0, str(REPO))
 from evp_anim.assets import find_sfm_dir  # noqa: E402
 from evp_anim.audio import acoustic  # noqa: E402
 from evp_anim.audio.io import load_audio  # noqa: E402
-from evp_anim.audio.phones import ESPEAK_TO_ARPABET, SpeechContent, recognize_words  # noqa: E402
+from evp_anim.audio.phones import SpeechContent, espeak_segments_to_arpabet, recognize_words  # noqa: E402
 from evp_anim.eval.lipsync import score_lipsync  # noqa: E402
 from evp_anim.face.rig import FaceRig  # noqa: E402
 from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model  # noqa: E402
 from evp_anim.tracks import load_track  # noqa: E402
 
 FPS = 25.0
-
-
-def arpabet(phonemes) -> list[tuple[float, float, str]]:
-    """The corpus's espeak-ng phonemes as ARPAbet segments (a two-phone symbol split in half)."""
-    out = []
-    for s, e, p in phonemes:
-        q = ESPEAK_TO_ARPABET.get(p) or ("SIL",)
-        for i, x in enumerate(q):
-            out.append((s + (e - s) * i / len(q), s + (e - s) * (i + 1) / len(q), x))
-    return out
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
     clips = []
     for r in rows[:args.clips]:
         path = args.corpus / r["audio"]
-        clips.append((path, load_audio(path), arpabet(load_track(args.corpus / r["track"]).phonemes)))
+        clips.append((path, load_audio(path), espeak_segments_to_arpabet(load_track(args.corpus / r["track"]).phonemes)))
     rig = FaceRig(find_sfm_dir())
     model = load_animation_model(None if args.model == "evp" else args.model)
     print(f"{len(clips)} synthetic test_both clips, model {args.model}, neutral")
@@ -93,7 +83,9 @@ def main() -> None:
         for pair in item.split(","):
             name, _, value = pair.partition("=")
             saved[name] = getattr(acoustic, name)
-            setattr(acoustic, name, type(saved[name])(float(value)) if "." in value else type(saved[name])(value))
+            kind = type(saved[name])
+            setattr(acoustic, name, bool(int(value)) if kind is bool else
+                    kind(float(value)) if "." in value else kind(value))
         score(f"acoustic {item}", acoustic.acoustic_content)
         for name, value in saved.items():
             setattr(acoustic, name, value)

@@ -93,6 +93,17 @@ ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
 Segment = tuple[float, float, str]
 
 
+def espeak_segments_to_arpabet(phonemes: Sequence[tuple[float, float, str]]) -> list[Segment]:
+    """A synthetic clip's espeak-ng phoneme segments (its track's ``phonemes``) as ARPAbet
+    segments: a two-phone symbol (``A@`` → AA R) split in half, pauses and unknown symbols SIL."""
+    out = []
+    for s, e, p in phonemes:
+        q = ESPEAK_TO_ARPABET.get(p) or ("SIL",)
+        for i, x in enumerate(q):
+            out.append((s + (e - s) * i / len(q), s + (e - s) * (i + 1) / len(q), x))
+    return out
+
+
 class TranscriptMismatch(EvpError):
     """The transcript does not match the audio (no alignment, or an alignment score too low)."""
 
