@@ -397,6 +397,16 @@ def with_acoustic_frames(content, audio: np.ndarray, weight: float = PHONE_BLEND
 
 # ------------------------------------------------------------------------ streaming (live)
 CMN_PRIOR_FRAMES = 100       # Sphinx frames (1 s) of weight the running cepstral mean's prior starts with
+# The running mean's prior: the mean cepstrum of every Sphinx frame (pauses included, as offline's
+# clip mean) of 200 train-split clips of the 24-speaker synthetic corpus the shipped models were
+# trained on (`scripts/cepstral_prior.py CORPUS` prints it; 400 other clips give values within
+# 1.9). Chosen on 40 synthetic held-out clips, each a cold start, `evp_live.pt`, neutral
+# (`scripts/eval_acoustic_synthetic.py CORPUS --live`): openness correlation 0.606 with it, 0.502
+# with pocketsphinx's own live start (the first frame's cepstrum as the prior, 100 frames), 0.589
+# to 0.554 with that prior weighed 0 to 30 frames, 0.605 with the corpus's speech frames' mean;
+# offline (the clip's own mean) 0.620. A short clip's first second no longer hears its mean as
+# that of its leading pause.
+CMN_PRIOR = np.array([51.17, 3.74, -3.01, 9.46, -10.44, 0.06, -6.77, -5.34, -2.75, 1.58, -0.92, -1.15, 0.27], np.float32)
 
 
 class StreamingAcoustic:
@@ -408,19 +418,23 @@ class StreamingAcoustic:
     Offline (:func:`acoustic_frames`) removes the whole clip's cepstral mean; a stream has no whole
     clip, so this removes the running mean of every Sphinx frame heard so far (look-ahead
     included), which starts from ``prior`` (13,) weighed as :data:`CMN_PRIOR_FRAMES` frames — by
-    default the first frame's own cepstrum, i.e. no prior — as pocketsphinx's live decoding does.
+    default :data:`CMN_PRIOR`, the training corpus's mean cepstrum; ``prior="first"`` takes the
+    first frame's own cepstrum instead, as pocketsphinx's live decoding does.
     Everything else (cepstra, deltas with the edges repeated, every other frame scored, the
     posteriors pooled per video frame) is offline's, so with the same mean the frames are
     offline's to float precision (``fixed_mean``: remove that mean instead, e.g. the clip's own,
     which makes them offline's).
     """
 
-    def __init__(self, model: AcousticModel | None = None, prior: np.ndarray | None = None,
+    def __init__(self, model: AcousticModel | None = None, prior: np.ndarray | str | None = None,
                  fixed_mean: np.ndarray | None = None):
         self.model = model or default_model()
         self.names = self.model.phones
         self._to_viseme, self._bilabial = _phone_to_viseme(tuple(self.names))
-        self._prior = None if prior is None else np.asarray(prior, np.float64).reshape(N_CEP)
+        if isinstance(prior, str) and prior != "first":
+            raise EvpError(f"prior must be a (13,) cepstrum or 'first', got {prior!r}")
+        self._prior = (None if isinstance(prior, str) else
+                       np.asarray(CMN_PRIOR if prior is None else prior, np.float64).reshape(N_CEP))
         self._fixed = None if fixed_mean is None else np.asarray(fixed_mean, np.float32).reshape(N_CEP)
         self._buf = np.zeros(0, np.float32)      # samples [buf0, n)
         self._buf0 = 0

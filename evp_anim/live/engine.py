@@ -138,13 +138,16 @@ class LiveEngine:
     ``life`` the living face's settings (:class:`~evp_anim.living.LifeSettings`; offline
     ``animate``'s defaults unless given). Frame tracks carry landmarks_3d (mm), their projection,
     the rig weights, head rotation, gaze, emotion weights and intensity, like offline chunks.
+    On the acoustic front end, ``cepstral_mean`` (13,) is removed from every frame's cepstrum in
+    place of the running mean (offline's, given the clip's mean), and ``cepstral_prior`` is where the
+    running mean starts (see :class:`~evp_anim.audio.acoustic.StreamingAcoustic`).
     :meth:`set_emotion` / :meth:`set_intensity` may be called from any thread.
     """
 
     def __init__(self, model, rig, identity: np.ndarray | None = None, life: LifeSettings | None = None,
                  emotion: str = "neutral", intensity: float = 1.0, ramp_s: float = RAMP_S,
                  provenance: dict | None = None, info: dict | None = None, front_end: str | None = None,
-                 cepstral_mean: np.ndarray | None = None):
+                 cepstral_mean: np.ndarray | None = None, cepstral_prior: np.ndarray | str | None = None):
         from ..face.projection import aligned_crop_transform
         from ..models.emote import EmoteModel
         if isinstance(model, EmoteModel):
@@ -165,7 +168,7 @@ class LiveEngine:
                                "content delay (e.g. assets/evp_live.pt); this one reads MFCCs live")
             from ..audio.acoustic import StreamingAcoustic
             from ..models.evp import PhoneContentEncoder
-            self._acoustic = StreamingAcoustic(fixed_mean=cepstral_mean)
+            self._acoustic = StreamingAcoustic(prior=cepstral_prior, fixed_mean=cepstral_mean)
             self._ahead = int(model.net.cfg.phone_lookahead)
             self._behind = PhoneContentEncoder.SPAN - self._ahead
             self.lookahead_ms = acoustic_lookahead_ms(self._ahead)
