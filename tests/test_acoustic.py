@@ -232,18 +232,23 @@ def test_streaming_frames_are_offlines_with_the_same_mean(clip, block):
     np.testing.assert_allclose(clo, off.closure, atol=1e-5)
 
 
-def test_streaming_running_mean_follows_the_clip(clip):
-    """Without the clip's mean (a stream has none) the running mean of what was heard stands in:
-    most frames still hear the same viseme."""
-    off = acoustic.acoustic_frames(clip)
-    s = acoustic.StreamingAcoustic()
+def _streamed_visemes(clip: np.ndarray, prior=None) -> np.ndarray:
+    """(T, 15): StreamingAcoustic's viseme posteriors of ``clip`` fed in 10 ms blocks."""
+    s = acoustic.StreamingAcoustic(prior=prior)
     parts = []
     for i in range(0, clip.size, 160):
         s.feed(clip[i:i + 160])
         parts.append(s.frames()[0])
     s.finish()
     parts.append(s.frames()[0])
-    vis = np.concatenate(parts)
+    return np.concatenate(parts)
+
+
+def test_streaming_running_mean_follows_the_clip(clip):
+    """Without the clip's mean (a stream has none) the running mean of what was heard stands in:
+    most frames still hear the same viseme."""
+    off = acoustic.acoustic_frames(clip)
+    vis = _streamed_visemes(clip)
     agree = (vis.argmax(axis=1) == off.visemes.argmax(axis=1)).mean()
     assert 0.75 < agree < 1.0, agree
 
@@ -255,14 +260,7 @@ def test_streaming_prior_is_the_corpus_mean_cepstrum_and_hears_the_first_second_
     off = acoustic.acoustic_frames(clip)
     errors = {}
     for prior in (None, "first"):
-        s = acoustic.StreamingAcoustic(prior=prior)
-        parts = []
-        for i in range(0, clip.size, 160):
-            s.feed(clip[i:i + 160])
-            parts.append(s.frames()[0])
-        s.finish()
-        parts.append(s.frames()[0])
-        vis = np.concatenate(parts)
+        vis = _streamed_visemes(clip, prior)
         assert vis.shape == off.visemes.shape
         errors[prior] = float(np.abs(vis[:25] - off.visemes[:25]).sum(axis=1).mean())
     assert acoustic.CMN_PRIOR.shape == (13,) and 30 < acoustic.CMN_PRIOR[0] < 80   # c0: a speech level
