@@ -148,25 +148,3 @@ def test_preview_leaves_numpys_blas_threads_as_it_found_them(tmp_path, sfm_dir):
     after = blas_threads()
     assert before and {k: after[k] for k in before} == before
     assert (tmp_path / "p.mp4").stat().st_size > 1000
-
-
-def test_the_frame_encoders_matrix_product_path_gives_its_convolutions_values():
-    """FrameEncoder (EVP's Ec and Ee) runs its three convolutions as matrix products over unfolded
-    patches at inference; with gradients on (training) it runs torch's conv1d. Same codes to float
-    rounding, for the shipped weights on real speech's MFCC windows and on random windows."""
-    import torch
-    from evp_anim.audio.features import mfcc_windows
-    from evp_anim.models.animate import default_model_path
-    from evp_anim.models.evp import EvpModel
-    net = EvpModel.load(default_model_path()).net
-    speech = mfcc_windows(load_audio(REPO / "assets" / "sample_speech.wav"))
-    noise = np.random.default_rng(1).normal(0, 1, (37, 28, 12)).astype(np.float32)
-    for windows in (net.normalise(torch.from_numpy(speech)[None]), torch.from_numpy(noise)[None]):
-        for encoder in (net.content.frame, net.emotion.frame):
-            with torch.enable_grad():
-                plain = encoder(windows).detach()
-            with torch.inference_mode():
-                fast = encoder(windows)
-            assert fast.shape == plain.shape == (1, windows.shape[1], net.cfg.frame_hidden)
-            assert float(plain.abs().max()) > 0.1                 # not a code of zeros
-            np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=0, atol=1e-5)

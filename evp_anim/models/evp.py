@@ -83,26 +83,8 @@ class FrameEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        if torch.is_grad_enabled():
-            h = self.conv(x.reshape(b * t, 28, 12).transpose(1, 2))
-        else:
-            h = self._conv_as_matmul(x.reshape(b * t, 28, 12))
+        h = self.conv(x.reshape(b * t, 28, 12).transpose(1, 2))
         return self.out(h.reshape(b * t, -1)).reshape(b, t, -1)
-
-    def _conv_as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """The three convolutions of (N, 28, 12) windows as one matrix product each over the
-        windows' unfolded patches (time-major, channels last): the same sums as ``self.conv``
-        (to float rounding, a test checks), 2–4× faster on a CPU, where torch's conv1d on
-        thousands of 28-step sequences is far from its matrix-product speed. → (N, 128, 7), the
-        layout ``self.conv`` gives."""
-        h = x
-        for conv in self.conv[0::2]:
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-            patches = nn.functional.pad(h, (0, 0, p, p)).unfold(1, k, s)        # (N, L', C, k)
-            w = conv.weight.permute(1, 2, 0).reshape(-1, conv.out_channels)    # (C·k, out)
-            h = torch.relu_(torch.addmm(conv.bias, patches.reshape(-1, w.shape[0]), w)
-                            .view(h.shape[0], patches.shape[1], -1))
-        return h.transpose(1, 2)
 
 
 class ContentEncoder(nn.Module):
