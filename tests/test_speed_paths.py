@@ -148,3 +148,24 @@ def test_preview_leaves_numpys_blas_threads_as_it_found_them(tmp_path, sfm_dir):
     after = blas_threads()
     assert before and {k: after[k] for k in before} == before
     assert (tmp_path / "p.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("sr,fps", [(16000, 25.0), (44100, 25.0), (16000, 30.0)])
+def test_energy_is_each_frames_mean_square_on_both_paths(sr, fps):
+    """energy() sums whole-sample frames (640 at 16 kHz, 25 fps) from a reshaped view and other
+    rates by cumulative sums; either way each frame's level is 10·log10 of its samples' mean
+    square, the cut-short last frame and frames past the end included."""
+    from evp_anim.audio.features import ENERGY_FLOOR_DB, energy
+    x = np.random.default_rng(3).normal(0, 0.1, int(sr * 2.37)).astype(np.float32)
+    x[: sr // 5] = 0.0                                                   # digital silence first
+    n = int(np.ceil(x.size * fps / sr)) + 2                              # two frames past the end
+    bounds = np.minimum(np.floor(np.arange(n + 1) * (sr / fps) + 1e-9).astype(int), x.size)
+    want = np.full(n, ENERGY_FLOOR_DB, np.float64)
+    for t in range(n):
+        seg = x[bounds[t]:bounds[t + 1]].astype(np.float64)
+        if seg.size and (seg ** 2).mean() > 0:
+            want[t] = 10 * np.log10((seg ** 2).mean())
+    got = energy(x, sr=sr, fps=fps, n_frames=n)
+    assert got.shape == (n,) and (got[:4] == ENERGY_FLOOR_DB).all() and (got[-2:] == ENERGY_FLOOR_DB).all()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    assert -21.0 < float(np.median(got[10:-3])) < -19.0                 # σ = 0.1: −20 dBFS
