@@ -400,8 +400,8 @@ CMN_PRIOR_FRAMES = 100       # Sphinx frames (1 s) of weight the running cepstra
 # The running mean's prior: the mean cepstrum of every Sphinx frame (pauses included, as offline's
 # clip mean) of 200 train-split clips of the 24-speaker synthetic corpus the shipped models were
 # trained on (`scripts/cepstral_prior.py CORPUS` prints it; 400 other clips give values within
-# 1.9). Chosen on 40 synthetic held-out clips, each a cold start, `evp_live.pt`, neutral
-# (`scripts/eval_acoustic_synthetic.py CORPUS --live`): openness correlation 0.606 with it, 0.502
+# 1.9). Chosen on 40 synthetic held-out clips, each a cold start, the then shipped `evp_live.pt`,
+# neutral (`scripts/eval_acoustic_synthetic.py CORPUS --live`): openness correlation 0.606 with it, 0.502
 # with pocketsphinx's own live start (the first frame's cepstrum as the prior, 100 frames), 0.589
 # to 0.554 with that prior weighed 0 to 30 frames, 0.605 with the corpus's speech frames' mean;
 # offline (the clip's own mean) 0.620. A short clip's first second no longer hears its mean as
