@@ -267,3 +267,17 @@ def test_streaming_prior_is_the_corpus_mean_cepstrum_and_hears_the_first_second_
     assert errors[None] < 0.75 * errors["first"], errors        # 005.wav: 0.18 against 0.29
     with pytest.raises(EvpError, match="prior"):
         acoustic.StreamingAcoustic(prior="last")
+
+
+def test_cepstral_prior_script_prints_the_train_clips_mean_cepstrum(tiny_corpus):
+    """scripts/cepstral_prior.py (how CMN_PRIOR was made) prints the mean cepstrum of every frame of
+    the train split's clips, to two decimals."""
+    from evp_anim.data.manifest import read_manifest
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "cepstral_prior.py"), str(tiny_corpus),
+                          "--clips", "1000"], capture_output=True, text=True, check=True).stdout
+    printed = np.array([float(v) for v in out.strip().splitlines()[-1].split(",")])
+    rows = [r for r in read_manifest(tiny_corpus / "manifest.csv") if r.split == "train"]
+    frames = np.concatenate([acoustic.cepstra(load_audio(tiny_corpus / r.audio)) for r in rows])
+    assert printed.shape == (13,) and f"{len(rows)} train clips, {len(frames)} Sphinx frames" in out
+    np.testing.assert_allclose(printed, frames.astype(np.float64).mean(axis=0), atol=0.006)
+    assert 30 < printed[0] < 80                                           # c0 of speech and pauses
