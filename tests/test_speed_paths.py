@@ -152,9 +152,9 @@ def test_preview_leaves_numpys_blas_threads_as_it_found_them(tmp_path, sfm_dir):
 
 @pytest.mark.parametrize("sr,fps", [(16000, 25.0), (44100, 25.0), (16000, 30.0)])
 def test_energy_is_each_frames_mean_square_on_both_paths(sr, fps):
-    """energy() sums whole-sample frames (640 at 16 kHz, 25 fps) from a reshaped view and other
-    rates by cumulative sums; either way each frame's level is 10·log10 of its samples' mean
-    square, the cut-short last frame and frames past the end included."""
+    """energy() sums each frame's squares directly (np.add.reduceat), at whole (640 at 16 kHz,
+    25 fps) and fractional samples per frame alike: each frame's level is 10·log10 of its samples'
+    mean square, the cut-short last frame and frames past the end included."""
     from evp_anim.audio.features import ENERGY_FLOOR_DB, energy
     x = np.random.default_rng(3).normal(0, 0.1, int(sr * 2.37)).astype(np.float32)
     x[: sr // 5] = 0.0                                                   # digital silence first

@@ -321,28 +321,15 @@ def energy(audio: np.ndarray, sr: int = SAMPLE_RATE, fps: float = DEFAULT_FPS,
     bounds = np.minimum(np.floor(np.arange(T + 1) * (sr / fps) + 1e-9).astype(np.int64), a.size)
     counts = np.diff(bounds)
     sums = np.zeros(T)
-    step = sr / fps
-    if step == int(step) and T:
-        # Whole samples per frame (640 at 16 kHz, 25 fps): every full frame's sum of squares in
-        # float64 straight from a reshaped view, 10x faster than the cumulative sums below; the
-        # frames the clip's end cuts short (at most one) take the general path.
-        step, full = int(step), min(T, a.size // int(step))
-        for f0 in range(0, full, _ENERGY_BLOCK):
-            f1 = min(f0 + _ENERGY_BLOCK, full)
-            block = a[f0 * step:f1 * step].reshape(f1 - f0, step)
-            sums[f0:f1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        bounds, counts_rest, first = bounds[full:], counts[full:], full
-    else:
-        counts_rest, first = counts, 0
-    # Cumulative sums give every frame's sum of squares whatever sr/fps is; taken over blocks of
-    # frames so the float64 temporaries stay a few MB however long the clip is.
-    for f0 in range(0, len(counts_rest), _ENERGY_BLOCK):
-        f1 = min(f0 + _ENERGY_BLOCK, len(counts_rest))
+    # Each frame's sum of squares in float64, summed directly (np.add.reduceat over the frames that
+    # hold samples: they tile the clip, so each runs to the next one's start), whatever sr/fps is;
+    # over blocks of frames so the float64 temporaries stay a few MB however long the clip is.
+    for f0 in range(0, T, _ENERGY_BLOCK):
+        f1 = min(f0 + _ENERGY_BLOCK, T)
         s0, s1 = bounds[f0], bounds[f1]
-        csum = np.zeros(s1 - s0 + 1)
-        np.cumsum(np.square(a[s0:s1], dtype=np.float64), out=csum[1:])
-        b = bounds[f0:f1 + 1] - s0
-        sums[first + f0:first + f1] = np.maximum(csum[b[1:]] - csum[b[:-1]], 0.0)
+        held = f0 + np.flatnonzero(counts[f0:f1])
+        if held.size:
+            sums[held] = np.add.reduceat(np.square(a[s0:s1], dtype=np.float64), bounds[held] - s0)
     mean_sq = np.divide(sums, counts, out=np.zeros(T), where=counts > 0)
     floor_power = 10.0 ** (ENERGY_FLOOR_DB / 10.0)
     return (10.0 * np.log10(np.maximum(mean_sq, floor_power))).astype(np.float32)
