@@ -20,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evp_anim.audio.acoustic import cepstra  # noqa: E402
+from evp_anim.audio.acoustic import N_CEP, cepstra  # noqa: E402
 from evp_anim.audio.io import load_audio  # noqa: E402
 from evp_anim.data.manifest import read_manifest  # noqa: E402
 
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = [r for r in read_manifest(args.corpus / "manifest.csv") if r.split == "train" and r.audio]
     random.Random(args.seed).shuffle(rows)
-    total, n = np.zeros(13), 0
+    total, n = np.zeros(N_CEP), 0
     for r in rows[:args.clips]:
         c = cepstra(load_audio(args.corpus / r.audio))
         total += c.sum(axis=0)
