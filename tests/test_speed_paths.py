@@ -169,3 +169,24 @@ def test_energy_is_each_frames_mean_square_on_both_paths(sr, fps):
     assert got.shape == (n,) and (got[:4] == ENERGY_FLOOR_DB).all() and (got[-2:] == ENERGY_FLOOR_DB).all()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert -21.0 < float(np.median(got[10:-3])) < -19.0                 # σ = 0.1: −20 dBFS
+
+
+@pytest.mark.parametrize("frames", [1, 2, 37])
+def test_frame_encoder_on_a_clips_overlapping_windows_equals_window_by_window(frames):
+    """FrameEncoder.encode runs the convolutions once over the clip's MFCC rows (issue 17): the
+    same features as convolving each 28-row window on its own, edge rows repeated included, for
+    trained-like (random) weights; windows not cut from one row sequence take the per-window path."""
+    import torch
+    from evp_anim.audio.features import mfcc_window_view
+    from evp_anim.models.evp import FrameEncoder
+    torch.manual_seed(3)
+    enc = FrameEncoder(128).eval()
+    rows = np.random.default_rng(4).normal(size=(4 * frames + 9, 12)).astype(np.float32)
+    win = torch.from_numpy(np.ascontiguousarray(mfcc_window_view(rows, frames)))[None]
+    with torch.no_grad():
+        whole, shared = enc(win), enc.encode(win)
+        assert shared.shape == whole.shape == (1, frames, 128)
+        assert float(whole.abs().max()) > 0.05                       # not a trivially zero output
+        np.testing.assert_allclose(shared.numpy(), whole.numpy(), atol=2e-6, rtol=1e-5)
+        shuffled = win[:, torch.randperm(frames)] if frames > 2 else win.flip(1)
+        np.testing.assert_array_equal(enc.encode(shuffled).numpy(), enc(shuffled).numpy())

@@ -86,6 +86,50 @@ class FrameEncoder(nn.Module):
         h = self.conv(x.reshape(b * t, 28, 12).transpose(1, 2))
         return self.out(h.reshape(b * t, -1)).reshape(b, t, -1)
 
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for inference: (B, T, 28, 12) → (B, T, H), equal to float rounding.
+
+        A clip's windows overlap: window t is MFCC rows 4t … 4t+27 of one row sequence (the
+        frame hop, 4 rows, is the two stride-2 convolutions' total stride). Then every
+        convolution output that does not touch a window's zero padding is the same in every window
+        that holds it, so the three convolutions run once over the row sequence; only the outputs
+        at each window's two ends (the ones the padding reaches) are computed per window, and the
+        linear layer over the 7 positions becomes a 5-tap convolution over the shared outputs plus
+        the two ends. ~2.5× fewer multiply-adds than convolving every window (28 rows each) on
+        its own. Windows that are not one sequence's (not overlapping by 24 rows) take
+        :meth:`forward`.
+        """
+        b, t = x.shape[:2]
+        if t < 2 or not torch.equal(x[:, 1:, :MFCC_WINDOW - 4], x[:, :-1, 4:]):
+            return self.forward(x)
+        c1, c2, c3 = self.conv[0], self.conv[2], self.conv[4]
+        relu = torch.relu
+        lin = nn.functional.linear
+        rows = torch.cat([x[:, :, :4].reshape(b, 4 * t, N_MFCC), x[:, -1, 4:]], 1)    # (B, 4T + 24, 12)
+        a1 = relu(c1(rows.transpose(1, 2)))                     # (B, 64, L): rows r, as inside a window
+        a2 = relu(c2(a1))                                       # (B, 128, L/2): rows 2m
+        a3 = relu(c3(a2))                                       # (B, 128, T + 6): rows 4n
+        a1, a2 = a1.transpose(1, 2), a2.transpose(1, 2)         # (B, rows, channels)
+
+        def at(seq: torch.Tensor, first: int, step: int) -> torch.Tensor:
+            """(B, T, C): seq[first + step·t] for t < T."""
+            return seq[:, first::step][:, :t]
+
+        def taps(conv: nn.Conv1d, *ks: int) -> torch.Tensor:
+            return torch.cat([conv.weight[:, :, k] for k in ks], 1)
+        # Each window's two ends: its first and last output of each layer reads its zero padding.
+        e0 = relu(lin(torch.cat([at(rows, 0, 4), at(rows, 1, 4)], -1), taps(c1, 1, 2), c1.bias))
+        e27 = relu(lin(torch.cat([at(rows, 26, 4), at(rows, 27, 4)], -1), taps(c1, 0, 1), c1.bias))
+        f0 = relu(lin(torch.cat([e0, at(a1, 1, 4)], -1), taps(c2, 1, 2), c2.bias))
+        f13 = relu(lin(torch.cat([at(a1, 25, 4), at(a1, 26, 4), e27], -1), taps(c2, 0, 1, 2), c2.bias))
+        g0 = relu(lin(torch.cat([f0, at(a2, 1, 2)], -1), taps(c3, 1, 2), c3.bias))
+        g6 = relu(lin(torch.cat([at(a2, 11, 2), at(a2, 12, 2), f13], -1), taps(c3, 0, 1, 2), c3.bias))
+        # The linear layer reads (channel, position) pairs: positions 1…5 are a3[t + 1 … t + 5].
+        w = self.out[0].weight.reshape(-1, a3.shape[1], 7)
+        mid = nn.functional.conv1d(a3, w[:, :, 1:6])[:, :, 1:t + 1].transpose(1, 2)    # (B, T, H)
+        return relu(mid + lin(g0, w[:, :, 0]) + lin(g6, w[:, :, 6], self.out[0].bias))
+
 
 class ContentEncoder(nn.Module):
     """Ec: per-frame content codes (B, T, Dc), with a little temporal context (±2 frames)."""
@@ -101,6 +145,11 @@ class ContentEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.codes(self.frame(x))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for inference (a clip's overlapping windows: :meth:`FrameEncoder.encode`)."""
+        return self.codes(self.frame.encode(x))
 
     def codes(self, h: torch.Tensor) -> torch.Tensor:
         """Frame encodings (B, T, H) → content codes (B, T, Dc): the temporal convolution and the norm."""
@@ -149,6 +198,11 @@ class EmotionEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.frame(x).mean(dim=1))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for inference (a clip's overlapping windows: :meth:`FrameEncoder.encode`)."""
+        return self.proj(self.frame.encode(x).mean(dim=1))
 
 
 class Decoder(nn.Module):
@@ -311,12 +365,12 @@ class EvpModel:
     @torch.no_grad()
     def content_codes(self, windows: np.ndarray) -> np.ndarray:
         """(T, 28, 12) windows → (T, Dc) content codes."""
-        return self.net.content(self._t(windows))[0].numpy()
+        return self.net.content.encode(self._t(windows))[0].numpy()
 
     @torch.no_grad()
     def emotion_code(self, windows: np.ndarray) -> np.ndarray:
         """(T, 28, 12) windows → (De,) emotion code of the whole clip."""
-        return self.net.emotion(self._t(windows))[0].numpy()
+        return self.net.emotion.encode(self._t(windows))[0].numpy()
 
     def label_code(self, emotion: str, intensity: float = 1.0) -> np.ndarray:
         """(De,) the emotion cluster's mean code at ``intensity`` (piecewise linear over MEAD levels)."""
@@ -393,7 +447,7 @@ class EvpModel:
             c1 = min(c0 + step, stop)
             lo, hi = max(0, c0 - behind), min(n_frames, c1 + ahead)
             if visemes is None:
-                content = net.content(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
+                content = net.content.encode(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
             else:
                 content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
             # Frame f reads the code of frame f - delay (frame 0's before the clip's start).
