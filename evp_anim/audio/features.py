@@ -90,7 +90,10 @@ def to_16k(audio: np.ndarray, sr: float) -> np.ndarray:
 # MB whatever the clip length (41 s of audio per block), so long clips need no more memory than
 # their (M, 12) result.
 _MFCC_BLOCK = 4096
-_SPAN_BLOCK = 1024           # the same for mfcc_window_span (streaming: a chunk's rows, transients ~7 MB)
+# The same for the inference paths (mfcc_window_span, frame_mfcc_rows): 512 frames keep each
+# float64 transient under ~1.7 MB, near the core's L2 cache; 60 s of speech featurises in ~11 ms
+# against ~30 ms with 1,024-frame blocks, under animate's malloc settings (limit_heap_growth).
+_SPAN_BLOCK = 512
 _DB_AMIN = 1e-10             # power floor of the dB conversion (-100 dB)
 
 
@@ -265,7 +268,7 @@ def mfcc_window_span(samples: np.ndarray, offset: int, n_samples: int, f0: int, 
     :func:`window_span_samples` ``(f0, f1, n_samples)``. → (f1 - f0, 28, 12) float32, equal to the
     whole clip's windows (the same rows, framing and edge repeats), so a long clip can be
     featurised in chunks with only a chunk of samples in memory. The MFCC rows are computed in
-    blocks of 1024 (:func:`mfcc` uses 4096: a stream keeps its transient arrays small, 7 MB rather
+    blocks of 512 (:func:`mfcc` uses 4096: a stream keeps its transient arrays small, ~4 MB rather
     than 27, at the cost of float rounding: rows agree with :func:`mfcc`'s to ~1e-6)."""
     s0, s1 = window_span_samples(f0, f1, n_samples)
     y = np.asarray(samples, np.float32)
@@ -378,7 +381,7 @@ def frame_mfcc_rows(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     :func:`mfcc`, the last row for a trailing frame without one), T = :func:`n_frames`.
 
     Only those rows are computed (a quarter of :func:`mfcc`'s: this runs on every clip before it
-    is animated), in blocks of :data:`_MFCC_BLOCK`; they agree with :func:`mfcc`'s rows to float
+    is animated), in blocks of :data:`_SPAN_BLOCK`; they agree with :func:`mfcc`'s rows to float
     rounding (~1e-6: the mel product's summation can differ with the number of rows)."""
     y = to_16k(check_waveform(audio), sr)
     m_total = 1 + y.size // _HOP
@@ -390,8 +393,8 @@ def frame_mfcc_rows(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     padded[half:half + y.size] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP]    # (m_total, 400) view
     out = np.empty((T, N_MFCC), np.float32)
-    for i in range(0, T, _MFCC_BLOCK):
-        out[i:i + _MFCC_BLOCK] = _mfcc_of_frames(frames[rows[i:i + _MFCC_BLOCK]])
+    for i in range(0, T, _SPAN_BLOCK):
+        out[i:i + _SPAN_BLOCK] = _mfcc_of_frames(frames[rows[i:i + _SPAN_BLOCK]])
     return out
 
 

@@ -314,11 +314,16 @@ def limit_heap_growth() -> None:
     and more (a chunk's samples, windows, network activations) out of glibc's heap. glibc raises
     its mmap threshold to the largest block freed (up to 32 MB), after which such buffers are
     carved from the heap, and chunks of slightly different sizes fragment it: ~20 MB more peak
-    memory over an hour than over one chunk. Process-wide, so a library caller decides; no-op
-    without glibc."""
+    memory over an hour than over one chunk. Fixing the mmap threshold also fixes glibc's trim
+    threshold at its 128 kB default, so every free at the heap's top handed the pages back and the
+    next block of the same size faulted them in again (the MFCC of 60 s took ~45 ms instead of
+    ~11): the trim threshold is set to 4 MB (what a chunk leaves is still returned by the
+    ``malloc_trim`` after each chunk). Process-wide, so a library caller decides; no-op without
+    glibc."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(-3, 1 << 20)            # M_MMAP_THRESHOLD = -3 (malloc.h); also fixes it
+        libc.mallopt(-1, 4 << 20)            # M_TRIM_THRESHOLD = -1
 
 
 def _run_chunks(windows: Iterator[tuple[int, int, int, np.ndarray]], one_chunk: Callable[..., Track],
