@@ -98,21 +98,22 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
         lo, hi = lower[todo], upper[todo]
         bound = lo | hi
         n_b = int(bound.sum(1).max())
-        # Each row's bound channels first (stable order), padded to n_b with inert identity rows.
-        idx = np.argsort(~bound, axis=1, kind="stable")[:, :n_b]                  # (n, n_b)
-        valid = np.take_along_axis(bound, idx, 1)
-        ut = u[todo]
-        target = np.take_along_axis(hi, idx, 1).astype(np.float64)                # 1 upper, 0 lower
-        rhs = np.where(valid, target - np.take_along_axis(ut, idx, 1), 0.0)
         if bits is not None:
             _, first, group = np.unique(bound @ bits, return_index=True, return_inverse=True)
         else:                                              # > 63 channels: rows compared whole
             _, first, group = np.unique(bound, axis=0, return_index=True, return_inverse=True)
         group = group.reshape(-1)
-        ig, vg = idx[first], valid[first]                                         # one row per set
+        # Each set's bound channels first (stable order), padded to n_b with inert identity rows;
+        # sorted once per set, not per row.
+        ig = np.argsort(~bound[first], axis=1, kind="stable")[:, :n_b]            # (G, n_b)
+        vg = np.take_along_axis(bound[first], ig, 1)
+        idx, valid = ig[group], vg[group]                                         # (n, n_b)
+        ut = u[todo]
+        target = np.take_along_axis(hi, idx, 1).astype(np.float64)                # 1 upper, 0 lower
+        rhs = np.where(valid, target - np.take_along_axis(ut, idx, 1), 0.0)
         s = q_inv[ig[:, :, None], ig[:, None, :]]                                 # (G, n_b, n_b)
         s = np.where(vg[:, :, None] & vg[:, None, :], s, np.eye(n_b)[None])
-        mu = np.einsum("tij,tj->ti", np.linalg.inv(s)[group], rhs) * valid        # (n, n_b)
+        mu = np.matmul(np.linalg.inv(s)[group], rhs[:, :, None])[:, :, 0] * valid  # (n, n_b)
         grad = np.zeros_like(ut)                                                  # 0 on free channels
         np.put_along_axis(grad, idx, mu, 1)
         w = ut + grad @ q_inv                  # = u + Q⁻¹[:, B] μ (Q⁻¹ is symmetric): one product
