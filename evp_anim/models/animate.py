@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+import weakref
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -232,6 +233,11 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
         del windows             # not held while the next chunk's samples are read
 
 
+# The rest mouths _RestMouth has computed, per model: {(reference bytes, code bytes): (20, 3) mm}.
+_REST_MOUTHS: "weakref.WeakKeyDictionary[EvpModel, dict]" = weakref.WeakKeyDictionary()
+_REST_CACHE_SIZE = 256
+
+
 class _RestMouth:
     """The model's own closed mouth (20, 3) mm for a frame's emotion code: its prediction on 0.6 s
     of digital silence. Each distinct code (rounded to 4 decimals) gets its own; when the clip has
@@ -245,7 +251,7 @@ class _RestMouth:
         from ..audio.features import mfcc_windows
         self.model, self.reference, self.codes_of, self.decimals = model, reference, codes_of, decimals
         self.silent = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
-        self.cache: dict = {}
+        self.reference_key = np.asarray(reference, np.float32).tobytes()
         distinct: set[bytes] = set()
         for a in range(0, n, chunk):
             distinct.update(map(bytes, _unique_rows(self._round(codes_of(a, min(a + chunk, n))))[0]))
@@ -257,20 +263,26 @@ class _RestMouth:
     def _round(self, codes: np.ndarray) -> np.ndarray:
         return np.round(np.asarray(codes, np.float32), self.decimals) + np.float32(0.0)   # -0.0 → 0.0
 
-    def _mouth(self, key, code: Callable[[], np.ndarray]) -> np.ndarray:
-        if key not in self.cache:
-            self.cache[key] = self.model.predict_lm3d(self.silent, self.reference, code())[-1][MOUTH]
-        return self.cache[key]
+    def _mouth(self, code: np.ndarray) -> np.ndarray:
+        """(20, 3) mm: the closed mouth for a rounded code (De,), kept with the model for later
+        clips (the silence's LSTM run is ~3 ms, a few % of animating a minute of speech)."""
+        cache = _REST_MOUTHS.setdefault(self.model, {})
+        key = (self.reference_key, code.tobytes())
+        if key not in cache:
+            if len(cache) >= _REST_CACHE_SIZE:
+                cache.pop(next(iter(cache)))            # the oldest
+            cache[key] = self.model.predict_lm3d(self.silent, self.reference, code)[-1][MOUTH]
+        return cache[key]
 
     def __call__(self, frames: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(k, 20, 3) mm for frames (k,) of the clip with codes (k, De)."""
         if self.step is None:
             uniq, which = _unique_rows(self._round(codes))
-            rest = np.stack([self._mouth(bytes(u), lambda u=u: u) for u in uniq])
+            rest = np.stack([self._mouth(u) for u in uniq])
         else:
             anchor = np.minimum(np.round(np.asarray(frames) / self.step).astype(int), self.n_anchors - 1)
             uniq, which = np.unique(anchor, return_inverse=True)
-            rest = np.stack([self._mouth(int(i), lambda i=int(i): self.codes_of(i * self.step, i * self.step + 1)[0])
+            rest = np.stack([self._mouth(self._round(self.codes_of(i * self.step, i * self.step + 1)[0]))
                              for i in uniq])
         return rest[which.reshape(-1)]
 
