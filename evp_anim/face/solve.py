@@ -29,6 +29,7 @@ from ..threads import one_blas_thread
 # Frames per block: bounds the float64 temporaries (T×204 targets, T×n×n bound systems) to a few
 # MB however long the track is (an hour at 25 fps is 90,000 frames).
 _BLOCK = 4096
+_ROWS = 256      # rows per gather of their bound-set systems in box_qp ((_ROWS, n, n) float64)
 
 
 def weights_from_landmarks(rig, landmarks_3d: np.ndarray, identity: np.ndarray | None = None,
@@ -58,7 +59,8 @@ def weights_from_landmarks(rig, landmarks_3d: np.ndarray, identity: np.ndarray |
     # hand-over cost (one thread is ~3× faster here on 2 cores).
     with one_blas_thread():
         for t0 in range(0, len(lm), _BLOCK):
-            b = lm[t0:t0 + _BLOCK].reshape(-1, base.size).astype(np.float64) - base  # (n, 204) mm
+            b = lm[t0:t0 + _BLOCK].reshape(-1, base.size).astype(np.float64)         # (n, 204) mm
+            b -= base
             out[t0:t0 + len(b)] = box_qp(q, b @ a, max_sweeps=iterations, q_inv=q_inv)
     return out
 
@@ -113,7 +115,11 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
         rhs = np.where(valid, target - np.take_along_axis(ut, idx, 1), 0.0)
         s = q_inv[ig[:, :, None], ig[:, None, :]]                                 # (G, n_b, n_b)
         s = np.where(vg[:, :, None] & vg[:, None, :], s, np.eye(n_b)[None])
-        mu = np.matmul(np.linalg.inv(s)[group], rhs[:, :, None])[:, :, 0] * valid  # (n, n_b)
+        s_inv = np.linalg.inv(s)
+        mu = np.empty_like(rhs)                                                   # (n, n_b)
+        for r in range(0, len(rhs), _ROWS):    # each row's system gathered _ROWS at a time: ≤ 1.3 MB
+            mu[r:r + _ROWS] = np.matmul(s_inv[group[r:r + _ROWS]], rhs[r:r + _ROWS, :, None])[:, :, 0]
+        mu *= valid
         grad = np.zeros_like(ut)                                                  # 0 on free channels
         np.put_along_axis(grad, idx, mu, 1)
         w = ut + grad @ q_inv                  # = u + Q⁻¹[:, B] μ (Q⁻¹ is symmetric): one product
