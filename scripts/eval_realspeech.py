@@ -128,11 +128,12 @@ def main() -> None:
 
     def show(name: str, d: dict) -> None:
         print(f"| {name:<30} | {d['openness_corr']:5.3f} | {100 * d['closure']:4.0f}% | "
-              f"{100 * d['closure_chance']:4.1f}% | {100 * d['shut_frames']:4.1f}% | "
+              f"{100 * d['closure_chance']:4.1f}% | {100 * d['shut_frames']:4.1f}% | {100 * d['shut_elsewhere']:4.1f}% | "
               f"{d['open_vowel_contrast']:6.3f} | {d['lag_ms']:+5.0f} |", flush=True)
 
-    print("| configuration | openness corr | closure /p b m/ | chance | shut frames | open-vowel contrast | lag ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| configuration | openness corr | closure /p b m/ | chance | shut frames | shut outside /p b m f v/ "
+          "| open-vowel contrast | lag ms |")
+    print("|---|---|---|---|---|---|---|---|")
     rb = RuleBasedAnimator(rig=rig)
     ref_face = rig.landmarks_3d(None)
     show("rule-based (recogniser)", pooled(lambda p, t, a: rb.animate_3d(

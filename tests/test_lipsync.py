@@ -208,8 +208,14 @@ def test_scores_oracle_constant_and_late(spades_audio):
     assert oracle.closure == 1.0 and oracle.n_bilabials == 2
     assert abs(oracle.lag_ms) < 20
     assert oracle.open_vowel_contrast > 0.2
+    # The oracle shuts on /p b m/ and nearly shuts on /f v/ ("of", "four"): shut frames, but none
+    # outside those phones.
+    assert oracle.shut_frames > 0.05 and oracle.shut_elsewhere == 0.0
     constant = score_lipsync(_mouth(np.full(n, 0.2)), segs, 25.0)
     assert constant.openness_corr == 0.0 and constant.closure == 0.0 and constant.shut_frames == 0.0
+    assert constant.shut_elsewhere == 0.0
+    shut = score_lipsync(_mouth(np.zeros(n)), segs, 25.0)
+    assert shut.shut_frames == 1.0 and shut.shut_elsewhere == 1.0 and shut.closure == 1.0
     late = score_lipsync(_mouth(_oracle(segs, n, shift_frames=8)), segs, 25.0)   # 0.32 s late
     assert late.openness_corr < 0.5
     assert 250 <= late.lag_ms <= 370

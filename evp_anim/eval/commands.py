@@ -217,7 +217,7 @@ def eval_lipsync_cmd(
     pct = lambda x: "n/a" if x != x else f"{100 * x:.0f}%"  # noqa: E731 - NaN when no such phone
     rows = [("openness correlation", f"{d['openness_corr']:.2f}"),
             ("closure on /p b m/", f"{pct(d['closure'])} of {d['n_bilabials']} (chance {pct(d['closure_chance'])})"),
-            ("shut speech frames", pct(d["shut_frames"])),
+            ("shut speech frames", f"{pct(d['shut_frames'])} ({pct(d['shut_elsewhere'])} outside /p b m f v/)"),
             ("open-vowel contrast", "n/a" if d["open_vowel_contrast"] != d["open_vowel_contrast"]
              else f"{d['open_vowel_contrast']:.3f}"),
             ("lip to teeth on /f v/", f"{pct(d['labiodental_closure'])} of {d['n_labiodentals']}"),

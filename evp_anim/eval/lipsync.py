@@ -18,7 +18,12 @@ Scores (speech frames = frames whose phone is not silence):
   :data:`CLOSED_RATIO` on some frame of the phone, widened by one frame each side, 40 ms);
   ``closure_chance`` — the same test on windows of the same lengths at random speech positions
   (what a mouth that is often shut gets for free); ``closure_margin`` = closure − chance.
-* ``shut_frames`` — share of speech frames with closed lips.
+* ``shut_frames`` — share of speech frames with closed lips; ``shut_elsewhere`` — the same over
+  the speech frames of phones that do not call for lip contact (all but /p b m/, which close the
+  lips, and /f v/, whose lower lip meets the upper teeth and reads as nearly shut): a mouth that
+  articulates perfectly is shut on a share of frames that depends on the words (on the
+  realspeech-dev cards, /f v/ are a fifth of the speech frames), and only the second figure is 0
+  for it.
 * ``open_vowel_contrast`` — mean openness on open vowels minus mean openness on /p b m/.
 * ``lag_ms`` — the shift of the mouth against the phones that maximises their correlation
   (positive: the mouth is late), searched over ±:data:`MAX_LAG_S`, refined between frames.
@@ -97,6 +102,7 @@ class LipsyncScores:
     closure_chance: float
     closure_margin: float
     shut_frames: float
+    shut_elsewhere: float
     open_vowel_contrast: float
     labiodental_closure: float
     lag_ms: float
@@ -139,6 +145,7 @@ def score_lipsync(landmarks: np.ndarray, phones: Sequence[Segment], fps: float,
         starts = rng.choice(speech_idx, size=CHANCE_DRAWS)
         draws.extend(_window_closed(closed, int(s), int(s) + length) for s in starts)
     chance = float(np.mean(draws)) if draws else float("nan")
+    elsewhere = speech & ~np.isin(labels, BILABIALS + LABIODENTALS)
     is_open = np.array([p in OPEN_VOWELS for p in labels])
     is_bil = np.array([p in BILABIALS for p in labels])
     contrast = (float(op[is_open].mean() - op[is_bil].mean())
@@ -146,6 +153,7 @@ def score_lipsync(landmarks: np.ndarray, phones: Sequence[Segment], fps: float,
     return LipsyncScores(
         openness_corr=corr, closure=closure, closure_chance=chance,
         closure_margin=closure - chance, shut_frames=float(closed[speech].mean()),
+        shut_elsewhere=float(closed[elsewhere].mean()) if elsewhere.any() else float("nan"),
         open_vowel_contrast=contrast, labiodental_closure=labio,
         lag_ms=1000.0 * best_lag(op, target, speech, fps),
         n_bilabials=n_bil, n_labiodentals=n_lab, n_speech_frames=int(speech.sum()))
