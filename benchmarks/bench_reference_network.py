@@ -6,8 +6,8 @@ The reference network is built here with random weights from the published layer
 encoders run on all frames at once (batched: kinder to it than the release's frame-by-frame loop).
 Ours: `animate` with the shipped EVP model (the rig solve included) and the shipped EMOTE model,
 on the same 60 s of speech (the bundled sample repeated). Prints seconds (best runs; ours also
-the median), × real time and the reference / ours ratio (targets: EVP ≥ 400×, EMOTE ≥ 600× real time, both ≥ 100× faster than
-the reference).
+the median), × real time and the reference / ours ratio (targets: EVP ≥ 400×, EMOTE ≥ 600× real
+time, both ≥ 100× faster than the reference). ``BENCH_DEBUG=1`` prints every run's time.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_reference_network.py [--seconds 60]
 """

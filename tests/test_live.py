@@ -482,7 +482,8 @@ def test_engine_state_does_not_grow_with_the_stream(rig_model):
     levels, closed-mouth poses) is bounded by the look-ahead and the VAD history, not the stream's
     length: the most held over 26 s of speech with pauses and emotion changes is what 6 s needed."""
     from evp_anim.emotions import EMOTIONS
-    from evp_anim.live.engine import LiveEngine, VAD_HISTORY_S, _REST_CACHE
+    from evp_anim.live.engine import LiveEngine, VAD_HISTORY_S
+    from evp_anim.models.animate import _REST_CACHE_SIZE, _REST_MOUTHS
     from evp_anim.living import OFF
     rig, model = rig_model
     eng = LiveEngine(model, rig, life=OFF)
@@ -498,7 +499,7 @@ def test_engine_state_does_not_grow_with_the_stream(rig_model):
     early = held[:600].max(0)                      # the first 6 s (a pause included)
     assert np.all(held.max(0) <= early), (held.max(0), early)
     assert held[-1, 0] < 4 * 640 and held[-1, 1] < 64 and held[-1, 2] < 8 and held[-1, 3] < 32
-    assert len(eng._levels) <= VAD_HISTORY_S * 25 and len(eng._rest) <= _REST_CACHE
+    assert len(eng._levels) <= VAD_HISTORY_S * 25 and 0 < len(_REST_MOUTHS[model]) <= _REST_CACHE_SIZE
 
 
 @pytest.mark.parametrize("args, message", [

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from ..audio.features import (ENERGY_FLOOR_DB, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RATE,
-                              mfcc_block, mfcc_windows, voice_activity_from_energy)
+                              mfcc_block, voice_activity_from_energy)
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
 from ..errors import EvpError
 from ..living import Life, LifeSettings, apply_life
@@ -111,7 +111,6 @@ def live_front_end(model) -> str:
 RAMP_S = 0.3                           # s over which an emotion / intensity change blends in
 VAD_HISTORY_S = 30.0                   # s of levels the live voice-activity thresholds look at
 _GATE_MIN, _GATE_RAMP = 5, 3           # _silence_gate's defaults (offline): a pause ≥ 5 frames, eased over 3
-_REST_CACHE = 128                      # closed-mouth poses kept (one per distinct emotion code)
 
 
 @dataclasses.dataclass
@@ -220,8 +219,6 @@ class LiveEngine:
         # output
         self.next_frame = 0
         self._state = None
-        self._silent_windows = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
-        self._rest: dict[bytes, np.ndarray] = {}
         # emotion (ramped)
         self._lock = threading.Lock()
         self._ramp_frames = max(1.0, float(ramp_s) * FPS)
@@ -487,14 +484,9 @@ class LiveEngine:
         return float(eroded.mean())
 
     def _rest_mouth(self, code: np.ndarray) -> np.ndarray:
-        """(20, 3) mm: the model's own closed mouth for ``code`` (offline's _RestMouth)."""
-        key = bytes(np.round(code.astype(np.float32), 4) + np.float32(0.0))
-        if key not in self._rest:
-            if len(self._rest) >= _REST_CACHE:
-                self._rest.clear()
-            c = np.frombuffer(key, np.float32)
-            self._rest[key] = self.model.predict_lm3d(self._silent_windows, self.reference, c)[-1][MOUTH]
-        return self._rest[key]
+        """(20, 3) mm: the model's own closed mouth for ``code`` (offline's, shared with it)."""
+        from ..models.animate import rest_mouth
+        return rest_mouth(self.model, self.reference, code)
 
     def _frames(self, a: int, b: int) -> Track:
         from ..face.projection import aligned_landmarks

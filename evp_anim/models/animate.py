@@ -233,9 +233,34 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
         del windows             # not held while the next chunk's samples are read
 
 
-# The rest mouths _RestMouth has computed, per model: {(reference bytes, code bytes): (20, 3) mm}.
+# The closed mouths rest_mouth has computed, per model: {(reference bytes, code bytes): (20, 3) mm}.
 _REST_MOUTHS: "weakref.WeakKeyDictionary[EvpModel, dict]" = weakref.WeakKeyDictionary()
-_REST_CACHE_SIZE = 256
+_REST_CACHE_SIZE = 128       # per model; one per distinct (reference, emotion code)
+
+
+@functools.lru_cache(maxsize=1)
+def _silent_windows() -> np.ndarray:
+    """(15, 28, 12) MFCC windows of 0.6 s of digital silence (read-only)."""
+    from ..audio.features import mfcc_windows
+    w = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
+    w.setflags(write=False)
+    return w
+
+
+def rest_mouth(model: EvpModel, reference: np.ndarray, code: np.ndarray, decimals: int = 4) -> np.ndarray:
+    """(20, 3) mm: ``model``'s own closed mouth on the face ``reference`` (68, 3) mm for the
+    emotion ``code`` (De,) rounded to ``decimals``: its last frame on 0.6 s of digital silence.
+    Kept with the model (the oldest dropped past :data:`_REST_CACHE_SIZE`): the silence's LSTM run
+    is ~3 ms, a few % of animating a minute of speech. Offline (:class:`_RestMouth`) and live
+    (:class:`~evp_anim.live.engine.LiveEngine`) both read it."""
+    code = np.round(np.asarray(code, np.float32), decimals) + np.float32(0.0)      # -0.0 → 0.0
+    cache = _REST_MOUTHS.setdefault(model, {})
+    key = (np.asarray(reference, np.float32).tobytes(), code.tobytes())
+    if key not in cache:
+        if len(cache) >= _REST_CACHE_SIZE:
+            cache.pop(next(iter(cache)))                # the oldest
+        cache[key] = model.predict_lm3d(_silent_windows(), reference, code)[-1][MOUTH]
+    return cache[key]
 
 
 class _RestMouth:
@@ -248,10 +273,7 @@ class _RestMouth:
 
     def __init__(self, model: EvpModel, reference: np.ndarray, codes_of: Callable[[int, int], np.ndarray],
                  n: int, chunk: int, decimals: int = 4, most: int = 64):
-        from ..audio.features import mfcc_windows
         self.model, self.reference, self.codes_of, self.decimals = model, reference, codes_of, decimals
-        self.silent = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
-        self.reference_key = np.asarray(reference, np.float32).tobytes()
         distinct: set[bytes] = set()
         for a in range(0, n, chunk):
             distinct.update(map(bytes, _unique_rows(self._round(codes_of(a, min(a + chunk, n))))[0]))
@@ -264,15 +286,7 @@ class _RestMouth:
         return np.round(np.asarray(codes, np.float32), self.decimals) + np.float32(0.0)   # -0.0 → 0.0
 
     def _mouth(self, code: np.ndarray) -> np.ndarray:
-        """(20, 3) mm: the closed mouth for a rounded code (De,), kept with the model for later
-        clips (the silence's LSTM run is ~3 ms, a few % of animating a minute of speech)."""
-        cache = _REST_MOUTHS.setdefault(self.model, {})
-        key = (self.reference_key, code.tobytes())
-        if key not in cache:
-            if len(cache) >= _REST_CACHE_SIZE:
-                cache.pop(next(iter(cache)))            # the oldest
-            cache[key] = self.model.predict_lm3d(self.silent, self.reference, code)[-1][MOUTH]
-        return cache[key]
+        return rest_mouth(self.model, self.reference, code, self.decimals)
 
     def __call__(self, frames: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(k, 20, 3) mm for frames (k,) of the clip with codes (k, De)."""
