@@ -240,11 +240,10 @@ _REST_CACHE_SIZE = 128       # per model; one per distinct (reference, emotion c
 
 @functools.lru_cache(maxsize=1)
 def _silent_windows() -> np.ndarray:
-    """(15, 28, 12) MFCC windows of 0.6 s of digital silence (read-only)."""
+    """(15, 28, 12) MFCC windows of 0.6 s of digital silence, made once per process (writable:
+    torch.from_numpy warns on read-only arrays; nothing writes to them)."""
     from ..audio.features import mfcc_windows
-    w = mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
-    w.setflags(write=False)
-    return w
+    return mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
 
 
 def rest_mouth(model: EvpModel, reference: np.ndarray, code: np.ndarray, decimals: int = 4) -> np.ndarray:
