@@ -16,6 +16,7 @@ import typer
 from evp_anim.cli_common import SfmDirOpt, reporter, sfm
 from evp_anim.errors import EvpError
 
+from .warmstart import DEFAULT_INIT_SHRINK
 from .pipeline import check_video_output, dub_video, evaluate_renderer, evaluate_warp, render_dubbed, train_target
 
 render_app = typer.Typer(help="The edge-to-video renderer: train one per target video, then render with it.",
@@ -56,6 +57,10 @@ def train(
                              "random weights; none: random weights. Same --size and generator required. Ignored "
                              "when resuming a checkpoint in -o."),
     cold: bool = typer.Option(False, "--cold", help="Start from random weights (same as --init none)."),
+    init_shrink: float = typer.Option(DEFAULT_INIT_SHRINK, "--init-shrink", min=0.01, max=1.0, help="A warm start's weights "
+                                      "are mixed with random ones: s × warm + (1 − s) × random (shrink and "
+                                      "perturb). 1: the warm weights as they are; measured: 0.5 beats both a "
+                                      "cold start and 1 on held-out frames after 20 min."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
 ) -> None:
     """Train the edge-to-video renderer for one target video (per-target, as in EVP).
@@ -71,7 +76,7 @@ def train(
             raise EvpError(f"--cold and --init {init} contradict each other: give one of them")
         init = "none"
     train_target(video, track, output, size, minutes, steps, holdout, batch, lr, gan_start, preview_every,
-                 precision=precision, rep=reporter(), init=init)
+                 precision=precision, rep=reporter(), init=init, init_shrink=init_shrink)
 
 
 @render_app.command("pretrain")

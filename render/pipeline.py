@@ -51,7 +51,8 @@ def default_target_cache() -> Path:
 def train_target(video: Path, track_path: Path, output: Path, size: int = 256, minutes: Optional[float] = None,
                  steps: Optional[int] = None, holdout: float = 0.1, batch: int = 2, lr: float = 5e-4,
                  gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100,
-                 precision: str = "auto", rep: Optional[Reporter] = None, init="auto") -> dict:
+                 precision: str = "auto", rep: Optional[Reporter] = None, init="auto",
+                 init_shrink: Optional[float] = None) -> dict:
     """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta.
 
     ``init`` (:mod:`render.warmstart`): "auto" (the shipped generic renderer
@@ -59,6 +60,8 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     (random weights), or a model folder / model file to start the generator from (same size and
     generator, else one EvpError line). One line says which ("warm start: …" / "cold start: …");
     resuming a checkpoint in ``output`` ignores ``init`` and says so. ``meta["init"]`` records it.
+    ``init_shrink`` (default :data:`render.warmstart.DEFAULT_INIT_SHRINK`): a warm start's weights
+    are mixed with the run's random ones, ``s × warm + (1 − s) × random``; 1 keeps them as they are.
 
     ``precision``: auto | fp32 | bf16 (:func:`render.trainer.choose_precision`; the choice and why
     is one line). While training, a line with steps/s and the ETA comes once the speed is known and
@@ -69,7 +72,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
 
     from .data import TargetFrames, video_fingerprint
     from .trainer import CHECKPOINT_FILE, RenderTrainConfig, RenderTrainer, ReporterProgress, choose_precision
-    from .warmstart import resolve_init
+    from .warmstart import DEFAULT_INIT_SHRINK, resolve_init
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun only rank 0 reports
@@ -79,6 +82,9 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     if output.exists() and not output.is_dir():
         raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
     RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start).validate()
+    shrink = DEFAULT_INIT_SHRINK if init_shrink is None else float(init_shrink)
+    if not 0.0 < shrink <= 1.0:
+        raise EvpError(f"--init-shrink must be in (0, 1] (1: the warm weights as they are), got {shrink:g}")
     resuming = (output / CHECKPOINT_FILE).is_file()
     # a bad --init is refused before anything is timed or decoded (resuming ignores it)
     warm, init_line = ((None, None) if resuming else
@@ -89,6 +95,9 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     cfg.validate()
     rep.info(why)
     if not resuming:
+        if warm is not None and shrink < 1.0:
+            init_line += (f", mixed {shrink:g} : {1 - shrink:g} with random weights (--init-shrink {shrink:g}; "
+                          f"1 keeps the warm weights as they are)")
         rep.info(init_line)
     target = load_track(track_path)
     fp = video_fingerprint(video)
@@ -99,7 +108,8 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
             "track": track_path.name}
     progress = ReporterProgress(rep)
     trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress,
-                            init=warm, init_why=None if warm or resuming else init_line.split(": ", 1)[1])
+                            init=warm, init_why=None if warm or resuming else init_line.split(": ", 1)[1],
+                            init_shrink=shrink)
     progress.trainer = trainer
     if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
         from evp_anim.atomic import write_bytes_atomic

@@ -1,7 +1,7 @@
 """The generic face renderer as the warm start of per-target training (64 px crops, a few steps):
 ``render pretrain`` over two tiny synthetic targets writes a generic model (meta: generic, number
 of targets, no video fingerprint); ``render train --init`` starts from exactly its generator
-weights; the shipped default is used only when its size fits; a size mismatch, dubbing with a
+weights with ``--init-shrink 1`` and half way to the run's random init by default; the shipped default is used only when its size fits; a size mismatch, dubbing with a
 generic model, and --cold with --init are one line each; resuming ignores --init."""
 
 import io
@@ -118,7 +118,8 @@ def test_init_starts_from_exactly_the_generic_weights(generic, target, tmp_path,
     seen = _first_step_weights(monkeypatch)
     buf = io.StringIO()
     meta = train_target(target["video"], target["track"], tmp_path / "m", size=SIZE, steps=1, holdout=0.25,
-                        preview_every=0, precision="fp32", init=generic["dir"], rep=Reporter(stream=buf))
+                        preview_every=0, precision="fp32", init=generic["dir"], init_shrink=1.0,
+                        rep=Reporter(stream=buf))
     want = _generator_state(generic["dir"] / "model.pt")
     assert len(seen) == 1 and _same(seen[0], want)
     assert "warm start: " in buf.getvalue() and "generic renderer, 2 steps on 2 synthetic targets" in buf.getvalue()
@@ -129,6 +130,31 @@ def test_init_starts_from_exactly_the_generic_weights(generic, target, tmp_path,
     cold = train_target(target["video"], target["track"], tmp_path / "c", size=SIZE, steps=1, holdout=0.25,
                         preview_every=0, precision="fp32", init="none", rep=Reporter(quiet=True))
     assert not _same(seen[1], want) and cold["init"]["kind"] == "cold"
+    assert meta["init"]["shrink"] == 1.0 and "mixed" not in buf.getvalue()
+
+
+def test_default_init_is_shrunk_half_way_to_the_runs_random_weights(generic, target, tmp_path, monkeypatch):
+    """Shrink and perturb: 0.5 × the warm generator + 0.5 × the random init a cold run of the same
+    seed starts from (ResBlocks' zero-initialised second convolutions: the warm ones halved)."""
+    assert warmstart.DEFAULT_INIT_SHRINK == 0.5
+    seen = _first_step_weights(monkeypatch)
+    buf = io.StringIO()
+    meta = train_target(target["video"], target["track"], tmp_path / "m", size=SIZE, steps=1, holdout=0.25,
+                        preview_every=0, precision="fp32", init=generic["dir"], rep=Reporter(stream=buf))
+    train_target(target["video"], target["track"], tmp_path / "c", size=SIZE, steps=1, holdout=0.25,
+                 preview_every=0, precision="fp32", init="none", rep=Reporter(quiet=True))
+    warm, fresh = _generator_state(generic["dir"] / "model.pt"), seen[1]
+    assert seen[0].keys() == warm.keys()
+    for k in warm:
+        assert torch.allclose(seen[0][k], 0.5 * warm[k] + 0.5 * fresh[k], atol=1e-7), k
+    zero_init = [k for k in fresh if ".c2." in k]
+    assert zero_init and all(not fresh[k].any() and torch.allclose(seen[0][k], 0.5 * warm[k]) for k in zero_init)
+    assert meta["init"]["kind"] == "warm" and meta["init"]["shrink"] == 0.5
+    assert "mixed 0.5 : 0.5 with random weights (--init-shrink 0.5" in buf.getvalue()
+    with pytest.raises(EvpError, match=r"--init-shrink must be in \(0, 1\]"):
+        train_target(target["video"], target["track"], tmp_path / "x", size=SIZE, steps=1, init=generic["dir"],
+                     init_shrink=0.0, rep=Reporter(quiet=True))
+    assert not (tmp_path / "x").exists()
 
 
 def test_shipped_default_is_used_only_when_its_size_fits(generic, target, tmp_path, monkeypatch):
@@ -144,7 +170,7 @@ def test_shipped_default_is_used_only_when_its_size_fits(generic, target, tmp_pa
     assert warmstart.resolve_init("none", SIZE, gcfg) == (None, "cold start: random weights (--init none)")
     seen = _first_step_weights(monkeypatch)
     meta = train_target(target["video"], target["track"], tmp_path / "m", size=SIZE, steps=1, holdout=0.25,
-                        preview_every=0, precision="fp32", rep=Reporter(quiet=True))      # init="auto"
+                        preview_every=0, precision="fp32", init_shrink=1.0, rep=Reporter(quiet=True))  # init auto
     assert meta["init"]["kind"] == "warm" and _same(seen[0], _generator_state(generic["dir"] / "model.pt"))
 
 
