@@ -297,7 +297,7 @@ class RenderTrainer:
                 # shrink and perturb (Ash & Adams 2020): warm × s + this run's random init × (1 − s).
                 # Started from the generic weights as they are, per-target runs learnt faster but
                 # stalled ~0.7 dB below a cold start on held-out frames after 20 min; s = 0.5 kept
-                # most of the early lead and ended above the cold start (README, "warm start").
+                # most of the early lead and ended 0.4-1.0 dB higher (README, "warm start").
                 with torch.no_grad():
                     for k, v in self.gen.state_dict().items():
                         if v.is_floating_point():

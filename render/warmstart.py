@@ -27,7 +27,8 @@ Shrink and perturb (``--init-shrink s``, default :data:`DEFAULT_INIT_SHRINK`): t
 network training", 2020: warm-started networks fit their training data as well but generalise
 worse; shrinking towards a fresh init closes the gap). Measured here on held-out frames: from the
 warm weights as they are, per-target training led a cold start early but stalled below it by
-20 minutes; mixed half and half it stays ahead (README, "Renderer: warm start").
+20 minutes; mixed half and half it ends 0.4-1.0 dB higher than that, above the cold start on one
+synthetic target and below it on another (README, "Renderer: warm start").
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from evp_anim.errors import EvpError
 WARMSTART_ASSET = "render_warmstart.pt"
 # --init-shrink's default: a run starts from 0.5 × the warm weights + 0.5 × its own random ones
 # (shrink and perturb, Ash & Adams 2020). From the warm weights as they are (1.0), held-out face
-# PSNR after 20 min stalled at 27.5 dB against a cold start's 28.2; with 0.5 it reached 28.5
-# (README, "Renderer: warm start"; chosen from 0.5 and 1.0 only, on one synthetic target).
+# PSNR after 20 min stalled at 27.5 dB against a cold start's 28.2; with 0.5 it reached 28.5. On a
+# second target 0.5 also beat 1.0 (25.5 against 25.2 dB) but not the cold start (26.2) (README,
+# "Renderer: warm start"; only 0.5 and 1.0 tried, on two synthetic targets).
 DEFAULT_INIT_SHRINK = 0.5
 # the one documented command that makes the shipped asset (then: cp /tmp/warm/model.pt assets/render_warmstart.pt)
 REPRODUCE_COMMAND = ("evp-anim render pretrain -o /tmp/warm --minutes 20 --targets 4 --frames 300 --size 256 "

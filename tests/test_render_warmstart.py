@@ -1,8 +1,9 @@
 """The generic face renderer as the warm start of per-target training (64 px crops, a few steps):
 ``render pretrain`` over two tiny synthetic targets writes a generic model (meta: generic, number
 of targets, no video fingerprint); ``render train --init`` starts from exactly its generator
-weights with ``--init-shrink 1`` and half way to the run's random init by default; the shipped default is used only when its size fits; a size mismatch, dubbing with a
-generic model, and --cold with --init are one line each; resuming ignores --init."""
+weights with ``--init-shrink 1`` and half way to the run's random init by default; the shipped
+default is used only when its size fits; a size mismatch, dubbing with a generic model, and
+--cold with --init are one line each; resuming ignores --init."""
 
 import io
 import subprocess
