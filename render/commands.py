@@ -16,8 +16,8 @@ import typer
 from evp_anim.cli_common import SfmDirOpt, reporter, sfm
 from evp_anim.errors import EvpError
 
-from .warmstart import DEFAULT_INIT_SHRINK
 from .pipeline import check_video_output, dub_video, evaluate_renderer, evaluate_warp, render_dubbed, train_target
+from .warmstart import DEFAULT_INIT_SHRINK
 
 render_app = typer.Typer(help="The edge-to-video renderer: train one per target video, then render with it.",
                          no_args_is_help=True)

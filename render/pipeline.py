@@ -72,7 +72,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
 
     from .data import TargetFrames, video_fingerprint
     from .trainer import CHECKPOINT_FILE, RenderTrainConfig, RenderTrainer, ReporterProgress, choose_precision
-    from .warmstart import DEFAULT_INIT_SHRINK, resolve_init
+    from .warmstart import checked_shrink, resolve_init
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun only rank 0 reports
@@ -82,9 +82,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     if output.exists() and not output.is_dir():
         raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
     RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start).validate()
-    shrink = DEFAULT_INIT_SHRINK if init_shrink is None else float(init_shrink)
-    if not 0.0 < shrink <= 1.0:
-        raise EvpError(f"--init-shrink must be in (0, 1] (1: the warm weights as they are), got {shrink:g}")
+    shrink = checked_shrink(init_shrink)
     resuming = (output / CHECKPOINT_FILE).is_file()
     # a bad --init is refused before anything is timed or decoded (resuming ignores it)
     warm, init_line = ((None, None) if resuming else

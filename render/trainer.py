@@ -63,6 +63,7 @@ from .guidance import guidance_preview
 from .losses import feature_matching_loss, lsgan_loss, reconstruction_loss
 from .model_file import FORMAT, MODEL_FILE, load_blob, write_model
 from .networks import CLIP, Discriminators, Generator, GeneratorConfig, mouth_boxes
+from .warmstart import checked_shrink
 
 CHECKPOINT_FILE = "checkpoint.pt"
 L1_MODEL_FILE = "model_l1.pt"   # snapshot at the end of the L1 + SSIM phase
@@ -285,15 +286,14 @@ class RenderTrainer:
             self._resume()
             self.init_ignored = init is not None
         elif init is not None:
-            fresh = {k: v.clone() for k, v in self.gen.state_dict().items()}
+            init_shrink = checked_shrink(init_shrink)
+            fresh = {k: v.clone() for k, v in self.gen.state_dict().items()} if init_shrink < 1.0 else None
             try:
                 self.gen.load_state_dict(init.state)
             except (RuntimeError, KeyError, TypeError) as e:
                 raise EvpError(f"{init.path}: corrupt warm start ({type(e).__name__}); give another --init "
                                f"or --init none") from None
-            if not 0.0 < init_shrink <= 1.0:
-                raise EvpError(f"--init-shrink must be in (0, 1], got {init_shrink}")
-            if init_shrink < 1.0:
+            if fresh is not None:
                 # shrink and perturb (Ash & Adams 2020): warm × s + this run's random init × (1 − s).
                 # Started from the generic weights as they are, per-target runs learnt faster but
                 # stalled ~0.7 dB below a cold start on held-out frames after 20 min; s = 0.5 kept

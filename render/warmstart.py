@@ -46,6 +46,16 @@ WARMSTART_ASSET = "render_warmstart.pt"
 # second target 0.5 also beat 1.0 (25.5 against 25.2 dB) but not the cold start (26.2) (README,
 # "Renderer: warm start"; only 0.5 and 1.0 tried, on two synthetic targets).
 DEFAULT_INIT_SHRINK = 0.5
+
+
+def checked_shrink(shrink: Optional[float]) -> float:
+    """``--init-shrink`` as a float in (0, 1] (None: :data:`DEFAULT_INIT_SHRINK`); else one EvpError line."""
+    s = DEFAULT_INIT_SHRINK if shrink is None else float(shrink)
+    if not 0.0 < s <= 1.0:
+        raise EvpError(f"--init-shrink must be in (0, 1] (1: the warm weights as they are), got {s:g}")
+    return s
+
+
 # the one documented command that makes the shipped asset (then: cp /tmp/warm/model.pt assets/render_warmstart.pt)
 REPRODUCE_COMMAND = ("evp-anim render pretrain -o /tmp/warm --minutes 20 --targets 4 --frames 300 --size 256 "
                      "--seed 0")
