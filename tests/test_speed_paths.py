@@ -190,3 +190,51 @@ def test_frame_encoder_on_a_clips_overlapping_windows_equals_window_by_window(fr
         np.testing.assert_allclose(shared.numpy(), whole.numpy(), atol=2e-6, rtol=1e-5)
         shuffled = win[:, torch.randperm(frames)] if frames > 2 else win.flip(1)
         np.testing.assert_array_equal(enc.encode(shuffled).numpy(), enc(shuffled).numpy())
+
+
+def test_lstm_rows_share_the_frames_once_each_after_its_warm_up():
+    """predict_frames's side-by-side LSTM rows (issue 17): one row below 750 frames, four from
+    1,500; the rows' output frames are the frames once each, in order; every row reads the same
+    number of input frames, ending on its last output frame, and every row after the first reads
+    at least ROW_WARMUP frames before its first output."""
+    from evp_anim.models.evp import MAX_ROWS, ROW_WARMUP, parallel_rows, row_spans
+    assert [parallel_rows(n) for n in (1, 749, 750, 1499, 1500, 90_000)] == [1, 1, 2, 3, 4, MAX_ROWS]
+    assert parallel_rows(1500, 1) == 1
+    assert row_spans(40, 1) == (40, [(0, 40)])
+    for n in (750, 763, 1500, 1501, 3000, 90_000):
+        length, spans = row_spans(n, parallel_rows(n))
+        assert spans[0] == (0, length) and spans[-1][1] == n
+        assert all(b == a2 for (_, b), (a2, _) in zip(spans, spans[1:]))          # consecutive, no gaps
+        assert all(a < b and a - (b - length) >= ROW_WARMUP and b - length >= 0 for a, b in spans[1:])
+        assert length < n                                                       # fewer steps than one row
+
+
+def test_lstm_rows_give_the_sequential_landmarks_of_a_minute_of_speech():
+    """The rows after the first start from a zero LSTM state ROW_WARMUP frames early; by their
+    first output frame the state has forgotten that: 63 s of real speech (the sample, repeated)
+    give the one-row run's landmarks within 1e-3 mm (the face is ~150 mm wide), and the state
+    after the frames is the one-row run's (h to 2e-3). A state passed in is continued exactly by row 0."""
+    import torch
+    from evp_anim.audio.features import mfcc_windows
+    from evp_anim.models.animate import default_model_path
+    from evp_anim.models.evp import EvpModel, parallel_rows
+    model = EvpModel.load(default_model_path())
+    windows = mfcc_windows(np.tile(load_audio(SPEECH), 15))
+    t = len(windows)
+    assert parallel_rows(t) == 4
+    ref = model.net.ref_mean.numpy().reshape(68, 3)
+    for emotion in ("happy", "angry"):
+        codes = np.broadcast_to(model.label_code(emotion, 1.0), (t, model.net.cfg.emotion_dim))
+        one, one_state = model.predict_frames(windows, 0, t, 0, t, codes, ref, max_rows=1)
+        rows, rows_state = model.predict_frames(windows, 0, t, 0, t, codes, ref)
+        assert np.abs(one - ref).max() > 1.0                                   # the mouth moves
+        np.testing.assert_allclose(rows, one, atol=1e-3, rtol=0)
+        np.testing.assert_allclose(rows_state[0].numpy(), one_state[0].numpy(), atol=2e-3, rtol=0)  # h
+        # c: a few cells integrate without bound (|c| ~ 80, tanh(c) = ±1 either way): they keep
+        # their start to within 1 %, which the output does not see
+        np.testing.assert_allclose(rows_state[1].numpy(), one_state[1].numpy(), atol=2e-3, rtol=1e-2)
+        _, state = model.predict_frames(windows, 0, t, 0, 300, codes[:300], ref, max_rows=1)
+        rest, _ = model.predict_frames(windows, 0, t, 300, t, codes[300:], ref, state)
+        np.testing.assert_allclose(rest[:200], one[300:500], atol=2e-5, rtol=0)   # row 0: exact
+        np.testing.assert_allclose(rest, one[300:], atol=1e-3, rtol=0)
+        assert isinstance(rows_state[0], torch.Tensor) and rows_state[0].shape == (1, 1, 256)

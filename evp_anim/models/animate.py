@@ -501,8 +501,9 @@ def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np
     ``content`` (:class:`~evp_anim.audio.phones.SpeechContent`) feeds the phones' visemes to the
     phone content encoder Ep in Ec's place (a model without Ep keeps Ec, with a warning).
     Audio at another rate is converted to 16 kHz first (features and voice activity read that).
-    Runs in chunks of ``chunk_frames`` frames (default :data:`CHUNK_FRAMES`; the result does not
-    depend on it beyond float rounding), carrying the LSTM state.
+    Runs in chunks of ``chunk_frames`` frames (default :data:`CHUNK_FRAMES`), carrying the LSTM
+    state; the result depends on the chunking only within ~1e-4 mm (float rounding, and inside a
+    long chunk the LSTM's side-by-side rows: :meth:`~evp_anim.models.evp.EvpModel.predict_frames`).
     """
     chunk = _chunk_size(chunk_frames)
     return _join(_evp_chunks(_Speech.from_array(audio, sample_rate), model, spec, reference, identity,

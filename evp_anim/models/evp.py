@@ -40,6 +40,14 @@ MODEL_FORMAT = "evp-anim-evp-model"
 MODEL_VERSION = 2        # 2: the phone content encoder Ep (version-1 files load without it)
 N_LANDMARKS = 68
 PREDICT_STEP = 500       # frames per LSTM step of predict_lm3d / predict_frames
+# Frames a row of the LSTM's side-by-side rows (predict_frames) runs from a zero state before its
+# first output frame. The recurrence forgets where it started, about 10x per 50 frames: on 80 s of
+# real speech (the six realspeech-dev recordings and the sample, end to end, four times) in four
+# rows, the landmarks differed from the sequential run's by at most 0.15 / 0.008 / 0.001 /
+# 0.0001 mm with 50 / 100 / 150 / 200 frames of warm-up (happy at 1.0, the worst of four emotions).
+ROW_WARMUP = 200
+MAX_ROWS = 4             # a 1-thread LSTM step at batch 4 costs 1.7x batch 1 here; 6 or 8 gain nothing
+MIN_ROW_FRAMES = 375     # frames a row must give for its warm-up to pay (1,500 frames: 4 rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +298,23 @@ class EvpNet(nn.Module):
         return reference[:, None] + disp.reshape(*coeffs.shape[:2], N_LANDMARKS, 3)
 
 
+def parallel_rows(n: int, most: int = MAX_ROWS) -> int:
+    """Side-by-side LSTM rows for ``n`` frames: one per :data:`MIN_ROW_FRAMES`, 1 … ``most``."""
+    return max(1, min(most, int(n) // MIN_ROW_FRAMES))
+
+
+def row_spans(n: int, rows: int) -> tuple[int, list[tuple[int, int]]]:
+    """How ``rows`` side-by-side LSTM rows share ``n`` frames: (L, [(a, b) per row]). Row r outputs
+    frames [a, b) and reads the L input frames [b - L, b): row 0 from frame 0 (b = L, all its
+    frames are output), each later row with at least :data:`ROW_WARMUP` frames of warm-up before
+    a. The last row ends on frame n, so its final LSTM state is the state after the frames."""
+    if rows == 1:
+        return n, [(0, n)]
+    length = -(-(n + (rows - 1) * ROW_WARMUP) // rows)                  # ceil
+    ends = [min(length + i * (length - ROW_WARMUP), n) for i in range(rows - 1)] + [n]
+    return length, [(0 if i == 0 else ends[i - 1], ends[i]) for i in range(rows)]
+
+
 # ---------------------------------------------------------------------- inference wrapper
 class EvpModel:
     """A trained EVP model for inference (numpy in, numpy out; CPU)."""
@@ -426,7 +451,8 @@ class EvpModel:
     @torch.no_grad()
     def predict_frames(self, windows: np.ndarray, first: int, n_frames: int, start: int, stop: int,
                        codes: np.ndarray, reference: np.ndarray, state=None,
-                       visemes: np.ndarray | None = None, step: int = PREDICT_STEP):
+                       visemes: np.ndarray | None = None, step: int = PREDICT_STEP,
+                       max_rows: int = MAX_ROWS):
         """Landmarks (stop - start, 68, 3) mm of frames [start, stop) of an ``n_frames``-frame clip,
         and the LSTM state after them (pass it back for the next frames: a clip can be animated in
         consecutive calls, giving what one call gives).
@@ -437,27 +463,64 @@ class EvpModel:
         when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
         ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
         clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks).
+
+        The LSTM runs over up to ``max_rows`` stretches of the frames side by side, as one batch
+        (:func:`parallel_rows`: 1 below 750 frames, 4 from 1,500): the first stretch continues
+        ``state`` exactly, each later one starts from a zero state :data:`ROW_WARMUP` frames
+        before its first output frame, which is further back than the recurrence remembers
+        (landmarks within ~1e-4 mm of the sequential run's, see :data:`ROW_WARMUP`).
+        ``max_rows=1`` is the strictly sequential run.
         """
         net = self.net
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
         ref_n = net.normalise_reference(ref)
-        ahead, behind, delay = self.context(visemes), self.left_context(visemes), net.cfg.content_delay
-        out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
+        n = stop - start
+        rows = parallel_rows(n, max_rows)
+        out = np.empty((n, N_LANDMARKS, 3), np.float32)
         # One torch thread for the whole step: the recurrence's small steps run faster on one
         # (threads.torch_threads), and so does a 500-frame step of the content encoder (6.0 ms
         # against 8.6 on two threads here: too little work per convolution to split).
         with torch_threads(1):
-            for c0 in range(start, stop, step):
-                c1 = min(c0 + step, stop)
-                lo, hi = max(0, c0 - behind), min(n_frames, c1 + ahead)
-                if visemes is None:
-                    content = net.content.encode(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
-                else:
-                    content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
-                # Frame f reads the code of frame f - delay (frame 0's before the clip's start).
-                content = content[:, np.maximum(np.arange(c0, c1) - delay, 0) - lo]
-                # a copy: codes may be a read-only broadcast
-                code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
-                coeffs, state = net.a2l(content, code, ref_n, state)
-                out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
-        return out, state
+            if rows == 1:
+                for c0 in range(start, stop, step):
+                    c1 = min(c0 + step, stop)
+                    content = self._content(windows, first, n_frames, c0, c1, visemes)
+                    # a copy: codes may be a read-only broadcast
+                    code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
+                    coeffs, state = net.a2l(content, code, ref_n, state)
+                    out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
+                return out, state
+            content = torch.cat([self._content(windows, first, n_frames, c0, min(c0 + step, stop), visemes)
+                                 for c0 in range(start, stop, step)], 1)[0]                  # (n, Dc)
+            code = torch.from_numpy(np.array(codes, np.float32))                             # (n, De)
+            length, spans = row_spans(n, rows)
+            pick = torch.stack([torch.arange(b - length, b) for _, b in spans])           # (rows, L)
+            batch_state = tuple(torch.zeros(1, rows, net.cfg.lstm_hidden) for _ in range(2))
+            if state is not None:                  # row 0 continues the frames before ``start``
+                for mine, given in zip(batch_state, state):
+                    mine[:, 0] = given[:, 0]
+            coeffs = []
+            ref_rows = ref_n.expand(rows, -1)
+            per_call = max(1, step // rows)          # frames per LSTM call, as in the one-row run
+            for s0 in range(0, length, per_call):
+                s1 = min(s0 + per_call, length)
+                part, batch_state = net.a2l(content[pick[:, s0:s1]], code[pick[:, s0:s1]], ref_rows, batch_state)
+                coeffs.append(part)
+            coeffs = torch.cat(coeffs, 1)                                                    # (rows, L, P)
+            for r, (a, b) in enumerate(spans):
+                out[a:b] = net.landmarks(coeffs[r:r + 1, length - (b - a):], ref)[0].numpy()
+        last = (batch_state[0][:, -1:].contiguous(), batch_state[1][:, -1:].contiguous())
+        return out, last
+
+    def _content(self, windows: np.ndarray, first: int, n_frames: int, c0: int, c1: int,
+                 visemes: np.ndarray | None) -> torch.Tensor:
+        """Content codes (1, c1 - c0, Dc) of frames [c0, c1) as the LSTM reads them (Ec on the MFCC
+        windows, or Ep on the viseme shares; the model's content delay applied)."""
+        net = self.net
+        lo, hi = max(0, c0 - self.left_context(visemes)), min(n_frames, c1 + self.context(visemes))
+        if visemes is None:
+            content = net.content.encode(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
+        else:
+            content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
+        # Frame f reads the code of frame f - delay (frame 0's before the clip's start).
+        return content[:, np.maximum(np.arange(c0, c1) - net.cfg.content_delay, 0) - lo]
