@@ -462,7 +462,8 @@ class EvpModel:
         adds the model's content delay); ``visemes`` (n_frames, 15),
         when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
         ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
-        clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks).
+        clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks; the
+        content encoder ``step`` frames per row).
 
         The LSTM runs over up to ``max_rows`` stretches of the frames side by side, as one batch
         (:func:`parallel_rows`: 1 below 750 frames, 4 from 1,500): the first stretch continues
@@ -471,46 +472,58 @@ class EvpModel:
         (landmarks within ~1e-4 mm of the sequential run's, see :data:`ROW_WARMUP`).
         ``max_rows=1`` is the strictly sequential run.
         """
-        net = self.net
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
+        rows = parallel_rows(stop - start, max_rows)
+        if rows == 1:
+            return self._predict_one_row(windows, first, n_frames, start, stop, codes, ref, state, visemes, step)
+        return self._predict_rows(windows, first, n_frames, start, stop, codes, ref, state, visemes, step, rows)
+
+    def _predict_one_row(self, windows, first, n_frames, start, stop, codes, ref, state, visemes, step):
+        """:meth:`predict_frames` in one LSTM row, ``step`` frames at a time carrying its state."""
+        net = self.net
         ref_n = net.normalise_reference(ref)
-        n = stop - start
-        rows = parallel_rows(n, max_rows)
-        out = np.empty((n, N_LANDMARKS, 3), np.float32)
+        out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
         # One torch thread for the whole step: the recurrence's small steps run faster on one
         # (threads.torch_threads), and so does a 500-frame step of the content encoder (6.0 ms
         # against 8.6 on two threads here: too little work per convolution to split).
         with torch_threads(1):
-            if rows == 1:
-                for c0 in range(start, stop, step):
-                    c1 = min(c0 + step, stop)
-                    content = self._content(windows, first, n_frames, c0, c1, visemes)
-                    # a copy: codes may be a read-only broadcast
-                    code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
-                    coeffs, state = net.a2l(content, code, ref_n, state)
-                    out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
-                return out, state
-            content = torch.cat([self._content(windows, first, n_frames, c0, min(c0 + step, stop), visemes)
-                                 for c0 in range(start, stop, step)], 1)[0]                  # (n, Dc)
-            code = torch.from_numpy(np.array(codes, np.float32))                             # (n, De)
-            length, spans = row_spans(n, rows)
-            pick = torch.stack([torch.arange(b - length, b) for _, b in spans])           # (rows, L)
-            batch_state = tuple(torch.zeros(1, rows, net.cfg.lstm_hidden) for _ in range(2))
-            if state is not None:                  # row 0 continues the frames before ``start``
-                for mine, given in zip(batch_state, state):
-                    mine[:, 0] = given[:, 0]
-            coeffs = []
-            ref_rows = ref_n.expand(rows, -1)
-            per_call = max(1, step // rows)          # frames per LSTM call, as in the one-row run
+            for c0 in range(start, stop, step):
+                c1 = min(c0 + step, stop)
+                content = self._content(windows, first, n_frames, c0, c1, visemes)
+                # a copy: codes may be a read-only broadcast
+                code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
+                coeffs, state = net.a2l(content, code, ref_n, state)
+                out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
+        return out, state
+
+    def _predict_rows(self, windows, first, n_frames, start, stop, codes, ref, state, visemes, step, rows):
+        """:meth:`predict_frames` in ``rows`` side-by-side LSTM rows (:func:`row_spans`)."""
+        net = self.net
+        n = stop - start
+        length, spans = row_spans(n, rows)
+        pick = torch.stack([torch.arange(b - length, b) for _, b in spans])               # (rows, L)
+        batch_state = tuple(torch.zeros(1, rows, net.cfg.lstm_hidden) for _ in range(2))
+        if state is not None:                      # row 0 continues the frames before ``start``
+            for mine, given in zip(batch_state, state):
+                mine[:, 0] = given[:, 0]
+        ref_rows = net.normalise_reference(ref).expand(rows, -1)
+        coeffs = []
+        per_call = max(1, step // rows)              # frames per LSTM call, as in the one-row run
+        # One thread, as in _predict_one_row (the encoder too: at 1,500 frames in one call two
+        # threads were no faster inside animate, measured side by side).
+        with torch_threads(1):
+            content = torch.cat([self._content(windows, first, n_frames, c0, min(c0 + step * rows, stop), visemes)
+                                 for c0 in range(start, stop, step * rows)], 1)[0]       # (n, Dc)
+            code = torch.from_numpy(np.array(codes, np.float32))                         # (n, De)
             for s0 in range(0, length, per_call):
                 s1 = min(s0 + per_call, length)
                 part, batch_state = net.a2l(content[pick[:, s0:s1]], code[pick[:, s0:s1]], ref_rows, batch_state)
                 coeffs.append(part)
-            coeffs = torch.cat(coeffs, 1)                                                    # (rows, L, P)
-            for r, (a, b) in enumerate(spans):
-                out[a:b] = net.landmarks(coeffs[r:r + 1, length - (b - a):], ref)[0].numpy()
-        last = (batch_state[0][:, -1:].contiguous(), batch_state[1][:, -1:].contiguous())
-        return out, last
+        coeffs = torch.cat(coeffs, 1)                                                    # (rows, L, P)
+        out = np.empty((n, N_LANDMARKS, 3), np.float32)
+        for r, (a, b) in enumerate(spans):
+            out[a:b] = net.landmarks(coeffs[r:r + 1, length - (b - a):], ref)[0].numpy()
+        return out, (batch_state[0][:, -1:].contiguous(), batch_state[1][:, -1:].contiguous())
 
     def _content(self, windows: np.ndarray, first: int, n_frames: int, c0: int, c1: int,
                  visemes: np.ndarray | None) -> torch.Tensor:
