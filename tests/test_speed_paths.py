@@ -1,6 +1,7 @@
 """The faster code paths of issue 17 give the values of the plain ones they replace (real values,
 no timings): centre MFCC rows, the frontal projection, the row de-duplication of the rest mouth,
-and the rig solve's grouping of rows by bound set for rigs of any width."""
+the rig solve's grouping of rows by bound set for rigs of any width, the frame encoder's shared
+convolutions and the LSTM's side-by-side rows."""
 
 import numpy as np
 import pytest
