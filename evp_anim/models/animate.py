@@ -161,8 +161,8 @@ def _scan(speech: _Speech, with_rows: bool = False) -> tuple[int, np.ndarray, np
 
 def _shifts_mfcc(model, content) -> bool:
     """Whether :func:`_speech_shift` applies: a model that reads its MFCC content encoder (no
-    phones, or phones it does not read: :func:`_reads_visemes`) and stores its training speech mean."""
-    return (content is None or not _reads_visemes(model)) and model.meta.get("speech_mfcc_mean") is not None
+    phones, or phones it does not read: :func:`reads_visemes`) and stores its training speech mean."""
+    return (content is None or not reads_visemes(model)) and model.meta.get("speech_mfcc_mean") is not None
 
 
 def _speech_shift(model, levels: np.ndarray, rows: np.ndarray | None, info: dict) -> np.ndarray | None:
@@ -438,7 +438,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
 
     visemes = closure = None
     if content is not None:
-        if _reads_visemes(model):
+        if reads_visemes(model):
             visemes = content.visemes(n, FPS)
         elif model.reads_phones:
             # A delayed (live) model's LSTM reads frame t - d's content; phones say nothing of what
@@ -690,7 +690,7 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
         yield apply_life(track, alive, rig, ident)
 
 
-def _reads_visemes(model) -> bool:
+def reads_visemes(model) -> bool:
     """Whether the model reads viseme posteriors (EMOTE always; EVP with its phone encoder Ep)."""
     from .emote import EmoteModel
     if isinstance(model, EmoteModel):
@@ -723,7 +723,7 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
             content = speech_content(x, text, warn=warn, recogniser=acoustic_content)
         else:
             content = speech_content(x, text, warn=warn, recogniser=front_end, progress=hearing)
-    if content is not None and content.wants_acoustic and _reads_visemes(model):
+    if content is not None and content.wants_acoustic and reads_visemes(model):
         # Phones (heard or aligned) are blended with the acoustic model's own frames
         # (evp_anim.audio.acoustic.PHONE_BLEND): a fraction of a second for a minute of speech.
         from ..audio.acoustic import with_acoustic_frames
