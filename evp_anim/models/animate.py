@@ -48,7 +48,8 @@ CROP = 256
 
 # Frames per chunk: 120 s at 25 fps. A multiple of EvpModel.predict_lm3d's 500-frame steps and of
 # energy()'s 1500-frame blocks, and EmoteModel.predict's own chunk, so chunked results are the
-# whole-clip call's (EVP: to the LSTM rows' ~1e-4 mm, EvpModel.predict_frames). Memory per chunk: ~8 MB of samples, ~4 MB of windows, the network's activations.
+# whole-clip call's (EVP: to the LSTM rows' ~1e-4 mm, EvpModel.predict_frames). Memory per
+# chunk: ~8 MB of samples, ~4 MB of windows, the network's activations.
 CHUNK_FRAMES = 3000
 _EMOTE_OVERLAP = 64          # EmoteModel.predict's overlap either side of a chunk (its receptive field < 2 s)
 _PROJECT_BLOCK = 500        # frames per projection / rig evaluation block
