@@ -414,9 +414,10 @@ class EvpModel:
         shares of phones, :func:`~evp_anim.audio.phones.viseme_posteriors`) the content codes come
         from the phone encoder Ep instead of Ec (the model must have it: :attr:`reads_phones`).
 
-        Runs in chunks of ``chunk`` frames carrying the LSTM state, so memory is bounded by the
-        chunk, not the clip; the encoders' temporal context (±2 frames for Ec, ±3 for Ep) is given
-        to each chunk as overlap.
+        Runs in chunks of ``chunk`` frames carrying the LSTM state, so the networks' activations are
+        bounded by the chunk, not the clip (the per-frame codes, ~0.4 kB a frame, are kept beside
+        the output landmarks, 0.8 kB a frame); the encoders' temporal context (±2 frames for Ec,
+        ±3 for Ep) is given to each chunk as overlap.
         """
         w = np.asarray(windows, np.float32)
         t_total = w.shape[0]
@@ -462,8 +463,8 @@ class EvpModel:
         adds the model's content delay); ``visemes`` (n_frames, 15),
         when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
         ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
-        clip's start). Runs ``step`` frames at a time (the unit of :meth:`predict_lm3d`'s chunks; the
-        content encoder ``step`` frames per row).
+        clip's start). Runs ``step`` frames per LSTM call (the unit of :meth:`predict_lm3d`'s
+        chunks; ``step`` per row in each encoder call).
 
         The LSTM runs over up to ``max_rows`` stretches of the frames side by side, as one batch
         (:func:`parallel_rows`: 1 below 750 frames, 4 from 1,500): the first stretch continues
@@ -472,34 +473,12 @@ class EvpModel:
         (landmarks within ~1e-4 mm of the sequential run's, see :data:`ROW_WARMUP`).
         ``max_rows=1`` is the strictly sequential run.
         """
+        net = self.net
         ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
-        rows = parallel_rows(stop - start, max_rows)
-        if rows == 1:
-            return self._predict_one_row(windows, first, n_frames, start, stop, codes, ref, state, visemes, step)
-        return self._predict_rows(windows, first, n_frames, start, stop, codes, ref, state, visemes, step, rows)
-
-    def _predict_one_row(self, windows, first, n_frames, start, stop, codes, ref, state, visemes, step):
-        """:meth:`predict_frames` in one LSTM row, ``step`` frames at a time carrying its state."""
-        net = self.net
-        ref_n = net.normalise_reference(ref)
-        out = np.empty((stop - start, N_LANDMARKS, 3), np.float32)
-        # One torch thread for the whole step: the recurrence's small steps run faster on one
-        # (threads.torch_threads), and so does a 500-frame step of the content encoder (6.0 ms
-        # against 8.6 on two threads here: too little work per convolution to split).
-        with torch_threads(1):
-            for c0 in range(start, stop, step):
-                c1 = min(c0 + step, stop)
-                content = self._content(windows, first, n_frames, c0, c1, visemes)
-                # a copy: codes may be a read-only broadcast
-                code = torch.from_numpy(np.array(codes[c0 - start:c1 - start], np.float32))[None]
-                coeffs, state = net.a2l(content, code, ref_n, state)
-                out[c0 - start:c1 - start] = net.landmarks(coeffs, ref)[0].numpy()
-        return out, state
-
-    def _predict_rows(self, windows, first, n_frames, start, stop, codes, ref, state, visemes, step, rows):
-        """:meth:`predict_frames` in ``rows`` side-by-side LSTM rows (:func:`row_spans`)."""
-        net = self.net
         n = stop - start
+        if n <= 0:
+            return np.empty((0, N_LANDMARKS, 3), np.float32), state
+        rows = parallel_rows(n, max_rows)
         length, spans = row_spans(n, rows)
         pick = torch.stack([torch.arange(b - length, b) for _, b in spans])               # (rows, L)
         batch_state = tuple(torch.zeros(1, rows, net.cfg.lstm_hidden) for _ in range(2))
@@ -508,13 +487,14 @@ class EvpModel:
                 mine[:, 0] = given[:, 0]
         ref_rows = net.normalise_reference(ref).expand(rows, -1)
         coeffs = []
-        per_call = max(1, step // rows)              # frames per LSTM call, as in the one-row run
-        # One thread, as in _predict_one_row (the encoder too: at 1,500 frames in one call two
-        # threads were no faster inside animate, measured side by side).
+        per_call = max(1, step // rows)              # frames per LSTM call: ``step`` in all
+        # One torch thread: the recurrence's small steps run faster on one (threads.torch_threads),
+        # and so does a 500-frame call of the content encoder (6.0 ms against 8.6 on two threads
+        # here; at 1,500 frames in one call two threads were no faster inside animate either).
         with torch_threads(1):
             content = torch.cat([self._content(windows, first, n_frames, c0, min(c0 + step * rows, stop), visemes)
                                  for c0 in range(start, stop, step * rows)], 1)[0]       # (n, Dc)
-            code = torch.from_numpy(np.array(codes, np.float32))                         # (n, De)
+            code = torch.from_numpy(np.array(codes, np.float32))   # (n, De), a copy: codes may be read-only
             for s0 in range(0, length, per_call):
                 s1 = min(s0 + per_call, length)
                 part, batch_state = net.a2l(content[pick[:, s0:s1]], code[pick[:, s0:s1]], ref_rows, batch_state)
