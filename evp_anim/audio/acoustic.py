@@ -391,7 +391,12 @@ def acoustic_content(audio: np.ndarray):
 def with_acoustic_frames(content, audio: np.ndarray, weight: float = PHONE_BLEND):
     """``content`` (a :class:`~evp_anim.audio.phones.SpeechContent` with phones) with this
     clip's acoustic frames blended in at ``weight`` (16 kHz mono ``audio``, the same clip)."""
-    heard = acoustic_frames(audio)
+    return blend_acoustic(content, acoustic_frames(audio), weight)
+
+
+def blend_acoustic(content, heard: AcousticFrames, weight: float = PHONE_BLEND):
+    """``content`` with the clip's acoustic frames ``heard`` (:func:`acoustic_frames`) blended in
+    at ``weight``: :func:`with_acoustic_frames` for frames computed already."""
     return content.with_acoustic(heard.visemes, heard.closure, weight)
 
 

@@ -303,8 +303,8 @@ class _Animator:
             heard = self._acoustic_frames(audio)    # while the child is still hearing the words
             content = background.result(warn, on_hearing)
             if content is not None and heard is not None and content.wants_acoustic:
-                from ..audio.acoustic import PHONE_BLEND
-                content = content.with_acoustic(heard.visemes, heard.closure, PHONE_BLEND)
+                from ..audio.acoustic import blend_acoustic
+                content = blend_acoustic(content, heard)
         # Written chunk by chunk as it is made: memory stays flat however long the speech is.
         frames = animate_speech_to_file(audio, output, self.model, self.spec, self.rig, identity=self.identity,
                                         style=self.style, front_end=self.front_end, text=self.text,
