@@ -4,7 +4,10 @@ Animates the bundled sample speech repeated to 60 s (target: >= 200x real time o
 to 10 minutes (must work with bounded memory), label control, with and without lifting the
 landmarks onto the rig. Peak memory is the process's maximum resident set size.
 
-    .venv/bin/python benchmarks/bench_animate.py [--model assets/evp_default.pt]
+    .venv/bin/python benchmarks/bench_animate.py [--model assets/evp_default.pt] [--engine torch]
+
+``--engine numpy`` (the default: what a cold ``evp-anim animate`` runs, torch never imported) or
+``torch`` (the training code's modules; what a process that has imported torch runs).
 """
 
 import argparse
@@ -19,8 +22,7 @@ from evp_anim.assets import find_sfm_dir
 from evp_anim.audio.features import SAMPLE_RATE
 from evp_anim.audio.io import load_audio
 from evp_anim.face.rig import FaceRig
-from evp_anim.models.animate import EmotionSpec, animate, default_model_path, lift_to_rig
-from evp_anim.models.evp import EvpModel
+from evp_anim.models.animate import EmotionSpec, animate, default_model_path, lift_to_rig, load_animation_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_speech.wav"
 
@@ -32,8 +34,10 @@ def peak_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=default_model_path())
+    ap.add_argument("--engine", choices=("numpy", "torch"), default="numpy")
     args = ap.parse_args()
-    model = EvpModel.load(args.model)
+    model = load_animation_model(args.model, args.engine)
+    print(f"engine: {args.engine} ({type(model).__name__})")
     rig = FaceRig(find_sfm_dir(os.environ.get("EVP_ANIM_SFM_DIR")))
     speech = load_audio(SAMPLE)
     spec = EmotionSpec("happy", 0.8)

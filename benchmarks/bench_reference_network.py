@@ -4,7 +4,8 @@ The reference network is built here with random weights from the published layer
 (../shared/docs/evp_reference_network.md: content encoder 27.8 M parameters, emotion encoder
 8.1 M, landmark encoder 0.14 M, 3-layer LSTM decoder 2.2 M; 38.3 M in all), in eval mode, its
 encoders run on all frames at once (batched: kinder to it than the release's frame-by-frame loop).
-Ours: `animate` with the shipped EVP model (the rig solve included) and the shipped EMOTE model,
+Ours: `animate` with the shipped EVP model (the rig solve included; on both engines: torch, and
+numpy, which a cold `evp-anim animate` runs without importing torch) and the shipped EMOTE model,
 on the same 60 s of speech (the bundled sample repeated). Prints seconds (best runs; ours also
 the median), × real time and the reference / ours ratio (targets: EVP ≥ 400×, EMOTE ≥ 600× real
 time, both ≥ 100× faster than the reference). ``BENCH_DEBUG=1`` prints every run's time.
@@ -83,12 +84,14 @@ def main() -> None:
                                          default_model_path, lift_to_rig)
     from evp_anim.models.emote import EmoteModel
     from evp_anim.models.evp import EvpModel
+    from evp_anim.models.evp_numpy import EvpArrays
 
     one = load_audio(SAMPLE)
     speech = np.tile(one, int(np.ceil(args.seconds * SAMPLE_RATE / len(one))))[:int(args.seconds * SAMPLE_RATE)]
     n = int(args.seconds * FPS)
     rig = FaceRig(find_sfm_dir(os.environ.get("EVP_ANIM_SFM_DIR")))
     evp, emote = EvpModel.load(default_model_path()), EmoteModel.load(default_emote_path())
+    evp_numpy = EvpArrays.load(default_model_path())
     spec = EmotionSpec("happy", 1.0)
 
     ref = ReferenceAudioToLandmark().eval()
@@ -103,6 +106,9 @@ def main() -> None:
     def run_evp():
         return lift_to_rig(animate(speech, evp, spec), rig)
 
+    def run_evp_numpy():
+        return lift_to_rig(animate(speech, evp_numpy, spec), rig)
+
     def run_emote():
         return animate_emote(speech, emote, spec, rig)
 
@@ -113,10 +119,11 @@ def main() -> None:
     with torch.inference_mode():
         ref(mfcc[:50], example)
     animate(speech[:2 * SAMPLE_RATE], evp, spec)
+    animate(speech[:2 * SAMPLE_RATE], evp_numpy, spec)
     animate_emote(speech[:2 * SAMPLE_RATE], emote, spec, rig)
-    times = {"reference": [], "evp": [], "emote": []}
+    times = {"reference": [], "evp": [], "evp_numpy": [], "emote": []}
     for _ in range(2):
-        for name, fn in (("reference", run_ref), ("evp", run_evp), ("emote", run_emote)):
+        for name, fn in (("reference", run_ref), ("evp", run_evp), ("evp_numpy", run_evp_numpy), ("emote", run_emote)):
             for _ in range(1 if name == "reference" else REPEATS):
                 t0 = time.perf_counter()
                 fn()
@@ -127,7 +134,9 @@ def main() -> None:
     print(f"{args.seconds:.0f} s of speech ({n} frames at 25 fps), torch threads {torch.get_num_threads()}")
     print(f"reference EVP audio-to-landmark network ({params:.1f} M parameters, random weights, frames "
           f"batched): {best['reference']:.2f} s = {args.seconds / best['reference']:.1f}x real time")
-    for name, label in (("evp", "ours, EVP model + rig solve"), ("emote", "ours, EMOTE model")):
+    for name, label in (("evp", "ours, EVP model + rig solve (torch engine)"),
+                        ("evp_numpy", "ours, EVP model + rig solve (numpy engine: a cold `animate`)"),
+                        ("emote", "ours, EMOTE model")):
         print(f"{label}: {best[name]:.3f} s = {args.seconds / best[name]:.0f}x real time, "
               f"{best['reference'] / best[name]:.0f}x faster than the reference "
               f"(median of {len(times[name])}: {np.median(times[name]):.3f} s)")

@@ -184,9 +184,9 @@ def test_batch_loads_the_model_and_rig_once(clips, tmp_path, sfm_dir, monkeypatc
     loads = {"model": 0, "rig": 0}
     real_load, real_rig = animate_module.load_animation_model, rig_module.FaceRig
 
-    def counting_load(path):
+    def counting_load(path, engine="auto"):
         loads["model"] += 1
-        return real_load(path)
+        return real_load(path, engine)
 
     class CountingRig(real_rig):
         @classmethod

@@ -260,7 +260,8 @@ def live_cmd(
             controls.append(OscControl(_Late(), control_port, control_host, say=say))
         from ..face.rig import FaceRig
         from ..models.animate import default_live_path, model_provenance, limit_heap_growth, load_animation_model
-        mdl = load_animation_model(model if model is not None else default_live_path())
+        # the live engine steps the torch modules itself (evp_anim/live/engine.py)
+        mdl = load_animation_model(model if model is not None else default_live_path(), "torch")
         rig = FaceRig.cached(sfm(sfm_dir))
         limit_heap_growth()
         engine = LiveEngine(mdl, rig, life=life, emotion=emo, intensity=inten, provenance=model_provenance(mdl),

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
@@ -41,7 +40,7 @@ from ..audio.features import MFCC_WINDOW, N_MFCC, SAMPLE_RATE
 from ..tracks import DEFAULT_FPS, MOUTH, Track, TrackWriter, concat
 from ..emotion_keys import EmotionKey, validate_keys
 from .emotion_control import per_frame
-from .evp import EvpModel
+from .evp_inference import EvpInference
 
 FPS = DEFAULT_FPS
 CROP = 256
@@ -235,7 +234,7 @@ def _chunk_windows(speech: _Speech, n_samples: int, n: int, chunk: int,
 
 
 # The closed mouths rest_mouth has computed, per model: {(reference bytes, code bytes): (20, 3) mm}.
-_REST_MOUTHS: "weakref.WeakKeyDictionary[EvpModel, dict]" = weakref.WeakKeyDictionary()
+_REST_MOUTHS: "weakref.WeakKeyDictionary[EvpInference, dict]" = weakref.WeakKeyDictionary()
 _REST_CACHE_SIZE = 128       # per model; one per distinct (reference, emotion code)
 
 
@@ -247,7 +246,7 @@ def _silent_windows() -> np.ndarray:
     return mfcc_windows(np.zeros(int(SAMPLE_RATE * 0.6), np.float32), SAMPLE_RATE)
 
 
-def rest_mouth(model: EvpModel, reference: np.ndarray, code: np.ndarray, decimals: int = 4) -> np.ndarray:
+def rest_mouth(model: EvpInference, reference: np.ndarray, code: np.ndarray, decimals: int = 4) -> np.ndarray:
     """(20, 3) mm: ``model``'s own closed mouth on the face ``reference`` (68, 3) mm for the
     emotion ``code`` (De,) rounded to ``decimals``: its last frame on 0.6 s of digital silence.
     Kept with the model (the oldest dropped past :data:`_REST_CACHE_SIZE`): the silence's LSTM run
@@ -271,7 +270,7 @@ class _RestMouth:
     codes, chunk by chunk) and the poses are cached, so every chunk gets what the whole clip's
     frames would."""
 
-    def __init__(self, model: EvpModel, reference: np.ndarray, codes_of: Callable[[int, int], np.ndarray],
+    def __init__(self, model: EvpInference, reference: np.ndarray, codes_of: Callable[[int, int], np.ndarray],
                  n: int, chunk: int, decimals: int = 4, most: int = 64):
         self.model, self.reference, self.codes_of, self.decimals = model, reference, codes_of, decimals
         distinct: set[bytes] = set()
@@ -387,7 +386,7 @@ def _join(chunks: Iterable[Track]) -> Track:
     return chunks[0] if len(chunks) == 1 else concat(chunks)
 
 
-def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None,
+def _evp_chunks(speech: _Speech, model: EvpInference, spec: EmotionSpec, reference: np.ndarray | None,
                 identity: np.ndarray | None, content, rig, chunk: int, provenance: dict, info: dict,
                 progress: Callable[[float], None] | None = None) -> Iterator[Track]:
     """EVP on ``speech``: Tracks of consecutive chunks of ``chunk`` frames (see :func:`animate`).
@@ -403,9 +402,9 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
     shift = _speech_shift(model, levels, rows, info)
     del rows
     if reference is None:
-        reference = model.net.ref_mean.numpy().reshape(68, 3)
+        reference = model.mean_face()
 
-    emotion_dim = model.net.cfg.emotion_dim
+    emotion_dim = model.cfg.emotion_dim
     if spec.keys is not None:
         validate_keys(spec.keys, duration)
 
@@ -416,12 +415,10 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
         if not voice_activity(ref_audio).any():
             raise EvpError(f"{spec.reference_audio}: the reference emotion clip is silent; "
                            "give a clip with speech in the wanted emotion")
+        if not hasattr(model, "emotion_code"):
+            raise EvpError("--emotion-audio needs the EVP model on torch (load it with engine='torch')")
         code = model.emotion_code(mfcc_windows(ref_audio))
-        with torch.no_grad():
-            logits = model.net.classifier(torch.from_numpy(code)[None]).numpy()[0]
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        probs = probs.astype(np.float32)
+        probs = model.emotion_probs(code)
         ref_intensity = float(1.0 - probs[0])
 
         def emotion_of(a: int, b: int):
@@ -446,7 +443,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
             # comes after their own frame, so its phone path has no look-ahead at all (measured on
             # realspeech-dev: 0.36 correlation, 32 ms late, against 0.61 from its MFCC encoder).
             import warnings
-            warnings.warn(f"this EVP model reads the content {model.net.cfg.content_delay} frames late (a "
+            warnings.warn(f"this EVP model reads the content {model.cfg.content_delay} frames late (a "
                           "live model), which its phone encoder cannot make up for: its MFCC content "
                           "encoder is used; the phones only seal the lips", stacklevel=3)
         else:
@@ -492,7 +489,7 @@ def _evp_chunks(speech: _Speech, model: EvpModel, spec: EmotionSpec, reference: 
                            one_chunk, n, progress)
 
 
-def animate(audio: np.ndarray, model: EvpModel, spec: EmotionSpec, reference: np.ndarray | None = None,
+def animate(audio: np.ndarray, model: EvpInference, spec: EmotionSpec, reference: np.ndarray | None = None,
             identity: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE, content=None,
             chunk_frames: int | None = None) -> Track:
     """Animate ``audio`` (N,) float32 mono at ``sample_rate`` → Track at 25 fps.
@@ -560,25 +557,36 @@ def default_live_path() -> Path:
     return Path(__file__).resolve().parents[2] / "assets" / "evp_live.pt"
 
 
-def load_animation_model(path: Path | str | None):
+ENGINES = ("auto", "numpy", "torch")
+
+
+def load_animation_model(path: Path | str | None, engine: str = "auto"):
     """The model for ``animate --model``: None → the shipped EVP model; ``emote`` → the shipped
-    EMOTE model; a file → EVP or EMOTE according to its format tag. One-line EvpError otherwise."""
-    from .emote import EmoteModel
-    if path is None:
-        return EvpModel.load(default_model_path())
+    EMOTE model; a file → EVP or EMOTE according to its format tag. One-line EvpError otherwise.
+
+    ``engine`` runs an EVP model: ``numpy`` (:class:`~evp_anim.models.evp_numpy.EvpArrays`,
+    without importing torch: a cold process starts 1.3–2.2 s sooner), ``torch``
+    (:class:`~evp_anim.models.evp.EvpModel`: needed for ``--emotion-audio``; its LSTM is faster,
+    ~20 against ~35 ms per minute of speech here), or ``auto``: torch when this process has
+    already imported it, else numpy. EMOTE always runs on torch."""
+    import sys
+    from .torch_file import read_torch_file
+    if engine not in ENGINES:
+        raise EvpError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
     if str(path) == "emote":
-        return EmoteModel.load(default_emote_path())
-    path = Path(path)
+        path = default_emote_path()
+    path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise EvpError(f"model file not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        fmt = blob.get("format") if isinstance(blob, dict) else None
-    except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise EvpError(f"{path}: not a readable model file ({type(e).__name__})") from None
-    if fmt == "evp-anim-emote-model":
+    blob = read_torch_file(path)
+    if isinstance(blob, dict) and blob.get("format") == "evp-anim-emote-model":
+        from .emote import EmoteModel
         return EmoteModel.load(path)
-    return EvpModel.load(path)
+    if engine == "torch" or (engine == "auto" and "torch" in sys.modules):
+        from .evp import EvpModel
+        return EvpModel.load(path)
+    from .evp_numpy import EvpArrays
+    return EvpArrays.from_contents(blob, path)
 
 
 def _emote_chunks(speech: _Speech, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
@@ -693,10 +701,7 @@ def _speech_file_chunks(path: str | Path, model, spec: EmotionSpec, rig, identit
 
 def reads_visemes(model) -> bool:
     """Whether the model reads viseme posteriors (EMOTE always; EVP with its phone encoder Ep)."""
-    from .emote import EmoteModel
-    if isinstance(model, EmoteModel):
-        return True
-    return bool(getattr(model, "reads_phones", False)) and model.net.cfg.content_delay == 0
+    return bool(model.reads_visemes)
 
 
 def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identity: np.ndarray | None,
@@ -706,7 +711,6 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
     """The models' chunks of :func:`animate_speech_file`'s result, before the living face."""
     from ..audio.io import audio_sha256, check_audio_file, load_audio
     from ..audio.phones import FRONT_ENDS, speech_content
-    from .emote import EmoteModel
 
     chunk = _chunk_size(chunk_frames)
     check_audio_file(path)
@@ -741,7 +745,7 @@ def _speech_model_chunks(path: str | Path, model, spec: EmotionSpec, rig, identi
     else:
         front = f"phones ({content.source})"
     info = {"front_end": front, "audio": str(Path(path).resolve())}
-    if isinstance(model, EmoteModel):
+    if model.kind == "emote":
         yield from _emote_chunks(speech, model, spec, rig, ident, style, content, chunk, provenance,
                                  {"style": style or "unknown", **info}, progress)
     else:

@@ -229,9 +229,9 @@ class _Animator:
         from ..face.rig import FaceRig
         from ..tracks import load_track
         from .animate import limit_heap_growth, load_animation_model
-        from .emote import EmoteModel
-        self.model = load_animation_model(model_path)
-        is_emote = isinstance(self.model, EmoteModel)
+        # numpy runs the EVP networks unless the emotion encoder (torch) is wanted: no torch import
+        self.model = load_animation_model(model_path, "torch" if spec.reference_audio is not None else "auto")
+        is_emote = self.model.kind == "emote"
         if is_emote and spec.reference_audio is not None:
             raise EvpError("--emotion-audio needs the EVP model (EMOTE takes the emotion from a label or keys)")
         if style is not None and not is_emote:

@@ -324,6 +324,9 @@ class EmoteNet(nn.Module):
 class EmoteModel:
     """A trained EMOTE model for inference (numpy in, numpy out; CPU)."""
 
+    kind = "emote"
+    reads_visemes = True          # ``animate`` feeds it the phones' viseme shares when it has them
+
     def __init__(self, net: EmoteNet, meta: dict[str, Any]):
         self.net = net.eval()
         self.meta = meta

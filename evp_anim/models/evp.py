@@ -23,7 +23,6 @@ frontal projection is the aligned 2D landmarks the paper evaluates, and the 3D f
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -32,49 +31,11 @@ import torch
 from torch import nn
 
 from ..audio.features import MFCC_WINDOW, N_MFCC
-from ..emotions import EMOTIONS, NUM_EMOTIONS, canonical_emotion, check_intensity
+from ..emotions import NUM_EMOTIONS
 from ..errors import EvpError
 from ..threads import torch_threads
-
-MODEL_FORMAT = "evp-anim-evp-model"
-MODEL_VERSION = 2        # 2: the phone content encoder Ep (version-1 files load without it)
-N_LANDMARKS = 68
-PREDICT_STEP = 500       # frames per LSTM step of predict_lm3d / predict_frames
-# Frames a row of the LSTM's side-by-side rows (predict_frames) runs from a zero state before its
-# first output frame. The recurrence forgets where it started, about 10x per 50 frames: on 80 s of
-# real speech (the six realspeech-dev recordings and the sample, end to end, four times) in four
-# rows, the landmarks differed from the sequential run's by at most 0.15 / 0.008 / 0.001 /
-# 0.0001 mm with 50 / 100 / 150 / 200 frames of warm-up (happy at 1.0, the worst of four emotions).
-ROW_WARMUP = 200
-MAX_ROWS = 4             # a 1-thread LSTM step at batch 4 costs 1.7x batch 1 here; 6 or 8 gain nothing
-MIN_ROW_FRAMES = 375     # frames a row must give for its warm-up to pay (1,500 frames: 4 rows)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvpConfig:
-    """Sizes of the networks."""
-
-    content_dim: int = 64
-    emotion_dim: int = 32
-    frame_hidden: int = 128
-    lstm_hidden: int = 256
-    identity_dim: int = 64
-    pca_dim: int = 40
-    num_visemes: int = 15
-    phone_encoder: bool = True  # Ep; False for version-1 model files, which were trained without it
-    # Frames the audio-to-landmark LSTM's content input lags its output: frame t reads the content
-    # code of frame t - content_delay. 0 (offline): a frame's code reads audio 202.5 ms past its
-    # end (Ec's ±2 frames and the MFCC window). A live model trained with a delay d needs
-    # d × 40 ms less of the future, so its frames can leave sooner (evp_anim/live).
-    content_delay: int = 0
-    # Frames of the future Ep reads (its two convolutions see 7 frames in all): 3 = ±3 frames
-    # (offline); 0 = frames t − 6 … t only, for a live model fed the acoustic front end's frames
-    # (36 ms of look-ahead of their own), so its content needs no content delay.
-    phone_lookahead: int = 3
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
+from .evp_inference import (MODEL_FORMAT, MODEL_VERSION, N_LANDMARKS, PHONE_SPAN, EvpConfig, EvpInference,
+                            model_config, phone_pads)
 
 class FrameEncoder(nn.Module):
     """One MFCC window (28 × 12) → a feature vector, applied to every frame: (B, T, 28, 12) → (B, T, H)."""
@@ -174,17 +135,11 @@ class PhoneContentEncoder(nn.Module):
     the same unit-scale normalisation as Ec, so the audio-to-landmark LSTM reads either.
     """
 
-    SPAN = 6                                   # frames either kernel adds up to: 4 + 2
+    SPAN = PHONE_SPAN
 
     def __init__(self, cfg: EvpConfig):
         super().__init__()
-        ahead = int(cfg.phone_lookahead)
-        if not 0 <= ahead <= self.SPAN:
-            raise EvpError(f"phone_lookahead must be 0 to {self.SPAN} frames, got {ahead}")
-        # Look-ahead split over the two convolutions: (left, right) zero padding of each. With 3
-        # this is the symmetric padding (2, 2), (1, 1) the offline models were trained with.
-        r1 = min(ahead, 2)
-        self._pads = ((4 - r1, r1), (2 - (ahead - r1), ahead - r1))
+        self._pads = phone_pads(cfg.phone_lookahead)
         self.net = nn.Sequential(
             nn.Conv1d(cfg.num_visemes, cfg.frame_hidden, 5), nn.ReLU(),
             nn.Conv1d(cfg.frame_hidden, cfg.content_dim, 3))
@@ -298,34 +253,18 @@ class EvpNet(nn.Module):
         return reference[:, None] + disp.reshape(*coeffs.shape[:2], N_LANDMARKS, 3)
 
 
-def parallel_rows(n: int, most: int = MAX_ROWS) -> int:
-    """Side-by-side LSTM rows for ``n`` frames: one per :data:`MIN_ROW_FRAMES`, 1 … ``most``."""
-    return max(1, min(most, int(n) // MIN_ROW_FRAMES))
-
-
-def row_spans(n: int, rows: int) -> tuple[int, list[tuple[int, int]]]:
-    """How ``rows`` side-by-side LSTM rows share ``n`` frames: (L, [(a, b) per row]). Row r outputs
-    frames [a, b) and reads the L input frames [b - L, b): row 0 from frame 0 (b = L, all its
-    frames are output), each later row with at least :data:`ROW_WARMUP` frames of warm-up before
-    a. The last row ends on frame n, so its final LSTM state is the state after the frames."""
-    if rows == 1:
-        return n, [(0, n)]
-    length = -(-(n + (rows - 1) * ROW_WARMUP) // rows)                  # ceil
-    ends = [min(length + i * (length - ROW_WARMUP), n) for i in range(rows - 1)] + [n]
-    return length, [(0 if i == 0 else ends[i - 1], ends[i]) for i in range(rows)]
-
-
 # ---------------------------------------------------------------------- inference wrapper
-class EvpModel:
-    """A trained EVP model for inference (numpy in, numpy out; CPU)."""
+class EvpModel(EvpInference):
+    """A trained EVP model for inference on torch (numpy in, numpy out; CPU): the training code's
+    own modules. :class:`~evp_anim.models.evp_numpy.EvpArrays` runs the same file without torch."""
 
     def __init__(self, net: EvpNet, meta: dict[str, Any]):
         self.net = net.eval()
         self.meta = meta
 
     @property
-    def name(self) -> str:
-        return str(self.meta.get("name", "evp"))
+    def cfg(self) -> EvpConfig:
+        return self.net.cfg
 
     @property
     def reads_phones(self) -> bool:
@@ -352,15 +291,9 @@ class EvpModel:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for truncated/corrupt files
             raise EvpError(f"{path}: not a readable model file ({type(e).__name__})") from None
-        if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-            raise EvpError(f"{path}: not an evp-anim EVP model")
-        if int(blob.get("version", 0)) > MODEL_VERSION:
-            raise EvpError(f"{path}: model version {blob['version']} is newer than this evp-anim; upgrade")
-        config = dict(blob.get("config") or {})
-        if int(blob.get("version", 0)) < 2:
-            config["phone_encoder"] = False   # version 1: no phone content encoder
+        cfg = model_config(blob, path)
         try:
-            net = EvpNet(EvpConfig(**config))
+            net = EvpNet(cfg)
             net.load_state_dict(blob["state"])
         except (TypeError, RuntimeError, KeyError) as e:
             raise EvpError(f"{path}: model weights do not fit the network ({str(e).splitlines()[0][:120]})") from None
@@ -397,123 +330,33 @@ class EvpModel:
         """(T, 28, 12) windows → (De,) emotion code of the whole clip."""
         return self.net.emotion.encode(self._t(windows))[0].numpy()
 
-    def label_code(self, emotion: str, intensity: float = 1.0) -> np.ndarray:
-        """(De,) the emotion cluster's mean code at ``intensity`` (piecewise linear over MEAD levels)."""
-        e = EMOTIONS.index(canonical_emotion(emotion))
-        a = check_intensity(intensity) if e != 0 else 0.0
-        codes = self.net.label_codes.numpy()
-        pos = a * 3.0
-        lo = min(int(np.floor(pos)), 2)
-        frac = pos - lo
-        return ((1 - frac) * codes[e, lo] + frac * codes[e, lo + 1]).astype(np.float32)
+    @torch.no_grad()
+    def emotion_probs(self, code: np.ndarray) -> np.ndarray:
+        """(De,) emotion code → (8,) the emotion classifier's probabilities."""
+        logits = self.net.classifier(torch.from_numpy(np.asarray(code, np.float32))[None]).numpy()[0]
+        probs = np.exp(logits - logits.max())
+        return (probs / probs.sum()).astype(np.float32)
 
-    def predict_lm3d(self, windows: np.ndarray, reference: np.ndarray, emotion_code: np.ndarray,
-                     chunk: int = PREDICT_STEP, visemes: np.ndarray | None = None) -> np.ndarray:
-        """Landmarks (T, 68, 3) mm for windows (T, 28, 12), a neutral reference face (68, 3) mm
-        and an emotion code (De,) or per-frame codes (T, De). With ``visemes`` (T, 15) (viseme
-        shares of phones, :func:`~evp_anim.audio.phones.viseme_posteriors`) the content codes come
-        from the phone encoder Ep instead of Ec (the model must have it: :attr:`reads_phones`).
+    # -- the engine (EvpInference) -------------------------------------------------------------
+    def _buffer(self, name: str) -> np.ndarray:
+        return self.net.get_buffer(name).numpy()
 
-        Runs in chunks of ``chunk`` frames carrying the LSTM state, so the networks' activations are
-        bounded by the chunk, not the clip (the per-frame codes, ~0.4 kB a frame, are kept beside
-        the output landmarks, 0.8 kB a frame); the encoders' temporal context (±2 frames for Ec,
-        ±3 for Ep) is given to each chunk as overlap.
-        """
-        w = np.asarray(windows, np.float32)
-        t_total = w.shape[0]
-        if visemes is not None:
-            if not self.reads_phones:
-                raise EvpError("this EVP model has no phone content encoder (an older model file); "
-                               "retrain it or use --front-end mfcc")
-            visemes = np.asarray(visemes, np.float32)
-            if visemes.shape != (t_total, self.net.cfg.num_visemes):
-                raise EvpError(f"viseme shares must be ({t_total}, {self.net.cfg.num_visemes}), "
-                               f"got {visemes.shape}")
-        code = np.asarray(emotion_code, np.float32)
-        if code.ndim == 1:
-            code = np.broadcast_to(code, (t_total, code.shape[0]))
-        if code.shape != (t_total, self.net.cfg.emotion_dim):
-            raise EvpError(f"emotion code must be ({self.net.cfg.emotion_dim},) or (T, "
-                           f"{self.net.cfg.emotion_dim}), got {code.shape}")
-        out, _ = self.predict_frames(w, 0, t_total, 0, t_total, code, reference, visemes=visemes, step=chunk)
-        return out
-
-    def context(self, visemes: np.ndarray | None) -> int:
-        """Frames of content context after a frame (its look-ahead): Ec's temporal conv sees ±2,
-        Ep ``cfg.phone_lookahead`` (3 unless a live model's)."""
-        return 2 if visemes is None else int(self.net.cfg.phone_lookahead)
-
-    def left_context(self, visemes: np.ndarray | None) -> int:
-        """Frames of input a frame needs before it: the encoder's context behind it plus the
-        content delay."""
-        behind = 2 if visemes is None else PhoneContentEncoder.SPAN - int(self.net.cfg.phone_lookahead)
-        return behind + self.net.cfg.content_delay
+    def _one_thread(self):
+        return torch_threads(1)
 
     @torch.no_grad()
-    def predict_frames(self, windows: np.ndarray, first: int, n_frames: int, start: int, stop: int,
-                       codes: np.ndarray, reference: np.ndarray, state=None,
-                       visemes: np.ndarray | None = None, step: int = PREDICT_STEP,
-                       max_rows: int = MAX_ROWS):
-        """Landmarks (stop - start, 68, 3) mm of frames [start, stop) of an ``n_frames``-frame clip,
-        and the LSTM state after them (pass it back for the next frames: a clip can be animated in
-        consecutive calls, giving what one call gives, to the rows' ~1e-4 mm below).
-
-        ``windows`` are the MFCC windows of frames [first, first + len(windows)), covering
-        [start - l, stop + c) within the clip (c = :meth:`context`, l = :meth:`left_context`, which
-        adds the model's content delay); ``visemes`` (n_frames, 15),
-        when given, replaces them as the content input (Ep); ``codes`` (stop - start, De);
-        ``reference`` (68, 3) mm; ``state`` the LSTM state after frame ``start - 1`` (None at the
-        clip's start). Runs ``step`` frames per LSTM call (the unit of :meth:`predict_lm3d`'s
-        chunks; ``step`` per row in each encoder call).
-
-        The LSTM runs over up to ``max_rows`` stretches of the frames side by side, as one batch
-        (:func:`parallel_rows`: 1 below 750 frames, 4 from 1,500): the first stretch continues
-        ``state`` exactly, each later one starts from a zero state :data:`ROW_WARMUP` frames
-        before its first output frame, which is further back than the recurrence remembers
-        (landmarks within ~1e-4 mm of the sequential run's, see :data:`ROW_WARMUP`).
-        ``max_rows=1`` is the strictly sequential run.
-        """
-        net = self.net
-        ref = torch.from_numpy(np.asarray(reference, np.float32).reshape(1, N_LANDMARKS, 3))
-        n = stop - start
-        if n <= 0:
-            return np.empty((0, N_LANDMARKS, 3), np.float32), state
-        rows = parallel_rows(n, max_rows)
-        length, spans = row_spans(n, rows)
-        pick = torch.stack([torch.arange(b - length, b) for _, b in spans])               # (rows, L)
-        batch_state = tuple(torch.zeros(1, rows, net.cfg.lstm_hidden) for _ in range(2))
-        if state is not None:                      # row 0 continues the frames before ``start``
-            for mine, given in zip(batch_state, state):
-                mine[:, 0] = given[:, 0]
-        ref_rows = net.normalise_reference(ref).expand(rows, -1)
-        coeffs = []
-        per_call = max(1, step // rows)              # frames per LSTM call: ``step`` in all
-        # One torch thread: the recurrence's small steps run faster on one (threads.torch_threads),
-        # and so does a 500-frame call of the content encoder (6.0 ms against 8.6 on two threads
-        # here; at 1,500 frames in one call two threads were no faster inside animate either).
-        with torch_threads(1):
-            content = torch.cat([self._content(windows, first, n_frames, c0, min(c0 + step * rows, stop), visemes)
-                                 for c0 in range(start, stop, step * rows)], 1)[0]       # (n, Dc)
-            code = torch.from_numpy(np.array(codes, np.float32))   # (n, De), a copy: codes may be read-only
-            for s0 in range(0, length, per_call):
-                s1 = min(s0 + per_call, length)
-                part, batch_state = net.a2l(content[pick[:, s0:s1]], code[pick[:, s0:s1]], ref_rows, batch_state)
-                coeffs.append(part)
-        coeffs = torch.cat(coeffs, 1)                                                    # (rows, L, P)
-        out = np.empty((n, N_LANDMARKS, 3), np.float32)
-        for r, (a, b) in enumerate(spans):
-            out[a:b] = net.landmarks(coeffs[r:r + 1, length - (b - a):], ref)[0].numpy()
-        return out, (batch_state[0][:, -1:].contiguous(), batch_state[1][:, -1:].contiguous())
-
     def _content(self, windows: np.ndarray, first: int, n_frames: int, c0: int, c1: int,
-                 visemes: np.ndarray | None) -> torch.Tensor:
-        """Content codes (1, c1 - c0, Dc) of frames [c0, c1) as the LSTM reads them (Ec on the MFCC
-        windows, or Ep on the viseme shares; the model's content delay applied)."""
+                 visemes: np.ndarray | None) -> np.ndarray:
         net = self.net
-        lo, hi = max(0, c0 - self.left_context(visemes)), min(n_frames, c1 + self.context(visemes))
+        lo, hi = self._content_span(n_frames, c0, c1, visemes)
         if visemes is None:
             content = net.content.encode(net.normalise(torch.from_numpy(windows[lo - first:hi - first])[None]))
         else:
             content = net.phones(torch.from_numpy(visemes[lo:hi])[None])
-        # Frame f reads the code of frame f - delay (frame 0's before the clip's start).
-        return content[:, np.maximum(np.arange(c0, c1) - net.cfg.content_delay, 0) - lo]
+        return self._delayed(content[0].numpy(), lo, c0, c1)
+
+    @torch.no_grad()
+    def _landmark_coeffs(self, content: np.ndarray, code: np.ndarray, ref_rows: np.ndarray, state):
+        coeffs, (h, c) = self.net.a2l(torch.from_numpy(content), torch.from_numpy(code),
+                                      torch.from_numpy(ref_rows), tuple(torch.from_numpy(s) for s in state))
+        return coeffs.numpy(), (h.numpy(), c.numpy())

@@ -1,0 +1,204 @@
+"""EVP inference in numpy, from the same model file, without importing torch.
+
+``import torch`` takes 1.3–2.2 s on a 2-core CPU, most of a cold ``evp-anim animate`` of a short
+clip (issue 17: ≤ 2.5 s for a 2 s clip). :class:`EvpArrays` reads the model file with
+:func:`~evp_anim.models.torch_file.read_torch_file` and runs the networks ``animate`` needs in
+numpy: the content encoders (Ep on viseme shares, Ec on MFCC windows), the identity MLP, the
+LSTM and its head (:mod:`evp_anim.models.evp` has the torch modules and their shapes). What
+needs training or the emotion encoder (``--emotion-audio``) stays with the torch model,
+:class:`~evp_anim.models.evp.EvpModel`. Same landmarks to float rounding (tests/test_evp_numpy.py).
+
+Arrays are time-major: (frames, channels), (rows, frames, channels) for the LSTM's rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EvpError
+from .evp_inference import EvpConfig, EvpInference, model_config, phone_pads
+from .torch_file import read_torch_file
+
+_LN_EPS = 1e-5          # torch.nn.LayerNorm's default
+
+
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, pad: tuple[int, int] = (0, 0),
+           stride: int = 1) -> np.ndarray:
+    """torch's Conv1d on time-major input: x (..., L, Cin), weight (Cout, Cin, k), bias (Cout,),
+    zero ``pad`` (before, after) frames → (..., L', Cout), L' = (L + pad - k) // stride + 1."""
+    k = weight.shape[2]
+    if pad != (0, 0):
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [pad, (0, 0)])
+    win = np.lib.stride_tricks.sliding_window_view(x, k, axis=-2)[..., ::stride, :, :]   # (..., L', Cin, k)
+    return win.reshape(*win.shape[:-2], -1) @ weight.reshape(weight.shape[0], -1).T + bias
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+    """torch's LayerNorm over the last axis (biased variance, eps 1e-5), optionally affine."""
+    mean = x.mean(-1, keepdims=True)
+    centred = x - mean
+    out = centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + _LN_EPS)
+    return out if weight is None else out * weight + bias
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+class _Lstm:
+    """torch's one-layer LSTM (batch first), step by step in numpy.
+
+    The gates are stored reordered (i, f, o, g) with the i, f, o rows halved, so one tanh over all
+    four gives tanh(x/2) for i, f, o (σ(x) = (1 + tanh(x/2)) / 2) and tanh(x) for g: ~9 numpy calls
+    a step, where a small step's cost is the calls."""
+
+    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray):
+        h = w_hh.shape[1]
+        order = np.r_[0:2 * h, 3 * h:4 * h, 2 * h:3 * h]                  # i f g o → i f o g
+        scale = np.r_[np.full(3 * h, 0.5), np.ones(h)].astype(np.float32)
+        self.hidden = h
+        self.w_ih_t = np.ascontiguousarray((w_ih[order] * scale[:, None]).T)     # (In, 4H)
+        self.w_hh_t = np.ascontiguousarray((w_hh[order] * scale[:, None]).T)     # (H, 4H)
+        self.bias = ((b_ih + b_hh)[order] * scale).astype(np.float32)
+
+    def __call__(self, x: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
+        """x (R, S, In), state (h, c) (1, R, H) → outputs (R, S, H), state after the S steps."""
+        hid = self.hidden
+        gates_in = x @ self.w_ih_t + self.bias                           # (R, S, 4H)
+        out = np.empty((x.shape[0], x.shape[1], hid), np.float32)
+        h, c = state[0][0].copy(), state[1][0].copy()
+        g = np.empty((x.shape[0], 4 * hid), np.float32)
+        th = np.empty_like(c)
+        # Rows two at a time: OpenBLAS multiplies (2, 256) @ (256, 1024) in 28 µs here but (4, ...)
+        # in 136 µs (another kernel from 3 rows up); pairs make 4 rows 55 µs.
+        pairs = [slice(a, a + 2) for a in range(0, x.shape[0], 2)]
+        for t in range(x.shape[1]):
+            for p in pairs:
+                np.matmul(h[p], self.w_hh_t, out=g[p])
+            g += gates_in[:, t]
+            np.tanh(g, out=g)
+            ifo = g[:, :3 * hid]
+            ifo *= 0.5
+            ifo += 0.5
+            c *= g[:, hid:2 * hid]
+            c += g[:, :hid] * g[:, 3 * hid:]
+            np.tanh(c, out=th)
+            np.multiply(g[:, 2 * hid:3 * hid], th, out=h)
+            out[:, t] = h
+        return out, (h[None].copy(), c[None].copy())
+
+
+class EvpArrays(EvpInference):
+    """A trained EVP model run by numpy (see the module's docstring): ``animate`` without torch."""
+
+    def __init__(self, cfg: EvpConfig, state: dict[str, np.ndarray], meta: dict[str, Any]):
+        self.cfg, self.meta = cfg, meta
+        self._w = {k: np.asarray(v, np.float32) for k, v in state.items()}
+        self._phone_pads = phone_pads(cfg.phone_lookahead)
+        w = self._w
+        self._lstm = _Lstm(w["a2l.lstm.weight_ih_l0"], w["a2l.lstm.weight_hh_l0"],
+                           w["a2l.lstm.bias_ih_l0"], w["a2l.lstm.bias_hh_l0"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvpArrays":
+        """Load a model file (as :meth:`EvpModel.load <evp_anim.models.evp.EvpModel.load>` does,
+        the same one-line errors) without torch."""
+        path = Path(path)
+        if not path.is_file():
+            raise EvpError(f"model file not found: {path} (train one with `evp-anim train`)")
+        return cls.from_contents(read_torch_file(path), path)
+
+    @classmethod
+    def from_contents(cls, blob: dict, path) -> "EvpArrays":
+        """The model from a model file's contents (:func:`read_torch_file`)."""
+        cfg = model_config(blob, path)
+        state = blob.get("state")
+        needed = ["a2l.lstm.weight_ih_l0", "a2l.identity.0.weight", "a2l.head.2.weight", "content.temporal.weight",
+                  "label_codes", "pca_basis"] + (["phones.net.2.weight"] if cfg.phone_encoder else [])
+        missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise EvpError(f"{path}: model weights do not fit the network (missing {missing[0]})")
+        return cls(cfg, state, dict(blob.get("meta", {})))
+
+    # -- the engine (EvpInference) -------------------------------------------------------------
+    def _buffer(self, name: str) -> np.ndarray:
+        return self._w[name]
+
+    def _one_thread(self):
+        from ..threads import one_blas_thread
+        return one_blas_thread()
+
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self._w[f"{name}.weight"].T + self._w[f"{name}.bias"]
+
+    def _conv(self, x: np.ndarray, name: str, pad=(0, 0), stride: int = 1) -> np.ndarray:
+        return conv1d(x, self._w[f"{name}.weight"], self._w[f"{name}.bias"], pad, stride)
+
+    def _content(self, windows: np.ndarray, first: int, n_frames: int, c0: int, c1: int,
+                 visemes: np.ndarray | None) -> np.ndarray:
+        lo, hi = self._content_span(n_frames, c0, c1, visemes)
+        if visemes is None:
+            codes = self._mfcc_codes(np.asarray(windows[lo - first:hi - first], np.float32))
+        else:
+            pad1, pad2 = self._phone_pads
+            x = relu(self._conv(np.asarray(visemes[lo:hi], np.float32), "phones.net.0", pad1))
+            codes = layer_norm(self._conv(x, "phones.net.2", pad2))
+        return self._delayed(codes, lo, c0, c1)
+
+    def _mfcc_codes(self, windows: np.ndarray) -> np.ndarray:
+        """Ec: MFCC windows (T, 28, 12) → content codes (T, Dc): each window's three convolutions
+        along its 28 rows (MFCC coefficients as channels) and the linear layer (the frame
+        encoding, :meth:`_frame_encoding`), then the ±2-frame temporal convolution and the
+        unit-scale norm."""
+        x = (windows - self._w["mfcc_mean"]) / self._w["mfcc_std"]
+        return layer_norm(self._conv(self._frame_encoding(x), "content.temporal", (2, 2)))
+
+    def _frame_encoding(self, x: np.ndarray) -> np.ndarray:
+        """Ec's frame encoder on normalised windows (T, 28, 12) → (T, H). A clip's windows overlap
+        (window t is rows 4t … 4t+27 of one row sequence), so the convolutions run once over the
+        sequence and only each window's two ends, which its zero padding reaches, are computed
+        per window; the linear layer over the 7 positions is then a 5-tap convolution plus the
+        two ends (:meth:`FrameEncoder.encode <evp_anim.models.evp.FrameEncoder.encode>`, the
+        same scheme in torch: ~2.5× fewer multiply-adds). Other windows: one at a time."""
+        w = self._w
+        t = len(x)
+        c1, c2, c3 = (w[f"content.frame.conv.{i}.weight"] for i in (0, 2, 4))
+        b1, b2, b3 = (w[f"content.frame.conv.{i}.bias"] for i in (0, 2, 4))
+        out_w = w["content.frame.out.0.weight"].reshape(-1, c3.shape[0], 7)        # (H, 128, 7)
+        if t < 2 or not np.array_equal(x[1:, :24], x[:-1, 4:]):
+            h = relu(conv1d(relu(conv1d(relu(conv1d(x, c1, b1, (1, 1))), c2, b2, (1, 1), 2)), c3, b3, (1, 1), 2))
+            return relu(self._linear(h.transpose(0, 2, 1).reshape(t, -1), "content.frame.out.0"))   # channel-major
+
+        def at(seq: np.ndarray, first: int, step: int) -> np.ndarray:
+            return seq[first::step][:t]                    # (T, C): seq[first + step·t]
+
+        def taps(conv: np.ndarray, *ks: int) -> np.ndarray:
+            return np.concatenate([conv[:, :, k] for k in ks], 1)
+
+        def lin(parts: list[np.ndarray], weight: np.ndarray, bias) -> np.ndarray:
+            return np.concatenate(parts, -1) @ weight.T + bias
+
+        rows = np.concatenate([x[:, :4].reshape(4 * t, -1), x[-1, 4:]], 0)       # (4T + 24, 12)
+        a1 = relu(conv1d(rows, c1, b1, (1, 1)))                                   # rows r
+        a2 = relu(conv1d(a1, c2, b2, (1, 1), 2))                                   # rows 2m
+        a3 = relu(conv1d(a2, c3, b3, (1, 1), 2))                                   # rows 4n: (T + 6, 128)
+        e0 = relu(lin([at(rows, 0, 4), at(rows, 1, 4)], taps(c1, 1, 2), b1))
+        e27 = relu(lin([at(rows, 26, 4), at(rows, 27, 4)], taps(c1, 0, 1), b1))
+        f0 = relu(lin([e0, at(a1, 1, 4)], taps(c2, 1, 2), b2))
+        f13 = relu(lin([at(a1, 25, 4), at(a1, 26, 4), e27], taps(c2, 0, 1, 2), b2))
+        g0 = relu(lin([f0, at(a2, 1, 2)], taps(c3, 1, 2), b3))
+        g6 = relu(lin([at(a2, 11, 2), at(a2, 12, 2), f13], taps(c3, 0, 1, 2), b3))
+        mid = conv1d(a3, out_w[:, :, 1:6], 0.0)[1:t + 1]                            # positions 1 … 5
+        # (contiguous copies: numpy multiplies a strided matrix without BLAS, ~10x slower)
+        ends = [np.ascontiguousarray(out_w[:, :, k].T) for k in (0, 6)]
+        return relu(mid + g0 @ ends[0] + g6 @ ends[1] + w["content.frame.out.0.bias"])
+
+    def _landmark_coeffs(self, content: np.ndarray, code: np.ndarray, ref_rows: np.ndarray, state):
+        f_a = relu(self._linear(relu(self._linear(ref_rows, "a2l.identity.0")), "a2l.identity.2"))   # (R, Di)
+        rows, steps = content.shape[:2]
+        x = np.concatenate([content, code, np.broadcast_to(f_a[:, None], (rows, steps, f_a.shape[1]))], -1)
+        h, state = self._lstm(layer_norm(x, self._w["a2l.norm.weight"], self._w["a2l.norm.bias"]), state)
+        return self._linear(relu(self._linear(h, "a2l.head.0")), "a2l.head.2"), state
