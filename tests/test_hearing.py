@@ -80,3 +80,16 @@ def test_animate_command_with_the_word_front_end_equals_the_in_process_track(tmp
     # heard differently would move the mouth by millimetres.
     for name in ("landmarks_2d", "landmarks_3d", "expression", "pose_rotation", "gaze"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-3, err_msg=name)
+
+
+def test_an_aligner_of_the_heard_words_gives_the_phones_of_the_whole_dictionary(monkeypatch):
+    """recognize_words aligns with a decoder that knows only the words heard (alternates included,
+    more added utterance by utterance): the phones are those of an aligner on all of CMUdict."""
+    import evp_anim.audio.phones as phones
+    audio = load_audio(CLIP)
+    # short utterances: several, so later ones add words to the aligner the first one made
+    heard = phones.recognize_words(audio, max_utterance_s=1.5)
+    assert len(heard.utterances) >= 3 and len(heard.phones) > 20
+    whole = phones._aligner(phones.require_pocketsphinx("test"))
+    monkeypatch.setattr(phones, "_heard_aligner", lambda model, dec, words, aligner=None: whole)
+    assert phones.recognize_words(audio, max_utterance_s=1.5).phones == heard.phones
