@@ -31,8 +31,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_speech.wav"
 FPS = 25
 REPEATS = 5                 # runs of ours per round (see main)
 
-# The numpy engine timed as a cold `evp-anim animate` runs it: in a process that never imports
-# torch (with torch loaded, as in this benchmark's own process, it ran ~15% slower here).
+# The numpy engine timed as a cold `evp-anim animate` runs it: in a process that never imports torch.
 NUMPY_CHILD = """
 import json, sys, time
 import numpy as np

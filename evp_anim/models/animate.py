@@ -567,7 +567,7 @@ def load_animation_model(path: Path | str | None, engine: str = "auto"):
     ``engine`` runs an EVP model: ``numpy`` (:class:`~evp_anim.models.evp_numpy.EvpArrays`,
     without importing torch: a cold process starts 1.3–2.2 s sooner), ``torch``
     (:class:`~evp_anim.models.evp.EvpModel`: needed for ``--emotion-audio``; its LSTM is faster,
-    ~20 against ~35 ms per minute of speech here), or ``auto``: torch when this process has
+    ~20 against ~33 ms per minute of speech here), or ``auto``: torch when this process has
     already imported it, else numpy. EMOTE always runs on torch."""
     import sys
     from .torch_file import read_torch_file
