@@ -37,6 +37,7 @@ from ..threads import torch_threads
 from .evp_inference import (MODEL_FORMAT, MODEL_VERSION, N_LANDMARKS, PHONE_SPAN, EvpConfig, EvpInference,
                             model_config, phone_pads)
 
+
 class FrameEncoder(nn.Module):
     """One MFCC window (28 × 12) → a feature vector, applied to every frame: (B, T, 28, 12) → (B, T, H)."""
 
@@ -265,11 +266,6 @@ class EvpModel(EvpInference):
     @property
     def cfg(self) -> EvpConfig:
         return self.net.cfg
-
-    @property
-    def reads_phones(self) -> bool:
-        """True when the model has the phone content encoder (``predict_lm3d(visemes=...)``)."""
-        return self.net.phones is not None
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
