@@ -70,7 +70,7 @@ def main() -> None:
     seconds = n_total / 16000
     tmp = Path("/tmp/bench_live_speech.wav")
     save_wav(tmp, speech)
-    rig, model = FaceRig(find_sfm_dir()), load_animation_model(args.model or default_live_path())
+    rig, model = FaceRig(find_sfm_dir()), load_animation_model(args.model or default_live_path(), "torch")
     delay = model.net.cfg.content_delay
     limit_heap_growth()
 

@@ -69,7 +69,7 @@ def speech_wav(tmp_path_factory) -> Path:
 def rig_model(sfm_dir):
     from evp_anim.face.rig import FaceRig
     from evp_anim.models.animate import load_animation_model
-    return FaceRig(sfm_dir), load_animation_model(None)
+    return FaceRig(sfm_dir), load_animation_model(None, "torch")      # the live engine steps torch modules
 
 
 # ---------------------------------------------------------------------- an independent decoder

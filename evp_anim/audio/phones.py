@@ -327,11 +327,12 @@ def align_transcript(audio: np.ndarray, text: str,
     return segs
 
 
-def _aligner(model: str):
-    """A pocketsphinx decoder for forced alignment (acoustic model and CMUdict, no language model)."""
+def _aligner(model: str, dictionary: str | None = None):
+    """A pocketsphinx decoder for forced alignment: the acoustic model and a pronunciation
+    dictionary (default CMUdict), no language model."""
     from pocketsphinx import Decoder
     return Decoder(hmm=os.path.join(model, "en-us", "en-us"),
-                   dict=os.path.join(model, "en-us", "cmudict-en-us.dict"),
+                   dict=dictionary or os.path.join(model, "en-us", "cmudict-en-us.dict"),
                    loglevel="FATAL", samprate=PS_SAMPLE_RATE)
 
 
@@ -350,12 +351,10 @@ def _heard_aligner(model: str, dec, words: Sequence[str], aligner=None):
             name = f"{word}({k})"
     if aligner is None:
         import tempfile
-        from pocketsphinx import Decoder
         with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False) as f:
             f.write("".join(f"{name} {phones}\n" for name, phones in entries))
         try:
-            return Decoder(hmm=os.path.join(model, "en-us", "en-us"), dict=f.name, loglevel="FATAL",
-                           samprate=PS_SAMPLE_RATE)
+            return _aligner(model, f.name)
         finally:
             os.unlink(f.name)
     new = [(name, phones) for name, phones in entries if aligner.lookup_word(name) is None]

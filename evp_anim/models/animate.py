@@ -574,15 +574,23 @@ def load_animation_model(path: Path | str | None, engine: str = "auto"):
     if engine not in ENGINES:
         raise EvpError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
     if str(path) == "emote":
-        path = default_emote_path()
-    path = default_model_path() if path is None else Path(path)
+        path, kind = default_emote_path(), "emote"
+    elif path is None:
+        path, kind = default_model_path(), "evp"
+    else:
+        path, kind = Path(path), None                 # EVP or EMOTE: its format tag says
     if not path.is_file():
         raise EvpError(f"model file not found: {path}")
-    blob = read_torch_file(path)
-    if isinstance(blob, dict) and blob.get("format") == "evp-anim-emote-model":
+    on_torch = engine == "torch" or (engine == "auto" and "torch" in sys.modules)
+    blob = None
+    if kind is None or (kind == "evp" and not on_torch):
+        # read once without torch: for the tag of a file given by path, or as the numpy engine's weights
+        blob = read_torch_file(path)
+        kind = "emote" if isinstance(blob, dict) and blob.get("format") == "evp-anim-emote-model" else "evp"
+    if kind == "emote":
         from .emote import EmoteModel
         return EmoteModel.load(path)
-    if engine == "torch" or (engine == "auto" and "torch" in sys.modules):
+    if on_torch:
         from .evp import EvpModel
         return EvpModel.load(path)
     from .evp_numpy import EvpArrays
