@@ -373,6 +373,30 @@ def test_sigterm_during_preview_exits_143_and_leaves_no_temp_file(tmp_path, sfm_
     assert list(out.iterdir()) == []
 
 
+def test_sigterm_inside_c_code_running_python_still_exits_143_under_python_m(tmp_path):
+    """A KeyboardInterrupt raised while C code runs Python through ``PyRun_String`` (as a Cython
+    module's import does) is marked unhandled by CPython, which under ``python -m`` would end the
+    process by SIGINT (-2) after main's SystemExit(143). The SIGTERM is sent from inside such a
+    call, so the interrupt lands there every time."""
+    (tmp_path / "interrupt_in_pyrun.py").write_text(
+        "import ctypes\n"
+        "from evp_anim import cli\n"
+        "run = ctypes.pythonapi.PyRun_String\n"
+        "run.restype = ctypes.py_object\n"
+        "run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]\n"
+        "def app(**kwargs):\n"
+        "    code = b'import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(30)\\n'\n"
+        "    scope = {'__builtins__': __builtins__}\n"
+        "    run(code, 257, scope, scope)\n"
+        "cli.app = app\n"
+        "cli.main()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    proc = subprocess.run([sys.executable, "-m", "interrupt_in_pyrun", "preview"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["interrupted"]
+
+
 # ---------------------------------------------------------------------- row 7: log.csv on resume
 def _rows(path):
     with open(path, newline="") as fh:
