@@ -190,7 +190,7 @@ def test_a_delayed_model_reads_its_mfcc_encoder_not_phones(clip, sfm_dir):
 
     from evp_anim.face.rig import FaceRig
     from evp_anim.models.animate import EmotionSpec, animate_speech_file, load_animation_model
-    model = load_animation_model(None)
+    model = load_animation_model(None, "torch")      # its .net is edited below
     model.net.cfg = dataclasses.replace(model.net.cfg, content_delay=4)
     assert model.reads_phones and model.net.cfg.content_delay == 4
     rig = FaceRig(sfm_dir)

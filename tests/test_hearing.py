@@ -93,3 +93,56 @@ def test_an_aligner_of_the_heard_words_gives_the_phones_of_the_whole_dictionary(
     whole = phones._aligner(phones.require_pocketsphinx("test"))
     monkeypatch.setattr(phones, "_heard_aligner", lambda model, dec, words, aligner=None: whole)
     assert phones.recognize_words(audio, max_utterance_s=1.5).phones == heard.phones
+
+
+def _no_children_left() -> bool:
+    import os
+    try:
+        os.waitpid(-1, os.WNOHANG)       # a child still running or a zombie: not cleaned up
+        return False
+    except ChildProcessError:            # no child processes at all: every worker was reaped
+        return True
+
+
+def test_words_heard_in_two_processes_are_those_heard_in_one(monkeypatch):
+    """The later half of the utterances is heard in a forked worker: same words, phones and
+    utterances as one process; progress rises to 1; the worker is reaped."""
+    import evp_anim.audio.phones as phones
+    audio = load_audio(CLIP)
+    one = phones.recognize_words(audio, max_utterance_s=1.5, workers=1)
+    assert len(one.utterances) >= 3 and "spades" in one.text
+    seen: list[float] = []
+    import os
+    parent, real_hear, here = os.getpid(), phones._hear, []
+
+    def counted(*args, **kwargs):
+        if os.getpid() == parent:
+            here.append(args[-1])                       # the utterance's offset
+        return real_hear(*args, **kwargs)
+    monkeypatch.setattr(phones, "_hear", counted)
+    two = phones.recognize_words(audio, max_utterance_s=1.5, workers=2, progress=seen.append)
+    assert two == one
+    assert 0 < len(here) < len(one.utterances)          # the worker heard the rest
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    assert _no_children_left()
+
+
+def test_a_word_worker_that_dies_leaves_its_utterances_to_the_parent(monkeypatch):
+    """If the worker fails (here: on its first utterance), the parent hears its utterances
+    itself: the result is still the one-process result."""
+    import os
+    import evp_anim.audio.phones as phones
+    audio = load_audio(CLIP)
+    one = phones.recognize_words(audio, max_utterance_s=1.5, workers=1)
+    parent, real_hear = os.getpid(), phones._hear
+    here = []
+
+    def hear_or_die(*args, **kwargs):
+        if os.getpid() != parent:
+            raise MemoryError("the worker runs out of memory")
+        here.append(args[-1])
+        return real_hear(*args, **kwargs)
+    monkeypatch.setattr(phones, "_hear", hear_or_die)
+    assert phones.recognize_words(audio, max_utterance_s=1.5, workers=2) == one
+    assert len(here) == len(one.utterances)             # the parent heard the worker's share too
+    assert _no_children_left()
