@@ -8,7 +8,8 @@ Three ways to get phones of 16 kHz mono audio, all as ARPAbet segments ``[(start
 (stress digits removed, silence and noise as ``"SIL"``):
 
 * :func:`recognize_words` — audio only: pocketsphinx's word search (general English trigram
-  model, CMUdict), then phone alignment of the words heard. About 3× real time on one core.
+  model, CMUdict), then phone alignment of the words heard. About 3× real time on one core, 5–6×
+  with a second process hearing half of the utterances.
 * :func:`recognize_phones` — audio only: pocketsphinx's allphone search (phone n-gram language
   model, no words). About 15–30× real time on one core; many phones are wrong.
 * :func:`align_transcript` — audio plus what is said: forced alignment of the words (CMUdict
@@ -218,7 +219,7 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
 
     Sharper phones than :func:`recognize_phones`: a phone must belong to a word, and the words to
     likely English. A misheard word usually still shares most phones with the right one ("for" /
-    "four"). About 3× real time on one core (the search dominates), so long clips take minutes:
+    "four"). About 3× real time on one core, 5–6× on two (the search dominates), so long clips take minutes:
     ``progress(fraction)`` is told after each utterance. An utterance whose words cannot be
     aligned gets :func:`recognize_phones`'s phones instead.
 

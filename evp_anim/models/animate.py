@@ -800,7 +800,7 @@ def animate_speech_to_file(path: str | Path, output: str | Path, model, spec: Em
     bounded by a chunk (:data:`CHUNK_FRAMES` frames) whatever the recording's length (a
     recogniser front end holds the clip's samples). The file appears only when complete (nothing
     is left behind on an error or an interrupt). ``life`` as in :func:`animate_speech_file`;
-    ``hearing(fraction)`` is told how far the word recogniser is (it runs first, ~3× real time).
+    ``hearing(fraction)`` is told how far the word recogniser is (it runs first, ~3–5× real time).
     ``progress(fraction)`` is told after each chunk, and ``frame_progress(frames)`` the number of
     frames (25 fps) written so far (the clip's total is ``n_frames`` of its 16 kHz samples, which a
     caller can read from the file's header up front). ``content`` as in
