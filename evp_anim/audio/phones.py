@@ -313,6 +313,18 @@ def _later_half(voiced: list[int], cuts: list[tuple[int, int]]) -> list[int]:
     return voiced[first_later:]
 
 
+def _end_with_parent() -> None:
+    """Have the kernel end this (forked) process when its parent ends (Linux ``PR_SET_PDEATHSIG``):
+    a parent killed outright (``animate``'s hearing child is ended by SIGTERM when the command is
+    interrupted) runs no cleanup, and the worker would otherwise finish its utterance first."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):      # not Linux: the worker stops at its next utterance
+        pass
+
+
 class _WordWorker:
     """A forked copy of :func:`recognize_words`'s process that hears ``indices`` (``hear(i)`` for
     each, in order) and sends each result back as it is done. ``os.fork`` itself, not
@@ -333,6 +345,7 @@ class _WordWorker:
                 # Ctrl-C reaches the whole process group: the parent handles it and ends this one.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _end_with_parent()
                 self._conn.close()
                 for i in indices:
                     if os.getppid() != parent:              # the parent is gone: nobody to tell
