@@ -35,6 +35,7 @@ touched; a failure during building removes whatever the import had created.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -943,14 +944,48 @@ def load_character(path: str | os.PathLike) -> list:
     elif ext in (".glb", ".gltf"):
         bpy.ops.wm.read_factory_settings(use_empty=True)
         _enable("io_scene_gltf2")
-        bpy.ops.import_scene.gltf(filepath=str(p))
+        with blender_chatter_held():
+            bpy.ops.import_scene.gltf(filepath=str(p))
     elif ext == ".fbx":
         bpy.ops.wm.read_factory_settings(use_empty=True)
         _enable("io_scene_fbx")
-        bpy.ops.import_scene.fbx(filepath=str(p))
+        with blender_chatter_held():
+            bpy.ops.import_scene.fbx(filepath=str(p))
     else:
         raise EvpError(f"character must be .blend, .glb, .gltf or .fbx, got {p.name!r}")
     return [o for o in bpy.context.scene.objects if o.type == "MESH"]
+
+
+@contextlib.contextmanager
+def blender_chatter_held():
+    """Hold back what Blender's operators print to the process's stdout ("Info: Saved copy as …",
+    the FBX and glTF exporters' progress lines) in a background session (the command line, the
+    bpy module), so that ``--quiet`` is quiet and a command's stdout carries only its own output.
+    If the operator fails, what it printed goes to stderr with the error. In Blender's UI
+    (``bpy.app.background`` false) the console keeps it."""
+    if not bpy.app.background:
+        yield
+        return
+    import sys
+    import tempfile
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            try:
+                sys.stdout.flush()          # an add-on's print() is buffered in Python first
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 1)
+            os.close(saved)
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode("utf-8", "replace")[-4000:])
 
 
 def save_blend(path: str | os.PathLike) -> Path:
@@ -962,7 +997,8 @@ def save_blend(path: str | os.PathLike) -> Path:
     # a fresh name that does not exist yet (an existing file would make Blender keep a .blend1 of it)
     tmp = str(p.with_name(f".{p.stem}.{uuid.uuid4().hex[:12]}.tmp.blend"))
     try:
-        bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, compress=False)
+        with blender_chatter_held():
+            bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, compress=False)
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -1003,16 +1039,18 @@ def export_scene(track_path: str | os.PathLike, fmt: str, output: str | os.PathL
         save_blend(out)
     elif fmt == "fbx":
         _enable("io_scene_fbx")
-        bpy.ops.export_scene.fbx(filepath=str(out), use_selection=False, bake_anim=True,
-                                 bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
-                                 add_leaf_bones=False, object_types={"MESH"}, bake_anim_simplify_factor=0.0)
+        with blender_chatter_held():
+            bpy.ops.export_scene.fbx(filepath=str(out), use_selection=False, bake_anim=True,
+                                     bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
+                                     add_leaf_bones=False, object_types={"MESH"}, bake_anim_simplify_factor=0.0)
     elif fmt == "gltf":
         _enable("io_scene_gltf2")
         fmt_ = "GLB" if out.suffix.lower() == ".glb" else "GLTF_SEPARATE"
-        bpy.ops.export_scene.gltf(filepath=str(out), export_format=fmt_, export_animations=True,
-                                  export_morph=True, export_morph_animation=True, export_apply=False,
-                                  export_animation_mode="ACTIVE_ACTIONS", export_optimize_animation_size=False,
-                                  export_force_sampling=True, export_nla_strips_merged_animation_name=clip)
+        with blender_chatter_held():
+            bpy.ops.export_scene.gltf(filepath=str(out), export_format=fmt_, export_animations=True,
+                                      export_morph=True, export_morph_animation=True, export_apply=False,
+                                      export_animation_mode="ACTIVE_ACTIONS", export_optimize_animation_size=False,
+                                      export_force_sampling=True, export_nla_strips_merged_animation_name=clip)
     else:
         raise EvpError(f"unknown Blender export format {fmt!r}: expected blend, fbx or gltf")
     return res

@@ -111,3 +111,14 @@ def test_two_blend_exports_to_one_path_do_not_collide(track_path, sfm_dir, tmp_p
         assert p.returncode == 0, err[-2000:]
     assert [p.name for p in tmp_path.iterdir()] == ["same.blend"]   # no stray temp or .blend1 file
     assert out.read_bytes()[:7] == b"BLENDER"
+
+
+@pytest.mark.parametrize("fmt, name", [("blend", "q.blend"), ("fbx", "q.fbx"), ("gltf", "q.glb")])
+def test_quiet_export_prints_nothing(track_path, sfm_dir, tmp_path, fmt, name):
+    """Blender's operators print to the process's stdout ("Info: Saved copy as …", the FBX and glTF
+    exporters' progress): with --quiet the command prints nothing at all."""
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "--quiet", "export", str(track_path), "-f", fmt,
+                        "-o", str(tmp_path / name), "--sfm-dir", str(sfm_dir)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / name).stat().st_size > 10_000
+    assert r.stdout == "" and r.stderr == ""
