@@ -95,12 +95,25 @@ def test_an_aligner_of_the_heard_words_gives_the_phones_of_the_whole_dictionary(
     assert phones.recognize_words(audio, max_utterance_s=1.5).phones == heard.phones
 
 
-def _no_children_left() -> bool:
+def _record_workers(monkeypatch) -> list[int]:
+    """The process ids of the word workers started from here on."""
+    import evp_anim.audio.phones as phones
+    pids: list[int] = []
+    start = phones._WordWorker.__init__
+
+    def recording(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        pids.append(self._pid)
+    monkeypatch.setattr(phones._WordWorker, "__init__", recording)
+    return pids
+
+
+def _reaped(pid: int) -> bool:
     import os
     try:
-        os.waitpid(-1, os.WNOHANG)       # a child still running or a zombie: not cleaned up
+        os.waitpid(pid, os.WNOHANG)      # still running, or a zombie nobody waited for
         return False
-    except ChildProcessError:            # no child processes at all: every worker was reaped
+    except ChildProcessError:            # gone and waited for
         return True
 
 
@@ -114,6 +127,7 @@ def test_words_heard_in_two_processes_are_those_heard_in_one(monkeypatch):
     seen: list[float] = []
     import os
     parent, real_hear, here = os.getpid(), phones._hear, []
+    workers = _record_workers(monkeypatch)
 
     def counted(*args, **kwargs):
         if os.getpid() == parent:
@@ -124,7 +138,7 @@ def test_words_heard_in_two_processes_are_those_heard_in_one(monkeypatch):
     assert two == one
     assert 0 < len(here) < len(one.utterances)          # the worker heard the rest
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
-    assert _no_children_left()
+    assert len(workers) == 1 and _reaped(workers[0])
 
 
 def test_a_word_worker_that_dies_leaves_its_utterances_to_the_parent(monkeypatch):
@@ -143,6 +157,7 @@ def test_a_word_worker_that_dies_leaves_its_utterances_to_the_parent(monkeypatch
         here.append(args[-1])
         return real_hear(*args, **kwargs)
     monkeypatch.setattr(phones, "_hear", hear_or_die)
+    workers = _record_workers(monkeypatch)
     assert phones.recognize_words(audio, max_utterance_s=1.5, workers=2) == one
     assert len(here) == len(one.utterances)             # the parent heard the worker's share too
-    assert _no_children_left()
+    assert len(workers) == 1 and _reaped(workers[0])
