@@ -224,7 +224,7 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
     aligned gets :func:`recognize_phones`'s phones instead.
 
     ``workers``: 2 hears the later half of the utterances in a forked process (:class:`_WordWorker`),
-    1 all here; default 2 where this process may use two cores. Each process's decoders start
+    1 all here; default 2 where this process may use two cores (:func:`_parallel_hearing`). Each process's decoders start
     fresh, as the first utterance's do, so the words of an utterance do not depend on the split.
     """
     model = require_pocketsphinx("the word recogniser")
@@ -293,14 +293,17 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
 
 def _parallel_hearing(workers: int | None) -> bool:
     """Whether :func:`recognize_words` hears in two processes: ``workers`` (1 or 2) if given,
-    else when this process may use two cores and can fork."""
+    else when this process may use two cores, can fork and runs no other Python thread (a fork
+    copies only the calling thread: a lock another thread held, e.g. logging's, would stay held
+    in the copy)."""
+    import threading
     if workers is not None:
         return workers >= 2
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:                  # not Linux
         cores = os.cpu_count() or 1
-    return cores >= 2 and hasattr(os, "fork")
+    return cores >= 2 and hasattr(os, "fork") and threading.active_count() == 1
 
 
 def _later_half(voiced: list[int], cuts: list[tuple[int, int]]) -> list[int]:
@@ -333,7 +336,7 @@ class _WordWorker:
     decoder's language model with this process until either writes to it."""
 
     def __init__(self, hear: Callable[[int], tuple[str, list[Segment]]], indices: list[int]):
-        import multiprocessing.connection
+        import multiprocessing
         import signal
         self.indices = set(indices)
         self._conn, child_end = multiprocessing.Pipe(duplex=False)
