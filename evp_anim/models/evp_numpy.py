@@ -112,7 +112,8 @@ class _NormLstm:
         mean = (frame.sum(-1) + row_part.sum(-1)) / self.in_dim                       # (S, R)
         squares = np.einsum("srd,srd->sr", frame, frame) + np.einsum("rd,rd->r", row_part, row_part)
         x[..., d_f] = -mean
-        inv_std = 1.0 / np.sqrt(squares / self.in_dim - mean * mean + _LN_EPS)
+        # E[x²] − μ² (float32; the inputs are unit-scale, so it does not cancel to rounding), never below 0
+        inv_std = 1.0 / np.sqrt(np.maximum(squares / self.in_dim - mean * mean, 0.0) + _LN_EPS)
         gates = np.matmul(x, self._w_frame_mean(d_f))                            # (S, R, 4H)
         gates += row_part @ self.w_frame_t[d_f:]                                  # the identity: (R, 4H) per row
         gates *= inv_std[..., None]
