@@ -161,3 +161,27 @@ def test_a_word_worker_that_dies_leaves_its_utterances_to_the_parent(monkeypatch
     assert phones.recognize_words(audio, max_utterance_s=1.5, workers=2) == one
     assert len(here) == len(one.utterances)             # the parent heard the worker's share too
     assert len(workers) == 1 and _reaped(workers[0])
+
+
+def test_a_batch_heard_ahead_gives_each_clip_its_own_track(tmp_path, sfm_dir):
+    """A folder with the word front end: the next clip is heard in a child while this one is
+    (the command has no torch, so _Hearings runs ahead); every track equals the track of the
+    same clip animated alone, and a clip that cannot be read is reported without stopping the rest."""
+    import shutil
+    from evp_anim.tracks import load_track
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("001.wav", "002.wav", "003.wav"):
+        shutil.copy(DEV / name, d / name)
+    (d / "004.wav").write_bytes(b"RIFF not a wav")
+    r = subprocess.run([sys.executable, "-m", "evp_anim", "--quiet", "animate", str(d), "-o", str(tmp_path / "out"),
+                        "--sfm-dir", str(sfm_dir)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "004.wav" in r.stderr and "1 of 4 inputs failed" in r.stderr, r.stderr
+    for name in ("001", "002", "003"):
+        alone = tmp_path / f"{name}.npz"
+        s = subprocess.run([sys.executable, "-m", "evp_anim", "--quiet", "animate", str(DEV / f"{name}.wav"),
+                            "-o", str(alone), "--sfm-dir", str(sfm_dir)], capture_output=True, text=True, cwd=REPO)
+        assert s.returncode == 0, s.stderr
+        got, want = load_track(tmp_path / "out" / f"{name}.npz"), load_track(alone)
+        assert "words heard" in got.info["front_end"]
+        np.testing.assert_array_equal(got.landmarks_3d, want.landmarks_3d)

@@ -320,37 +320,83 @@ class _Animator:
 def _animate_batch(animator: _Animator, inputs: list[Path], outputs: list[Path], outdir: Path) -> None:
     """Animate each input into its output; one failing input is reported (one line on stderr,
     or a JSON failure line naming its ``input``) and the rest still run. EvpError at the end
-    naming the failed inputs, if any."""
+    naming the failed inputs, if any. With a recogniser front end the next input is heard while
+    this one is (:class:`_Hearings`)."""
     from ..atomic import write_error
     rep = reporter()
     all_inputs = [p for p in inputs if p.exists()]
     failed: list[Path] = []
-    for i, (inp, out) in enumerate(zip(inputs, outputs), 1):
-        fields = {"input": str(inp), "index": i, "count": len(inputs)}
-        try:
-            if any(_same_file(out, p) for p in all_inputs):
-                rep.start("animate", description=inp.name, **fields)
-                raise EvpError(f"its track {out} would overwrite an input: move the inputs or choose "
-                               "another output folder")
-            animator.run(inp, out, warn_prefix=f"{inp}: ", **fields)
-        except Exception as e:  # noqa: BLE001 - one input's failure stops only that input
-            if isinstance(e, OSError) and e.filename is not None and _same_file(Path(e.filename), inp):
-                e = EvpError(f"cannot read {inp}: {e.strerror or type(e).__name__}")
-            elif isinstance(e, OSError):
-                e = write_error(e.filename or out, e)       # full disk, folder removed, ...
-            elif not isinstance(e, EvpError):
-                # Not a user error (a decoder's or our own bug): still one line, and the rest run.
-                first = str(e).splitlines()[0] if str(e) else ""
-                e = EvpError(f"unexpected {type(e).__name__}: {first} (a bug: please report it)")
-            msg = str(e).splitlines()[0] if str(e) else "failed"
-            if str(inp) not in msg:
-                msg = f"{inp}: {msg}"
-            failed.append(inp)
-            rep.failure(msg)        # the JSON failure line (with this input's fields); closes its bar
-            if not rep.machine_readable:
-                typer.echo(f"error: {msg}", err=True)
+    hearings = _Hearings(animator, inputs)
+    try:
+        for i, (inp, out) in enumerate(zip(inputs, outputs), 1):
+            fields = {"input": str(inp), "index": i, "count": len(inputs)}
+            background = None
+            try:
+                background = hearings.take(i - 1)
+                if any(_same_file(out, p) for p in all_inputs):
+                    rep.start("animate", description=inp.name, **fields)
+                    raise EvpError(f"its track {out} would overwrite an input: move the inputs or choose "
+                                   "another output folder")
+                animator.run(inp, out, warn_prefix=f"{inp}: ", background=background, **fields)
+            except Exception as e:  # noqa: BLE001 - one input's failure stops only that input
+                if background is not None:
+                    background.close()
+                if isinstance(e, OSError) and e.filename is not None and _same_file(Path(e.filename), inp):
+                    e = EvpError(f"cannot read {inp}: {e.strerror or type(e).__name__}")
+                elif isinstance(e, OSError):
+                    e = write_error(e.filename or out, e)       # full disk, folder removed, ...
+                elif not isinstance(e, EvpError):
+                    # Not a user error (a decoder's or our own bug): still one line, and the rest run.
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    e = EvpError(f"unexpected {type(e).__name__}: {first} (a bug: please report it)")
+                msg = str(e).splitlines()[0] if str(e) else "failed"
+                if str(inp) not in msg:
+                    msg = f"{inp}: {msg}"
+                failed.append(inp)
+                rep.failure(msg)        # the JSON failure line (with this input's fields); closes its bar
+                if not rep.machine_readable:
+                    typer.echo(f"error: {msg}", err=True)
+    finally:
+        hearings.close()
     done = len(inputs) - len(failed)
     rep.info(f"animated {done} of {len(inputs)} inputs into {outdir}")
     if failed:
         names = ", ".join(str(p) for p in failed[:3]) + (", ..." if len(failed) > 3 else "")
         raise EvpError(f"{len(failed)} of {len(inputs)} inputs failed: {names}")
+
+
+class _Hearings:
+    """The batch's recogniser front end run ahead: while one input is heard (and animated), the
+    next one is already being heard in a forked child (:class:`~evp_anim.audio.hearing.BackgroundHearing`),
+    so the two cores hear two clips at once. Only for a recogniser front end, and only from a
+    process that has not imported torch (EMOTE, ``--emotion-audio``: the inputs are heard one
+    after the other, here, as before): a child is a fork of this process."""
+
+    AHEAD = 2          # clips being heard at once: the one about to be animated and the next
+
+    def __init__(self, animator: "_Animator", inputs: list[Path]):
+        import sys
+        from ..audio.phones import RECOGNISERS
+        self._inputs = inputs
+        self._started: dict[int, object] = {}
+        self._use = (animator.front_end in RECOGNISERS and animator.text is None
+                     and "torch" not in sys.modules and len(inputs) > 1)
+        self._front_end = animator.front_end
+
+    def take(self, i: int):
+        """The hearing of input ``i`` (0-based), started now if it was not, with the next ones
+        started; None where none runs (the caller hears the clip itself)."""
+        if not self._use:
+            return None
+        from ..audio.hearing import BackgroundHearing
+        for j in range(i, min(i + self.AHEAD, len(self._inputs))):
+            if j not in self._started and self._inputs[j].is_file():
+                self._started[j] = BackgroundHearing.start(self._inputs[j], None, self._front_end)
+        return self._started.pop(i, None)
+
+    def close(self) -> None:
+        """End the hearings not taken (an interrupt, or inputs that failed before their turn)."""
+        for hearing in self._started.values():
+            if hearing is not None:
+                hearing.close()
+        self._started.clear()
