@@ -8,6 +8,9 @@ the aligner, then the search). Pocketsphinx holds the GIL throughout, so a threa
 the two; a process forked before torch is imported can, and on two cores the start-up then costs
 the longer of the two instead of their sum.
 
+A batch (``animate DIR -o OUT/``) uses the same child to hear the next clip while this one is heard
+(``_Hearings`` in :mod:`evp_anim.models.commands`): two clips at once on two cores.
+
 :class:`BackgroundHearing` forks that process: it reads the file and calls
 :func:`~evp_anim.audio.phones.speech_content` exactly as ``animate`` would in-process, and sends
 back the :class:`~evp_anim.audio.phones.SpeechContent`, its warnings and its progress.
