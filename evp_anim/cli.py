@@ -347,32 +347,35 @@ class _Interrupts:
             signal.signal(sig, old)
 
 
-def _interrupted(args: list[str], signum: int, program: bool) -> None:
-    """Report an interrupted command (one line: ``interrupted``, or a JSON failure line) and exit
-    with 130 (SIGINT) or 143 (SIGTERM).
+class _Interrupted(SystemExit):
+    """The exit of an interrupted command (:func:`_interrupted`), 130 or 143."""
 
-    ``program``: :func:`main` is the process's program (``evp-anim``, ``python -m evp_anim``), not
-    a call from other Python code. Then the exit is ``os._exit`` after the atexit handlers and a
-    flush, not ``SystemExit``: when the KeyboardInterrupt passed through C code that runs Python
-    by ``PyRun_String`` (a Cython module's import does), CPython 3.11 records it as unhandled, and
-    under ``python -m`` it then ends the process by SIGINT after the interpreter exits, whatever
-    status SystemExit asked for (seen: -2 instead of 143, about one interrupted preview in 20
-    under load)."""
+
+def _interrupted(args: list[str], signum: int) -> None:
+    """Report an interrupted command (one line: ``interrupted``, or a JSON failure line) and exit
+    with 130 (SIGINT) or 143 (SIGTERM)."""
     rep = _reporter()
     rep.failure("interrupted", task=next((a for a in args if not a.startswith("-")), "evp-anim"))
     if not rep.machine_readable:
         typer.echo("interrupted", err=True)
-    code = _SIGNAL_EXIT.get(signum, 130)
-    if program:
-        import atexit
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):      # a closed pipe: nothing more can reach the reader
-                pass
-        os._exit(code)
-    sys.exit(code)
+    raise _Interrupted(_SIGNAL_EXIT.get(signum, 130))
+
+
+def _exit_interrupted(code: int) -> None:
+    """End the process (``evp-anim``, ``python -m evp_anim``) with an interrupted command's status
+    by ``os._exit`` after the atexit handlers and a flush, not by ``SystemExit``: when the
+    KeyboardInterrupt passed through C code that runs Python by ``PyRun_String`` (a Cython module's
+    import does), CPython 3.11 records it as unhandled, and under ``python -m`` it then ends the
+    process by SIGINT after the interpreter exits, whatever status SystemExit asked for (seen: -2
+    instead of 143, about one interrupted preview in 20 under load)."""
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):      # a closed pipe: nothing more can reach the reader
+            pass
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -380,7 +383,17 @@ def main(argv: list[str] | None = None) -> None:
     interrupt (Ctrl-C, SIGTERM from e.g. the Blender add-on's Cancel) into ``interrupted`` and exit
     status 130 / 143 after the command's temporary files are cleaned up."""
     args = sys.argv[1:] if argv is None else argv
-    program = argv is None
+    try:
+        _main(args)
+    except _Interrupted as stop:
+        if argv is None:             # this process's program: see _exit_interrupted
+            _exit_interrupted(stop.code)
+        raise
+
+
+def _main(args: list[str]) -> None:
+    """:func:`main` on ``args``: the app run under the interrupt handlers, its errors and
+    interrupts turned into exits."""
     with _Interrupts() as interrupts:
         try:
             try:
@@ -392,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise write_error(e.filename or "the output", e) from None
         except EvpError as e:
             if interrupts.signum is not None:    # an EvpError raised while unwinding an interrupt
-                _interrupted(args, interrupts.signum, program)
+                _interrupted(args, interrupts.signum)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             rep = _reporter()
             if rep.machine_readable:
@@ -402,10 +415,10 @@ def main(argv: list[str] | None = None) -> None:
                 typer.echo(f"error: {msg}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            _interrupted(args, interrupts.signum or signal.SIGINT, program)
+            _interrupted(args, interrupts.signum or signal.SIGINT)
         except Exception as e:
             if interrupts.signum is not None:
-                _interrupted(args, interrupts.signum, program)
+                _interrupted(args, interrupts.signum)
             # typer's (vendored) click exceptions: usage errors know how to show themselves.
             if hasattr(e, "show") and hasattr(e, "exit_code"):
                 e.show()
@@ -413,11 +426,11 @@ def main(argv: list[str] | None = None) -> None:
             if isinstance(e, (typer.Exit,)):
                 sys.exit(e.exit_code)
             if isinstance(e, typer.Abort):
-                _interrupted(args, signal.SIGINT, program)
+                _interrupted(args, signal.SIGINT)
             raise
     if interrupts.signum is not None or (isinstance(rv, int) and rv == 130):
         # typer caught the KeyboardInterrupt and returned Exit(130)'s code
-        _interrupted(args, interrupts.signum or signal.SIGINT, program)
+        _interrupted(args, interrupts.signum or signal.SIGINT)
 
 
 if __name__ == "__main__":
