@@ -73,18 +73,18 @@ class _NormLstm:
     a step (about half a step's cost; the recurrent product the other half)."""
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray,
-                 norm_weight: np.ndarray, norm_bias: np.ndarray):
+                 norm_weight: np.ndarray, norm_bias: np.ndarray, frame_dim: int):
         h = w_hh.shape[1]
         order = np.r_[0:2 * h, 3 * h:4 * h, 2 * h:3 * h]                  # i f g o → i f o g
         scale = np.r_[np.full(3 * h, 0.5), np.ones(h)]
         self.hidden = h
         w = w_ih[order].astype(np.float64) * scale[:, None]                     # (4H, In)
         w_normed = w * norm_weight.astype(np.float64)[None, :]
-        # W'ᵀ (its rows: content and code, then identity) and W' 1, computed in float64.
-        self.w_frame_t = np.ascontiguousarray(w_normed.T, np.float32)           # (In, 4H)
-        self.in_dim = w.shape[1]
-        self.ones_t = w_normed.sum(1).astype(np.float32)                          # (4H,) W' 1
-        self._stacked = None
+        # W'ᵀ's frame rows (content and code) with W' 1 below them, (Df + 1, 4H), and its identity
+        # rows, (Dr, 4H): computed in float64.
+        self.frame_dim, self.in_dim = frame_dim, w.shape[1]
+        self.w_frame = np.ascontiguousarray(np.vstack([w_normed.T[:frame_dim], w_normed.sum(1)[None]]), np.float32)
+        self.w_row = np.ascontiguousarray(w_normed.T[frame_dim:], np.float32)
         self._buffers = threading.local()
         self.bias = (w @ norm_bias.astype(np.float64) + (b_ih + b_hh)[order] * scale).astype(np.float32)
         w_hh_t = (w_hh[order] * scale[:, None].astype(np.float32)).T                # (H, 4H)
@@ -94,10 +94,10 @@ class _NormLstm:
 
     def gates_in(self, parts: tuple[np.ndarray, ...], row_part: np.ndarray) -> np.ndarray:
         """The input's share of the gates, (S, R, 4H) time-major, for the per-frame ``parts``
-        ((R, S, Dc) content and (R, S, De) code: Df in all) and ``row_part`` (R, Dr), the identity
+        ((R, S, Dc) content and (R, S, De) code: Df = ``frame_dim`` in all) and ``row_part`` (R, Dr), the identity
         features of each row (Df + Dr = In)."""
         rows, steps = parts[0].shape[:2]
-        d_f = sum(p.shape[-1] for p in parts)
+        d_f = self.frame_dim
         # [content, code, -μ] per frame, time-major, so that one product gives W'x − μ W'1. A buffer
         # kept between calls (per thread): a new one of a call's ~200 kB each time fragmented
         # glibc's heap (an hour of speech peaked 2.6 MB higher).
@@ -114,17 +114,11 @@ class _NormLstm:
         x[..., d_f] = -mean
         # E[x²] − μ² (float32; the inputs are unit-scale, so it does not cancel to rounding), never below 0
         inv_std = 1.0 / np.sqrt(np.maximum(squares / self.in_dim - mean * mean, 0.0) + _LN_EPS)
-        gates = np.matmul(x, self._w_frame_mean(d_f))                            # (S, R, 4H)
-        gates += row_part @ self.w_frame_t[d_f:]                                  # the identity: (R, 4H) per row
+        gates = np.matmul(x, self.w_frame)                                        # (S, R, 4H)
+        gates += row_part @ self.w_row                                            # the identity: (R, 4H) per row
         gates *= inv_std[..., None]
         gates += self.bias
         return gates
-
-    def _w_frame_mean(self, d_f: int) -> np.ndarray:
-        """W'ᵀ's content and code rows with W' 1 below them: (Df + 1, 4H)."""
-        if self._stacked is None or self._stacked.shape[0] != d_f + 1:
-            self._stacked = np.ascontiguousarray(np.vstack([self.w_frame_t[:d_f], self.ones_t[None]]))
-        return self._stacked
 
     def __call__(self, parts: tuple[np.ndarray, ...], row_part: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
         """parts ((R, S, Dc) content, (R, S, De) code), row_part (R, Dr) (:meth:`gates_in`), state
@@ -167,7 +161,7 @@ class EvpArrays(EvpInference):
         w = self._w
         self._lstm = _NormLstm(w["a2l.lstm.weight_ih_l0"], w["a2l.lstm.weight_hh_l0"],
                                w["a2l.lstm.bias_ih_l0"], w["a2l.lstm.bias_hh_l0"],
-                               w["a2l.norm.weight"], w["a2l.norm.bias"])
+                               w["a2l.norm.weight"], w["a2l.norm.bias"], cfg.content_dim + cfg.emotion_dim)
 
     @classmethod
     def load(cls, path: str | Path) -> "EvpArrays":
