@@ -262,8 +262,9 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
     def tell() -> None:                  # once per utterance done (several at once from the worker)
         nonlocal told
         done = sum(h is not None for h in heard)
-        for k in range(told + 1, done + 1) if progress is not None else ():
-            progress(k / len(cuts))
+        if progress is not None:
+            for k in range(told + 1, done + 1):
+                progress(k / len(cuts))
         told = done
     # The later utterances go to a second process when there is a second core: pocketsphinx
     # holds the GIL, so only a process can share the work (60 s: ~1.8x sooner on two cores).
@@ -274,10 +275,10 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
                 continue
             heard[i] = hear(i)
             if worker is not None:
-                worker.collect(heard, block=False)
+                worker.collect(heard)
             tell()
         if worker is not None:
-            while worker.collect(heard, block=True):
+            while worker.collect(heard, wait=True):
                 tell()
     finally:
         if worker is not None:
@@ -373,20 +374,19 @@ class _WordWorker:
         except OSError:
             return None
 
-    def collect(self, heard: list, block: bool) -> bool:
-        """Put the results that have arrived into ``heard`` (all that are ready, or with ``block``
-        the next one, waiting for it). False when the worker has nothing more to send."""
-        got = False
+    def collect(self, heard: list, wait: bool = False) -> bool:
+        """Put the results that have arrived into ``heard`` (with ``wait``: wait for the next one,
+        and only that). False when the worker has nothing more to send (done, or died: the rest
+        is heard here)."""
         try:
-            while block or self._conn.poll():
+            while wait or self._conn.poll():
                 i, result = self._conn.recv()
                 heard[i] = result
-                got = True
-                if block:
+                if wait:
                     break
-        except (EOFError, OSError):                         # done, or died: the rest is heard here
+        except (EOFError, OSError):
             return False
-        return got or not block
+        return True
 
     def close(self) -> None:
         """End the worker if it is still running and reap it."""
