@@ -16,6 +16,7 @@ import resource
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 from evp_anim.assets import find_sfm_dir

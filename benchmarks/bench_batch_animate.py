@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 from evp_anim.audio.io import save_wav

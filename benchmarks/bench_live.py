@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ import argparse
 import statistics
 import time
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 from evp_anim.audio.features import SAMPLE_RATE, mfcc, mfcc_windows, voice_activity

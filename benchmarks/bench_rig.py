@@ -12,6 +12,7 @@ it prints both times, their ratio and how far apart the answers are.
 import os
 import time
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 from evp_anim.assets import find_sfm_dir

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 import soundfile as sf
 

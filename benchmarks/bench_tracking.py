@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import cv2
 import numpy as np
 

@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

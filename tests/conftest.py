@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import evp_anim  # noqa: F401  (first: it chooses OpenBLAS's kernels before numpy loads)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
