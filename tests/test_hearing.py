@@ -97,14 +97,14 @@ def test_an_aligner_of_the_heard_words_gives_the_phones_of_the_whole_dictionary(
 
 def _record_workers(monkeypatch) -> list[int]:
     """The process ids of the word workers started from here on."""
-    import evp_anim.audio.phones as phones
+    from evp_anim.forked import ForkedWorker
     pids: list[int] = []
-    start = phones._WordWorker.__init__
+    start = ForkedWorker.__init__
 
     def recording(self, *args, **kwargs):
         start(self, *args, **kwargs)
-        pids.append(self._pid)
-    monkeypatch.setattr(phones._WordWorker, "__init__", recording)
+        pids.append(self.pid)
+    monkeypatch.setattr(ForkedWorker, "__init__", recording)
     return pids
 
 

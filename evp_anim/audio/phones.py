@@ -223,7 +223,7 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
     ``progress(fraction)`` is told after each utterance. An utterance whose words cannot be
     aligned gets :func:`recognize_phones`'s phones instead.
 
-    ``workers``: 2 hears the later half of the utterances in a forked process (:class:`_WordWorker`),
+    ``workers``: 2 hears the later half of the utterances in a forked process (:class:`~evp_anim.forked.ForkedWorker`),
     1 all here; default 2 where this process may use two cores (:func:`_parallel_hearing`). Each process's decoders start
     fresh, as the first utterance's do, so the words of an utterance do not depend on the split.
     """
@@ -268,10 +268,11 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
         told = done
     # The later utterances go to a second process when there is a second core: pocketsphinx
     # holds the GIL, so only a process can share the work (60 s: ~1.8x sooner on two cores).
-    worker = _WordWorker.start(hear, _later_half(voiced, cuts), _parallel_hearing(workers))
+    from ..forked import ForkedWorker
+    worker = ForkedWorker.start(hear, _later_half(voiced, cuts), _parallel_hearing(workers))
     try:
         for i in voiced:
-            if worker is not None and i in worker.indices:
+            if worker is not None and i in worker.keys:
                 continue
             heard[i] = hear(i)
             if worker is not None:
@@ -294,17 +295,11 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
 
 def _parallel_hearing(workers: int | None) -> bool:
     """Whether :func:`recognize_words` hears in two processes: ``workers`` (1 or 2) if given,
-    else when this process may use two cores, can fork and runs no other Python thread (a fork
-    copies only the calling thread: a lock another thread held, e.g. logging's, would stay held
-    in the copy)."""
-    import threading
+    else when a forked worker can pay (:func:`~evp_anim.forked.can_fork_work`)."""
+    from ..forked import can_fork_work
     if workers is not None:
         return workers >= 2
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                  # not Linux
-        cores = os.cpu_count() or 1
-    return cores >= 2 and hasattr(os, "fork") and threading.active_count() == 1
+    return can_fork_work()
 
 
 def _later_half(voiced: list[int], cuts: list[tuple[int, int]]) -> list[int]:
@@ -315,89 +310,6 @@ def _later_half(voiced: list[int], cuts: list[tuple[int, int]]) -> list[int]:
     before = np.cumsum(sizes) - sizes                      # audio before each utterance
     first_later = max(1, int(np.argmin(np.abs(before - sizes.sum() / 2))))
     return voiced[first_later:]
-
-
-def _end_with_parent() -> None:
-    """Have the kernel end this (forked) process when its parent ends (Linux ``PR_SET_PDEATHSIG``):
-    a parent killed outright (``animate``'s hearing child is ended by SIGTERM when the command is
-    interrupted) runs no cleanup, and the worker would otherwise finish its utterance first."""
-    try:
-        import ctypes
-        import signal
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):      # not Linux: the worker stops at its next utterance
-        pass
-
-
-class _WordWorker:
-    """A forked copy of :func:`recognize_words`'s process that hears ``indices`` (``hear(i)`` for
-    each, in order) and sends each result back as it is done. ``os.fork`` itself, not
-    :mod:`multiprocessing`: the word front end usually runs in ``animate``'s hearing child, a
-    daemon process, which multiprocessing does not let have children. The copy shares the
-    decoder's language model with this process until either writes to it."""
-
-    def __init__(self, hear: Callable[[int], tuple[str, list[Segment]]], indices: list[int]):
-        import multiprocessing
-        import signal
-        self.indices = set(indices)
-        self._conn, child_end = multiprocessing.Pipe(duplex=False)
-        parent = os.getpid()
-        self._pid = os.fork()
-        if self._pid == 0:                                  # the worker
-            code = 1
-            try:
-                # Ctrl-C reaches the whole process group: the parent handles it and ends this one.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _end_with_parent()
-                self._conn.close()
-                for i in indices:
-                    if os.getppid() != parent:              # the parent is gone: nobody to tell
-                        break
-                    child_end.send((i, hear(i)))
-                else:
-                    code = 0
-            except BaseException:  # noqa: BLE001 - any failure: the parent hears these itself
-                pass
-            finally:
-                os._exit(code)                             # never the parent's cleanup or atexit
-        child_end.close()
-
-    @classmethod
-    def start(cls, hear, indices: list[int], use: bool) -> "_WordWorker | None":
-        """A started worker for ``indices``, or None (nothing to share, ``use`` false, or the fork
-        failed: the caller hears everything itself)."""
-        if not indices or not use:
-            return None
-        try:
-            return cls(hear, indices)
-        except OSError:
-            return None
-
-    def collect(self, heard: list, wait: bool = False) -> bool:
-        """Put the results that have arrived into ``heard`` (with ``wait``: wait for the next one,
-        and only that). False when the worker has nothing more to send (done, or died: the rest
-        is heard here)."""
-        try:
-            while wait or self._conn.poll():
-                i, result = self._conn.recv()
-                heard[i] = result
-                if wait:
-                    break
-        except (EOFError, OSError):
-            return False
-        return True
-
-    def close(self) -> None:
-        """End the worker if it is still running and reap it."""
-        self._conn.close()
-        try:
-            if os.waitpid(self._pid, os.WNOHANG) == (0, 0):
-                import signal
-                os.kill(self._pid, signal.SIGTERM)
-                os.waitpid(self._pid, 0)
-        except ChildProcessError:
-            pass
 
 
 def _hear(dec, aligner_for: Callable[[list[str]], object], piece: np.ndarray,
