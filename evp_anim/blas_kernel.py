@@ -13,8 +13,9 @@ first ``import numpy``: the package's ``__init__`` calls :func:`choose_openblas_
 ``evp-anim`` and ``python -m evp_anim`` import before anything else. The kernel family is chosen
 from the CPU's feature flags, as OpenBLAS maps the models it knows: AVX-512 (F, CD, BW, DQ, VL) →
 SkylakeX (also what it uses on Cooper Lake, Sapphire Rapids and Zen 4 for single precision);
-AVX2 with FMA → Haswell (also what its Zen targets build on). A value the user set is kept, and
-nothing is set off Linux/x86-64 or after numpy is loaded (too late to matter).
+AVX2 with FMA → Haswell. AMD's Zen families, which OpenBLAS 0.3.23 knows by number, keep its own
+choice; so does a value the user set; and nothing is set off Linux/x86-64 or after numpy is loaded
+(too late to matter).
 """
 
 from __future__ import annotations
@@ -38,16 +39,38 @@ def kernel_for_flags(flags: set[str]) -> str | None:
     return None
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first processor's feature flags from /proc/cpuinfo (empty when unreadable)."""
+# AMD families OpenBLAS 0.3.23 recognises by number (Zen 1-2: 0x17, Hygon: 0x18, Zen 3-4: 0x19):
+# its own choice (its Zen kernels) is kept there, so results stay what they were on those CPUs.
+_AMD_FAMILIES_KNOWN = {0x17, 0x18, 0x19}
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo ("vendor_id", "cpu family", "flags", …);
+    empty when unreadable."""
+    fields: dict[str, str] = {}
     try:
         with open(cpuinfo, encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                if not line.strip():
+                    break                       # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def kernel_for_cpu(fields: dict[str, str]) -> str | None:
+    """:func:`kernel_for_flags` of a /proc/cpuinfo block (:func:`cpu_info`), or None where OpenBLAS
+    knows the CPU by itself (AMD's Zen families)."""
+    vendor = fields.get("vendor_id", "")
+    try:
+        family = int(fields.get("cpu family", ""))
+    except ValueError:
+        family = -1
+    if vendor in ("AuthenticAMD", "HygonGenuine") and family in _AMD_FAMILIES_KNOWN:
+        return None
+    return kernel_for_flags(set(fields.get("flags", "").split()))
 
 
 def choose_openblas_kernel(environ=os.environ, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -56,7 +79,7 @@ def choose_openblas_kernel(environ=os.environ, cpuinfo: Path = Path("/proc/cpuin
     if ("OPENBLAS_CORETYPE" in environ or "numpy" in sys.modules or sys.platform != "linux"
             or platform.machine() not in ("x86_64", "AMD64")):
         return None
-    kernel = kernel_for_flags(cpu_flags(cpuinfo))
+    kernel = kernel_for_cpu(cpu_info(cpuinfo))
     if kernel is not None:
         environ["OPENBLAS_CORETYPE"] = kernel
     return kernel
