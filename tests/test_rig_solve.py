@@ -103,3 +103,25 @@ def test_unconstrained_rows_are_the_plain_ridge_solution():
     q = m.T @ m + 0.1 * np.eye(6)
     w_true = rng.uniform(0.2, 0.8, (5, 6))                            # strictly inside the box
     np.testing.assert_allclose(box_qp(q, w_true @ q), w_true, atol=1e-12)
+
+
+def test_a_row_going_round_a_cycle_of_bound_sets_goes_to_the_primal_method_at_once(monkeypatch):
+    """The primal-dual sweeps can cycle: this 3-channel problem goes round four bound sets
+    forever. It is caught when it first comes round (not after max_sweeps), solved by the
+    primal method, and the answer satisfies the KKT conditions of the box problem."""
+    import evp_anim.face.solve as solve
+    q = np.array([[0.747, -1.655, -1.053], [-1.655, 3.834, 2.207], [-1.053, 2.207, 1.755]])
+    c = np.array([[-0.925, 0.133, 1.155]])
+    sweeps, primal = [], []
+    unique, real_primal = np.unique, solve._primal_active_set
+    monkeypatch.setattr(np, "unique", lambda *a, **k: sweeps.append(1) or unique(*a, **k))
+    monkeypatch.setattr(solve, "_primal_active_set", lambda *a: primal.append(1) or real_primal(*a))
+    w = box_qp(q, c, max_sweeps=100)[0]
+    assert primal == [1] and len(sweeps) <= 5
+    grad = q @ w - c[0]
+    assert np.all((w >= 0) & (w <= 1))
+    inside = (w > 1e-9) & (w < 1 - 1e-9)
+    assert np.allclose(grad[inside], 0, atol=1e-9)
+    assert np.all(grad[w <= 1e-9] >= -1e-9) and np.all(grad[w >= 1 - 1e-9] <= 1e-9)
+    # the same problem with the sweeps cut short gives the same answer
+    assert np.allclose(box_qp(q, c, max_sweeps=0)[0], w, atol=1e-12)
