@@ -140,10 +140,12 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
         # ago goes round that cycle for good (the method can cycle): it goes to the primal method
         # now. (Surprise at 1.0 on 60 s of speech: 3 rows went round for 90 sweeps, 55 ms of the
         # solve's 70.)
-        history = [(lo, hi)] + history[:CYCLE_SWEEPS - 2]
+        # (the sets packed 8 channels a byte: a few bytes a row each)
+        history = [(np.packbits(lo, axis=1), np.packbits(hi, axis=1))] + history[:CYCLE_SWEEPS - 2]
+        packed_lo, packed_hi = np.packbits(new_lo, axis=1), np.packbits(new_hi, axis=1)
         again = ~done
         for old_lo, old_hi in history[1:]:
-            again &= ~((new_lo == old_lo).all(1) & (new_hi == old_hi).all(1))
+            again &= ~((packed_lo == old_lo).all(1) & (packed_hi == old_hi).all(1))
         cycling.append(todo[~done & ~again])
         history = [(h_lo[again], h_hi[again]) for h_lo, h_hi in history]
         todo = todo[again]

@@ -93,7 +93,8 @@ class _NormLstm:
         self.w_hh_gates = [np.ascontiguousarray(w_hh_t[:, k * h:(k + 1) * h]) for k in range(4)]
 
     def gates_in(self, parts: tuple[np.ndarray, ...], row_part: np.ndarray) -> np.ndarray:
-        """The input's share of the gates, (4, S, R, H) gate-major (i, f, o, g; then time-major),
+        """The input's share of the gates, (4, S, R, H) gate-major (i, f, o, g; then time-major;
+        a buffer this thread's next call overwrites),
         for the per-frame ``parts`` ((R, S, Dc) content and (R, S, De) code: Df = ``frame_dim``
         in all) and ``row_part`` (R, Dr), the identity features of each row (Df + Dr = In)."""
         rows, steps = parts[0].shape[:2]
@@ -114,7 +115,9 @@ class _NormLstm:
         x[..., d_f] = -mean
         # E[x²] − μ² (float32; the inputs are unit-scale, so it does not cancel to rounding), never below 0
         inv_std = 1.0 / np.sqrt(np.maximum(squares / self.in_dim - mean * mean, 0.0) + _LN_EPS)
-        gates = np.empty((4, steps, rows, hid), np.float32)
+        gates = getattr(self._buffers, "gates", None)           # kept too (2 MB a 500-frame call)
+        if gates is None or gates.shape != (4, steps, rows, hid):
+            gates = self._buffers.gates = np.empty((4, steps, rows, hid), np.float32)
         for k in range(4):
             np.matmul(x, self.w_frame[k], out=gates[k])                             # (S, R, H)
         gates += (row_part @ self.w_row).reshape(rows, 4, hid).transpose(1, 0, 2)[:, None]   # the identity, per row
