@@ -146,41 +146,68 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
         again = ~done
         for old_lo, old_hi in history[1:]:
             again &= ~((packed_lo == old_lo).all(1) & (packed_hi == old_hi).all(1))
-        cycling.append(todo[~done & ~again])
+        cycle = ~done & ~again
+        cycling.append(todo[cycle])
+        out[todo[cycle]] = np.clip(w[cycle], 0.0, 1.0)     # the primal method starts from the last sweep's answer
         history = [(h_lo[again], h_hi[again]) for h_lo, h_hi in history]
         todo = todo[again]
-    for t in np.concatenate([todo, *cycling]):           # rare: rows whose sweeps cycled
-        out[t] = _primal_active_set(q, c[t], out[t], tol)
+    rest = np.concatenate([todo, *cycling])              # rare: rows whose sweeps cycled
+    if rest.size:
+        out[rest] = _primal_active_set(q, c[rest], out[rest], tol)
     return out
 
 
 def _primal_active_set(q: np.ndarray, c: np.ndarray, w: np.ndarray, tol: float) -> np.ndarray:
-    """One row of :func:`box_qp` by the classic primal active-set method (one bound changes per
-    step, the objective never rises, so it terminates): (K,) float64. ``w`` is a start in the box."""
-    w = np.clip(np.asarray(w, np.float64), 0.0, 1.0)
+    """Rows of :func:`box_qp` by the classic primal active-set method (one bound changes per row
+    and step, the objective never rises, so it terminates), all rows at once: (m, K) float64 for
+    ``c`` (m, K) and starts ``w`` (m, K) in the box. Each step solves every row's system over its
+    free channels (padded to the widest with inert identity rows, one batched solve)."""
+    w = np.clip(np.array(w, np.float64, ndmin=2), 0.0, 1.0)
+    c = np.array(c, np.float64, ndmin=2)
+    m, k = w.shape
     lower, upper = w <= 0.0, w >= 1.0
-    for _ in range(50 * len(w) + 100):
-        free = ~(lower | upper)
-        target = np.where(upper, 1.0, 0.0)
-        if free.any():
-            rhs = c[free] - q[np.ix_(free, ~free)] @ target[~free]
-            target[free] = np.linalg.solve(q[np.ix_(free, free)], rhs)
-        step = target - w
-        # Longest step towards the face's minimiser that stays in the box.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(free & (target < 0.0), -w / step,
-                             np.where(free & (target > 1.0), (1.0 - w) / step, np.inf))
-        j = int(np.argmin(ratio))
-        if ratio[j] < 1.0:
-            w = w + max(ratio[j], 0.0) * step
-            w[j] = 0.0 if target[j] < 0.0 else 1.0
-            lower[j], upper[j] = target[j] < 0.0, target[j] > 1.0
-            continue
-        w = target
-        grad = q @ w - c
-        wrong = np.where(lower, -grad, np.where(upper, grad, 0.0))   # multipliers of the wrong sign
-        j = int(np.argmax(wrong))
-        if wrong[j] <= tol:
+    active = np.arange(m)
+    for _ in range(50 * k + 100):
+        if active.size == 0:
             break
-        lower[j] = upper[j] = False
+        lo, hi, wa, ca = lower[active], upper[active], w[active], c[active]
+        free = ~(lo | hi)
+        bounds = hi.astype(np.float64)                                  # 1 upper, 0 lower and free
+        n_f = int(np.count_nonzero(free, axis=1).max())
+        target = bounds.copy()
+        if n_f:
+            idx = np.argsort(~free, axis=1, kind="stable")[:, :n_f]        # free channels first
+            valid = np.take_along_axis(free, idx, 1)
+            pair = valid[:, :, None] & valid[:, None, :]
+            sys_ff = np.where(pair, q[idx[:, :, None], idx[:, None, :]], np.eye(n_f)[None])
+            rhs = np.where(valid, np.take_along_axis(ca - bounds @ q, idx, 1), 0.0)  # c_F − Q_FB bounds_B
+            x = np.linalg.solve(sys_ff, rhs[:, :, None])[:, :, 0]
+            on_free = np.zeros_like(target)
+            np.put_along_axis(on_free, idx, np.where(valid, x, 0.0), 1)
+            target = np.where(free, on_free, bounds)
+        step = target - wa
+        # Longest step towards each row's face minimiser that stays in the box.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(free & (target < 0.0), -wa / step,
+                             np.where(free & (target > 1.0), (1.0 - wa) / step, np.inf))
+        j = np.argmin(ratio, axis=1)
+        r = np.arange(len(active))
+        shortest = ratio[r, j]
+        blocked = shortest < 1.0
+        # rows whose step is blocked: go as far as the box allows and hold the blocking channel
+        wb = wa[blocked] + np.maximum(shortest[blocked], 0.0)[:, None] * step[blocked]
+        jb, below = j[blocked], target[blocked, j[blocked]] < 0.0
+        wb[np.arange(len(jb)), jb] = np.where(below, 0.0, 1.0)
+        rows_b = active[blocked]
+        w[rows_b] = wb
+        lower[rows_b, jb], upper[rows_b, jb] = below, ~below
+        # the others reach their face's minimiser: done unless a bound's multiplier has the wrong sign
+        rows_f = active[~blocked]
+        w[rows_f] = target[~blocked]
+        grad = w[rows_f] @ q - c[rows_f]
+        wrong = np.where(lower[rows_f], -grad, np.where(upper[rows_f], grad, 0.0))
+        jf = np.argmax(wrong, axis=1)
+        release = wrong[np.arange(len(jf)), jf] > tol
+        lower[rows_f[release], jf[release]] = upper[rows_f[release], jf[release]] = False
+        active = np.concatenate([rows_b, rows_f[release]])
     return np.clip(w, 0.0, 1.0)
