@@ -5,9 +5,14 @@ holds the GIL or is made of many small numpy calls (threads could not share it).
 daemon process, which multiprocessing does not let have children; and a fork shares the
 process's loaded models and arrays with the copy until either writes to them, so nothing is sent
 but the results. Used by the word front end (the later half of a clip's utterances,
-:func:`evp_anim.audio.phones.recognize_words`) and by EVP's ``animate`` (the later half of a clip's
-frames, :mod:`evp_anim.models.animate`). A worker that fails leaves its work to the caller, which
-does it itself: the result never depends on whether the worker ran.
+:func:`evp_anim.audio.phones.recognize_words`: seconds of work an utterance). A worker that fails
+leaves its work to the caller, which does it itself: the result never depends on whether the
+worker ran.
+
+It pays only for work much longer than a fork's cost. Measured (Xeon, 2 cores): EVP's network
+and rig solve on the later half of 60 s of speech in a forked worker took 111 ms against 98 ms in
+one process — every page either process writes is copied first, ~5,000 page faults each, and
+both halves ran ~1.3x slower than alone.
 """
 
 from __future__ import annotations

@@ -80,8 +80,8 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
     is only |B|×|B| and ``μ`` is the gradient on B (its KKT multiplier). A free channel outside the
     box joins B; a bound channel whose multiplier has the wrong sign leaves it; a row is done when
     its sets stop changing, and then satisfies the KKT conditions. Rows still changing after
-    ``max_sweeps``, or found alternating between two sets (the method can cycle on rare problems),
-    finish with :func:`_primal_active_set`.
+    ``max_sweeps``, or caught going round a cycle of sets (the method can cycle: :data:`CYCLE_SWEEPS`),
+    finish with :func:`_primal_active_set`, all together.
 
     Rows of an animation share few bound sets (1,500 frames of speech: 60–120 distinct sets per
     sweep), so each sweep inverts ``Q⁻¹[B, B]`` once per distinct B (one batched inverse) and
@@ -138,9 +138,8 @@ def box_qp(q: np.ndarray, c: np.ndarray, max_sweeps: int = 100, q_inv: np.ndarra
         lower[todo], upper[todo] = new_lo, new_hi
         # A row's next sets depend only on its sets, so a row back at sets it had a few sweeps
         # ago goes round that cycle for good (the method can cycle): it goes to the primal method
-        # now. (Surprise at 1.0 on 60 s of speech: 3 rows went round for 90 sweeps, 55 ms of the
-        # solve's 70.)
-        # (the sets packed 8 channels a byte: a few bytes a row each)
+        # now. (60 s of speech: at surprise 1.0 3 rows, at neutral 61 went round until max_sweeps,
+        # most of the solve's time.) The sets are kept packed, 8 channels a byte.
         history = [(np.packbits(lo, axis=1), np.packbits(hi, axis=1))] + history[:CYCLE_SWEEPS - 2]
         packed_lo, packed_hi = np.packbits(new_lo, axis=1), np.packbits(new_hi, axis=1)
         again = ~done

@@ -69,8 +69,8 @@ class _NormLstm:
     the product (~7 ms less a minute of speech).
 
     The gates are stored reordered (i, f, o, g) with the i, f, o rows halved, so one tanh over all
-    four gives tanh(x/2) for i, f, o (σ(x) = (1 + tanh(x/2)) / 2) and tanh(x) for g: 12 numpy calls
-    a step (about half a step's cost; the recurrent product the other half)."""
+    four gives tanh(x/2) for i, f, o (σ(x) = (1 + tanh(x/2)) / 2) and tanh(x) for g: 14 numpy calls
+    a step, four of them the recurrent product (one per gate, :meth:`__call__`)."""
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray,
                  norm_weight: np.ndarray, norm_bias: np.ndarray, frame_dim: int):
