@@ -185,3 +185,60 @@ def test_a_batch_heard_ahead_gives_each_clip_its_own_track(tmp_path, sfm_dir):
         got, want = load_track(tmp_path / "out" / f"{name}.npz"), load_track(alone)
         assert "words heard" in got.info["front_end"]
         np.testing.assert_array_equal(got.landmarks_3d, want.landmarks_3d)
+
+
+def test_the_search_dictionary_keeps_the_language_models_common_words():
+    """The word search hears from the trigram model's 20,000 most probable words, with every
+    CMUdict pronunciation of each: common words stay (with their alternates), rare ones go."""
+    import evp_anim.audio.phones as phones
+    model = phones.require_pocketsphinx("test")
+    lines = phones._search_dictionary(model, phones.SEARCH_VOCABULARY).splitlines()
+    words = {line.split(" ", 1)[0].split("(", 1)[0] for line in lines}
+    assert len(words) == phones.SEARCH_VOCABULARY
+    assert 21_000 < len(lines) < 25_000                  # alternates included
+    assert {"eight", "spades", "clubs", "hearts", "the", "forward"} <= words
+    assert not {"zyzzyva", "postman"} & words           # outside the 20,000
+    with open(f"{model}/en-us/cmudict-en-us.dict", encoding="utf-8") as f:
+        whole = [line.rstrip("\n") for line in f]
+    assert set(lines) <= set(whole)
+    assert sum(line.split(" ", 1)[0].split("(", 1)[0] == "the" for line in whole) == \
+        sum(line.split(" ", 1)[0].split("(", 1)[0] == "the" for line in lines) >= 2
+    small = phones._search_dictionary(model, 1000).splitlines()
+    assert set(small) < set(lines) and "the" in {line.split(" ", 1)[0] for line in small}
+
+
+def test_the_smaller_search_hears_the_words_the_whole_dictionary_hears():
+    """On a real recording the 20,000-word search hears what the 126,000-word one hears."""
+    import evp_anim.audio.phones as phones
+    audio = load_audio(CLIP)
+    small = phones.recognize_words(audio, workers=1)
+    whole = phones.recognize_words(audio, workers=1, vocabulary=None)
+    assert small.text == whole.text == "eight of spades four of clubs seven of hearts"
+    assert small.phones == whole.phones
+
+
+def test_the_search_dictionary_is_kept_in_the_user_cache(tmp_path, monkeypatch):
+    """Written once to the per-user cache and read from there after; where the cache cannot be
+    written, a temporary file the decoder's maker deletes."""
+    import evp_anim.audio.phones as phones
+    model = phones.require_pocketsphinx("test")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path, temporary = phones._search_dictionary_file(model, 1000)
+    assert not temporary and path.startswith(str(tmp_path / "cache" / "evp-anim" / "pocketsphinx"))
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == phones._search_dictionary(model, 1000)
+    monkeypatch.setattr(phones, "_search_dictionary", lambda *a: pytest.fail("ranked the words again"))
+    assert phones._search_dictionary_file(model, 1000) == (path, False)
+    monkeypatch.undo()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    path, temporary = phones._search_dictionary_file(model, 1000)
+    assert temporary and not path.startswith(str(blocked))
+    import os
+    os.unlink(path)
+    made = []
+    real = phones._search_dictionary_file
+    monkeypatch.setattr(phones, "_search_dictionary_file", lambda *a: made.append(real(*a)) or made[-1])
+    phones._word_decoder(model, 1000)
+    assert made[0][1] and not os.path.exists(made[0][0])      # the temporary file was deleted

@@ -8,8 +8,9 @@ Three ways to get phones of 16 kHz mono audio, all as ARPAbet segments ``[(start
 (stress digits removed, silence and noise as ``"SIL"``):
 
 * :func:`recognize_words` — audio only: pocketsphinx's word search (general English trigram
-  model, CMUdict), then phone alignment of the words heard. About 3× real time on one core, 5–6×
-  with a second process hearing half of the utterances.
+  model; CMUdict cut to the model's 20,000 most probable words, :data:`SEARCH_VOCABULARY`), then
+  phone alignment of the words heard. About 7× real time on one core, 12× with a second process
+  hearing half of the utterances (60 s of real speech; 3.7× on one core searching all of CMUdict).
 * :func:`recognize_phones` — audio only: pocketsphinx's allphone search (phone n-gram language
   model, no words). About 15–30× real time on one core; many phones are wrong.
 * :func:`align_transcript` — audio plus what is said: forced alignment of the words (CMUdict
@@ -33,6 +34,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -170,6 +172,16 @@ def recognize_phones(audio: np.ndarray) -> list[Segment]:
 # (frames the voice-activity detector marks silent) into pieces of at most UTTERANCE_MAX_S.
 UTTERANCE_MAX_S = 20.0
 UTTERANCE_PAUSE_S = 0.2      # a pause must be at least this long to cut in
+# Words the word search can hear: the language model's this many most probable words (with all
+# their CMUdict pronunciations, ~23,000 entries) instead of all 126,000 CMUdict words. The
+# search's cost grows with its lexicon: on the six realspeech-dev recordings the search took
+# half the time (6.35 → 3.14 s for 12 clips) and heard the same words; on 24 synthetic corpus
+# clips (espeak-ng and Festival voices) 18.1 → 12.3 s, word error 0.570 → 0.578. 10,000 lost
+# "spades"; a bigram model instead of the trigram one heard "clothes" for "clubs". 3 of the
+# corpus sentences' 594 words are outside the 20,000 (beige, cushions, postman). Rare words
+# are heard as a similar common one (their phones mostly alike); a transcript is aligned with
+# the whole dictionary.
+SEARCH_VOCABULARY = 20_000
 
 
 @dataclass
@@ -210,8 +222,70 @@ def utterance_cuts(audio: np.ndarray, max_s: float = UTTERANCE_MAX_S, pause_s: f
     return cuts
 
 
+@lru_cache(maxsize=2)
+def _search_dictionary(model: str, vocabulary: int) -> str:
+    """CMUdict's entries (text, one per line) for the ``vocabulary`` most probable words of the
+    word search's language model (ties by spelling; words the model lacks never), every
+    pronunciation of each. ~0.2 s (the binary model is memory-mapped, not read)."""
+    from pocketsphinx import Config, LogMath, NGramModel
+    lm = NGramModel(Config(), LogMath(), os.path.join(model, "en-us", "en-us.lm.bin"))
+    with open(os.path.join(model, "en-us", "cmudict-en-us.dict"), encoding="utf-8") as f:
+        lines = f.readlines()
+    words = [line.partition(" ")[0].partition("(")[0] for line in lines]     # "read(2)" → "read"
+    probs = {w: lm.prob([w]) for w in set(words) if w}
+    # prob() of a word the model lacks is its floor (a huge negative log value): such words never count.
+    floor = min(probs.values())
+    keep = set(sorted((w for w, p in probs.items() if p > floor), key=lambda w: (-probs[w], w))[:vocabulary])
+    return "".join(line for line, w in zip(lines, words) if w in keep)
+
+
+def _search_dictionary_file(model: str, vocabulary: int) -> tuple[str, bool]:
+    """A file holding :func:`_search_dictionary`'s entries, and whether it is a temporary one the
+    caller deletes. Kept in the per-user cache (``~/.cache/evp-anim/pocketsphinx``, named after
+    the vocabulary and the model files' sizes and times) so that a fresh process reads it instead
+    of ranking 126,000 words again (~0.3 s of every `animate`'s start); a temporary file where the
+    cache cannot be written."""
+    import tempfile
+    from ..assets import default_cache_dir
+    sources = [os.path.join(model, "en-us", name) for name in ("en-us.lm.bin", "cmudict-en-us.dict")]
+    stamp = "-".join(f"{st.st_size}-{st.st_mtime_ns}" for st in map(os.stat, sources))
+    cached = default_cache_dir().parent / "pocketsphinx" / f"search-{vocabulary}-{stamp}.dict"
+    if cached.is_file():
+        return str(cached), False
+    text = _search_dictionary(model, vocabulary)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".part", dir=cached.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, cached)                 # whole or not at all: another process may read it
+        return str(cached), False
+    except OSError:
+        with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False, encoding="utf-8") as f:
+            f.write(text)
+        return f.name, True
+
+
+def _word_decoder(model: str, vocabulary: int | None):
+    """pocketsphinx's language-model decoder (bundled acoustic model, general English trigram
+    model) over the :data:`SEARCH_VOCABULARY`-word dictionary (:func:`_search_dictionary`), or
+    the whole of CMUdict when ``vocabulary`` is None or 0."""
+    from pocketsphinx import Decoder
+    args = dict(hmm=os.path.join(model, "en-us", "en-us"), lm=os.path.join(model, "en-us", "en-us.lm.bin"),
+                loglevel="FATAL", samprate=PS_SAMPLE_RATE)
+    if not vocabulary:
+        return Decoder(dict=os.path.join(model, "en-us", "cmudict-en-us.dict"), **args)
+    path, temporary = _search_dictionary_file(model, int(vocabulary))
+    try:
+        return Decoder(dict=path, **args)
+    finally:
+        if temporary:
+            os.unlink(path)
+
+
 def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None = None,
-                    max_utterance_s: float = UTTERANCE_MAX_S, workers: int | None = None) -> WordRecognition:
+                    max_utterance_s: float = UTTERANCE_MAX_S, workers: int | None = None,
+                    vocabulary: int | None = SEARCH_VOCABULARY) -> WordRecognition:
     """Words and their phones from 16 kHz mono float audio alone: pocketsphinx's language-model
     search (bundled US-English acoustic model, its general English trigram model and CMUdict),
     then phone alignment of the words it heard, utterance by utterance (:func:`utterance_cuts`, at
@@ -219,8 +293,13 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
 
     Sharper phones than :func:`recognize_phones`: a phone must belong to a word, and the words to
     likely English. A misheard word usually still shares most phones with the right one ("for" /
-    "four"). About 3× real time on one core, 5–6× on two (the search dominates), so long clips take minutes:
-    ``progress(fraction)`` is told after each utterance. An utterance whose words cannot be
+    "four"). About 7× real time on one core, 12× on two (the search dominates), so long
+    clips take a while: ``progress(fraction)`` is told after each utterance.
+
+    ``vocabulary``: the words the search can hear, the language model's most probable ones
+    (:data:`SEARCH_VOCABULARY`); None or 0 searches all of CMUdict (half the speed, the same
+    words on the real development recordings). A rarer word is heard as a common one with
+    similar phones; give the transcript (:func:`align_transcript`) for such lines. An utterance whose words cannot be
     aligned gets :func:`recognize_phones`'s phones instead.
 
     ``workers``: 2 hears the later half of the utterances in a forked process (:class:`~evp_anim.forked.ForkedWorker`),
@@ -228,11 +307,8 @@ def recognize_words(audio: np.ndarray, progress: Callable[[float], None] | None 
     fresh, as the first utterance's do, so the words of an utterance do not depend on the split.
     """
     model = require_pocketsphinx("the word recogniser")
-    from pocketsphinx import Decoder
     a = np.asarray(audio, np.float32).reshape(-1)
-    dec = Decoder(hmm=os.path.join(model, "en-us", "en-us"), lm=os.path.join(model, "en-us", "en-us.lm.bin"),
-                  dict=os.path.join(model, "en-us", "cmudict-en-us.dict"), loglevel="FATAL",
-                  samprate=PS_SAMPLE_RATE)
+    dec = _word_decoder(model, vocabulary)
     # Its own aligner: the recognising decoder's language-model search settings (filler and
     # silence penalties) align phones differently from how a transcript is aligned. It knows only
     # the words heard (:func:`_heard_aligner`), made when the first words are heard.

@@ -123,7 +123,9 @@ def animate_cmd(
                                              "face to animate (default: the SFM mean face)."),
     front_end: str = typer.Option("words", "--front-end", help="Speech content: 'words' (pocketsphinx, "
                                   "trained on real voices, hears the words, then their phones are "
-                                  "aligned; ~3x real time on one core, ~5x on two), 'acoustic' (pocketsphinx's acoustic model "
+                                  "aligned; ~7x real time on one core, ~12x on two; a word outside "
+                                  "its 20,000 most common is heard as a similar one: give --text for "
+                                  "such lines), 'acoustic' (pocketsphinx's acoustic model "
                                   "frame by frame, no word search: ~200x real time, the mouth's "
                                   "opening nearly as good, lip closure on /p b m/ much weaker), "
                                   "'phones' (pocketsphinx's phone recogniser; less accurate) or "
@@ -274,7 +276,7 @@ class _Animator:
         from .animate import animate_speech_to_file
         rep = reporter()
         total = expected_frames(audio)
-        # The word recogniser runs first (~3-5x real time): a task of its own, so a long clip shows
+        # The word recogniser runs first (~7-12x real time): a task of its own, so a long clip shows
         # progress from the start; the animation's task begins with its first frames.
         hearing = self.front_end == "words" and self.text is None
         if hearing:
