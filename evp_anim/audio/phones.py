@@ -226,7 +226,7 @@ def utterance_cuts(audio: np.ndarray, max_s: float = UTTERANCE_MAX_S, pause_s: f
 def _search_dictionary(model: str, vocabulary: int) -> str:
     """CMUdict's entries (text, one per line) for the ``vocabulary`` most probable words of the
     word search's language model (ties by spelling; words the model lacks never), every
-    pronunciation of each. ~0.2 s (the binary model is memory-mapped, not read)."""
+    pronunciation of each. ~0.3 s (the binary model is memory-mapped, not read)."""
     from pocketsphinx import Config, LogMath, NGramModel
     lm = NGramModel(Config(), LogMath(), os.path.join(model, "en-us", "en-us.lm.bin"))
     with open(os.path.join(model, "en-us", "cmudict-en-us.dict"), encoding="utf-8") as f:
@@ -247,6 +247,7 @@ def _search_dictionary_file(model: str, vocabulary: int) -> tuple[str, bool]:
     cache cannot be written."""
     import tempfile
     from ..assets import default_cache_dir
+    from ..atomic import write_text_atomic
     sources = [os.path.join(model, "en-us", name) for name in ("en-us.lm.bin", "cmudict-en-us.dict")]
     stamp = "-".join(f"{st.st_size}-{st.st_mtime_ns}" for st in map(os.stat, sources))
     cached = default_cache_dir().parent / "pocketsphinx" / f"search-{vocabulary}-{stamp}.dict"
@@ -254,11 +255,7 @@ def _search_dictionary_file(model: str, vocabulary: int) -> tuple[str, bool]:
         return str(cached), False
     text = _search_dictionary(model, vocabulary)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".part", dir=cached.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, cached)                 # whole or not at all: another process may read it
+        write_text_atomic(cached, text)         # whole or not at all: another process may read it
         return str(cached), False
     except OSError:
         with tempfile.NamedTemporaryFile("w", suffix=".dict", delete=False, encoding="utf-8") as f:
