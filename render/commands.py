@@ -100,6 +100,11 @@ def pretrain(
     preview_every: int = typer.Option(200, "--preview-every", min=0, help="Steps between preview PNGs (0: none)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (as `render train`)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", "--device", help="Where to train: cpu, or cuda where torch sees a GPU "
+                               "(the footage is made on the CPU either way)."),
+    loader_workers: int = typer.Option(0, "--loader-workers", min=0, help="Processes drawing training batches "
+                                       "ahead of the steps (0: in the training process; use several with --device "
+                                       "cuda, where one core cannot keep up)."),
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Pre-train a generic face renderer on synthetic footage: the warm start of `render train`.
@@ -118,7 +123,8 @@ def pretrain(
     _threads(threads)
     pretrain_generic(output, minutes=minutes, steps=steps, targets=targets, frames=frames, size=size, seed=seed,
                      batch=batch, lr=lr, gan_start=gan_start, preview_every=preview_every, precision=precision,
-                     sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]))
+                     sfm_dir=sfm(sfm_dir), rep=reporter(), command=" ".join(["evp-anim"] + sys.argv[1:]),
+                     device=device, loader_workers=loader_workers)
 
 
 @render_app.command("run")

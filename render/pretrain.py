@@ -46,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -186,15 +187,16 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
                      frames: int = 400, size: int = 256, seed: int = 0, batch: int = 2, lr: float = 5e-4,
                      gan_start: float = PRETRAIN_GAN_START, preview_every: int = 200, checkpoint_every: int = 100,
                      precision: str = "auto", sfm_dir: Optional[Path] = None, rep: Optional[Reporter] = None,
-                     command: str = "") -> dict:
+                     command: str = "", device: str = "cpu", loader_workers: int = 0) -> dict:
     """Make ``targets`` synthetic footages, track them and train one generic renderer on all of
     them into the model folder ``output`` (see the module docstring); resumes a checkpoint there.
-    Returns the model's meta (``generic`` True, ``n_targets``)."""
+    Returns the model's meta (``generic`` True, ``n_targets``). ``device`` "cuda" trains on a GPU
+    (``loader_workers`` processes drawing the batches; the footage is still made on the CPU)."""
     from evp_anim.tracks import load_track
 
     from .data import TargetFrames, video_fingerprint
     from .multi_frames import MultiTargetFrames
-    from .trainer import RenderTrainConfig, RenderTrainer, ReporterProgress, choose_precision
+    from .trainer import RenderTrainConfig, RenderTrainer, ReporterProgress, check_device, choose_precision
 
     rep = rep or Reporter()
     if int(os.environ.get("RANK", "0")) != 0:
@@ -203,7 +205,12 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
         minutes = 30.0
     if output.exists() and not output.is_dir():
         raise EvpError(f"{output} exists and is not a folder: give a folder for the model")
-    bf16, why = choose_precision(precision, size)
+    if device == "cpu":
+        bf16, why = choose_precision(precision, size)
+    else:
+        check_device(device)
+        bf16 = precision == "bf16"
+        why = f"precision: {'bf16' if bf16 else 'fp32'} on {device} ({'--precision bf16' if bf16 else 'auto or fp32'})"
     cfg = RenderTrainConfig(size=size, holdout=0.1, batch=batch, lr=lr, gan_start=gan_start, seed=seed,
                             preview_every=preview_every, checkpoint_every=checkpoint_every, bf16=bf16)
     cfg.validate()
@@ -219,11 +226,18 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
                        "command once without torchrun with --steps 1, then resume it under torchrun")
     made = prepare_footage(fdir, wanted, Path(sfm_dir), rep)
     sets, infos, prints = [], [], []
-    for t, video, track_path in made:
-        tr = load_track(track_path)
-        rep.start("render-train-frames", total=tr.n_frames, description=f"decode {video.name}")
-        sets.append(TargetFrames.load(video, tr, size, cfg.crop_margin, cfg.holdout, progress=rep.update))
-        rep.success(frames=len(sets[-1]))
+    tracks = [load_track(track_path) for _, _, track_path in made]
+    # decoding and cropping run in C (PyAV, OpenCV) with the GIL released: a thread per core
+    rep.start("render-train-frames", total=sum(tr.n_frames for tr in tracks),
+              description=f"decode {len(made)} footages")
+    with ThreadPoolExecutor(max(1, min(len(made), os.cpu_count() or 1))) as pool:
+        loaded = pool.map(lambda job: TargetFrames.load(job[0][1], job[1], size, cfg.crop_margin, cfg.holdout),
+                          zip(made, tracks))
+        for target_frames in loaded:    # in order, as each finishes
+            sets.append(target_frames)
+            rep.update(sum(len(x) for x in sets))
+    rep.success(frames=sum(len(x) for x in sets))
+    for (t, video, _), tr in zip(made, tracks):
         fp = video_fingerprint(video)
         prints.append(fp)
         c = t.config
@@ -235,7 +249,8 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
             "command": command or None}
     progress = ReporterProgress(rep)
     trainer = RenderTrainer(multi, output, cfg, footprint, info, steps=steps, minutes=minutes, progress=progress,
-                            init_why="random weights (a generic renderer is trained from scratch)")
+                            init_why="random weights (a generic renderer is trained from scratch)",
+                            device=device, loader_workers=loader_workers)
     progress.trainer = trainer
     if trainer.resumed:
         rep.info(f"resuming {output} at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)")

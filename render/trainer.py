@@ -28,6 +28,9 @@ Precision: bfloat16 autocast only where the CPU computes bf16 natively and the g
 measured faster with it (:func:`choose_precision`);
 speed: :class:`TrainingPace` (steps/s, ETA, and a warning when the budget allows too few steps).
 
+On a GPU (``device="cuda"``, with ``loader_workers`` processes drawing the batches) the same loop
+runs there; the files it writes load on any CPU.
+
 Under ``torchrun --standalone --nproc_per_node N`` each rank draws its own clips, gradients are
 averaged with all-reduce (gloo on CPU) and rank 0 writes the files.
 
@@ -136,6 +139,22 @@ def choose_precision(requested: str = "auto", size: int = 256) -> tuple[bool, st
                    "is emulated and slower; --precision bf16 forces it)")
 
 
+def check_device(device: str) -> None:
+    """One-line EvpError unless ``device`` is "cpu", or "cuda" / "cuda:N" with such a GPU visible to torch."""
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise EvpError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
+    if not torch.cuda.is_available():
+        raise EvpError(f"--device {device}: torch sees no CUDA GPU here (use --device cpu)")
+    try:
+        index = torch.device(device).index or 0
+    except RuntimeError:
+        raise EvpError(f"--device must be cpu or cuda (cuda:N), got {device!r}") from None
+    if index >= torch.cuda.device_count():
+        raise EvpError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+
+
 BF16_MIN_SPEEDUP = 1.15       # bf16 must beat fp32 by this much to be worth its rounding
 
 
@@ -239,6 +258,56 @@ def _agree(value: float, world: int) -> float:
     return float(t.item())
 
 
+# ---------------------------------------------------------------------- batches
+def draw_clip_batch(frames, cfg: RenderTrainConfig, rng: np.random.Generator,
+                    generic: bool) -> dict[str, torch.Tensor]:
+    """(B, K, ...) float32 CPU tensors for B = ``cfg.batch`` clips of K = ``cfg.clip`` consecutive
+    training frames of ``frames`` (each clip from one target of a generic set, never across two),
+    plus ``prev0`` (B, 3, S, S): the real frame before each clip, blurred and noisy, or zeros with
+    probability ``cfg.prev_drop``."""
+    k = cfg.clip
+    ranges = frames.train_ranges() if generic else [(0, frames.n_train)]
+    if len(ranges) == 1:
+        (a, n), = ranges
+        starts = a + rng.integers(1, max(2, n - a - k + 1), cfg.batch)
+        ends = [n] * cfg.batch
+    else:   # a target, then a clip in its training frames (never across two targets)
+        which = rng.integers(0, len(ranges), cfg.batch)
+        starts = np.array([ranges[t][0] + rng.integers(1, max(2, ranges[t][1] - ranges[t][0] - k + 1))
+                           for t in which])
+        ends = [ranges[t][1] for t in which]
+    items = [[frames.sample(min(int(s) + j, e - 1)) for j in range(k)] for s, e in zip(starts, ends)]
+    out = {key: torch.from_numpy(np.stack([[it[key] for it in clip] for clip in items]))
+           for key in ("guidance", "known", "mask", "alpha", "real", "mouth", "mouth_centre")}
+    prev = []
+    for s in starts:
+        if rng.random() < cfg.prev_drop:
+            prev.append(np.zeros((3, cfg.size, cfg.size), np.float32))
+            continue
+        p = frames.crop(int(s) - 1)
+        p = cv2.GaussianBlur(p, (0, 0), float(rng.uniform(0.3, 1.2)))
+        p = p.astype(np.float32) / 127.5 - 1.0 + rng.normal(0, 0.02, p.shape).astype(np.float32)
+        prev.append(p.transpose(2, 0, 1))
+    out["prev0"] = torch.from_numpy(np.stack(prev).astype(np.float32))
+    return out
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """Endless :func:`draw_clip_batch` batches for a DataLoader's worker processes; worker ``w``
+    draws with its own generator seeded ``seed + [w]`` (so the batches differ from a run drawn in
+    one process, and between workers)."""
+
+    def __init__(self, frames, cfg: RenderTrainConfig, generic: bool, seed: list[int]):
+        super().__init__()
+        self.frames, self.cfg, self.generic, self.seed = frames, cfg, generic, list(seed)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng(self.seed + [0 if info is None else info.id + 1])
+        while True:
+            yield draw_clip_batch(self.frames, self.cfg, rng, self.generic)
+
+
 # ---------------------------------------------------------------------- the run
 class RenderTrainer:
     """Trains (or resumes training) a renderer for one target video (or, given a
@@ -252,12 +321,15 @@ class RenderTrainer:
     ``init_ignored``); init_why: for a cold start, why (recorded in the meta). init_shrink: the
     warm weights are mixed with this run's random ones, ``s × warm + (1 − s) × random``
     (:data:`render.warmstart.DEFAULT_INIT_SHRINK`; 1: the warm weights as they are).
+    device: where the networks train ("cpu", or "cuda" where there is a GPU; files are read back
+    on the CPU). loader_workers: processes that draw the batches ahead of the steps (0: drawn in
+    this process, reproducible from the seed; a GPU step outruns one core's drawing).
     """
 
     def __init__(self, frames: TargetFrames, model_dir: str | Path, config: RenderTrainConfig,
                  fingerprint: str, target_info: dict, steps: int | None = None, minutes: float | None = None,
                  progress: Callable[[float, dict], None] | None = None, init=None, init_why: str | None = None,
-                 init_shrink: float = 1.0):
+                 init_shrink: float = 1.0, device: str = "cpu", loader_workers: int = 0):
         config.validate()
         if steps is None and minutes is None:
             raise EvpError("give a training budget: steps or minutes")
@@ -270,8 +342,9 @@ class RenderTrainer:
         self.progress = progress
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng([config.seed, self.rank])
-        self.gen = Generator(config.gen_config()).to(memory_format=torch.channels_last)
-        self.disc = Discriminators().to(memory_format=torch.channels_last)
+        self.device, self.loader_workers = torch.device(device), int(loader_workers)
+        self.gen = Generator(config.gen_config()).to(self.device, memory_format=torch.channels_last)
+        self.disc = Discriminators().to(self.device, memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
         self.step, self.elapsed = 0, 0.0
@@ -356,36 +429,27 @@ class RenderTrainer:
 
     # -- batches ----------------------------------------------------------------------
     def _clip_batch(self) -> dict[str, torch.Tensor]:
-        """(B, K, ...) tensors for B clips of K consecutive training frames, plus ``prev0``."""
-        k = self.cfg.clip
-        ranges = self.frames.train_ranges() if self.generic else [(0, self.frames.n_train)]
-        if len(ranges) == 1:
-            (a, n), = ranges
-            starts = a + self.rng.integers(1, max(2, n - a - k + 1), self.cfg.batch)
-            ends = [n] * self.cfg.batch
-        else:   # a target, then a clip in its training frames (never across two targets)
-            which = self.rng.integers(0, len(ranges), self.cfg.batch)
-            starts = np.array([ranges[t][0] + self.rng.integers(1, max(2, ranges[t][1] - ranges[t][0] - k + 1))
-                               for t in which])
-            ends = [ranges[t][1] for t in which]
-        items = [[self.frames.sample(min(int(s) + j, e - 1)) for j in range(k)] for s, e in zip(starts, ends)]
-        out = {key: torch.from_numpy(np.stack([[it[key] for it in clip] for clip in items]))
-               for key in ("guidance", "known", "mask", "alpha", "real", "mouth", "mouth_centre")}
-        prev = []
-        for s in starts:
-            if self.rng.random() < self.cfg.prev_drop:
-                prev.append(np.zeros((3, self.cfg.size, self.cfg.size), np.float32))
-                continue
-            p = self.frames.crop(int(s) - 1)
-            p = cv2.GaussianBlur(p, (0, 0), float(self.rng.uniform(0.3, 1.2)))
-            p = p.astype(np.float32) / 127.5 - 1.0 + self.rng.normal(0, 0.02, p.shape).astype(np.float32)
-            prev.append(p.transpose(2, 0, 1))
-        out["prev0"] = torch.from_numpy(np.stack(prev).astype(np.float32))
-        return out
+        """(B, K, ...) tensors for B clips of K consecutive training frames, plus ``prev0``
+        (drawn in this process with the run's own generator; :meth:`_batches` may draw them in
+        loader workers instead)."""
+        return draw_clip_batch(self.frames, self.cfg, self.rng, self.generic)
+
+    def _batches(self):
+        """Endless training batches: drawn in this process, or, with ``loader_workers``, by that
+        many worker processes ahead of the steps (a GPU step is faster than one CPU core decodes
+        and draws the batch's crops and guidance)."""
+        if not self.loader_workers:
+            while True:
+                yield self._clip_batch()
+        from torch.utils.data import DataLoader
+        stream = ClipStream(self.frames, self.cfg, self.generic, [self.cfg.seed, self.rank, self.step])
+        loader = DataLoader(stream, batch_size=None, num_workers=self.loader_workers, prefetch_factor=4,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        yield from loader
 
     # -- one step ---------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def frac_done(self) -> float:
         f = 0.0
@@ -399,6 +463,7 @@ class RenderTrainer:
         """One optimisation step of G (and of the discriminators in the adversarial phase)."""
         cfg = self.cfg
         b = batch or self._clip_batch()
+        b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
         frac = self.frac_done()
         adv = (frac >= cfg.gan_start and cfg.w_adv > 0) if adversarial is None else adversarial
         lr_scale = 1.0 - 0.9 * frac
@@ -475,8 +540,9 @@ class RenderTrainer:
                  (self.frames.n_train // 2, min(n - 1, self.frames.n_train + (n - self.frames.n_train) // 2)))
         for i in picks:
             s = self.frames.sample(i)
-            t = {k: torch.from_numpy(v)[None] for k, v in s.items() if k in ("guidance", "known", "mask", "alpha")}
-            prev = torch.from_numpy(s["real"])[None] * 0
+            t = {k: torch.from_numpy(v)[None].to(self.device) for k, v in s.items()
+                 if k in ("guidance", "known", "mask", "alpha")}
+            prev = torch.zeros_like(torch.from_numpy(s["real"])[None]).to(self.device)
             out = self.gen(t["guidance"], t["known"], t["mask"], t["alpha"], prev)
             # run twice so the second sees a previous frame, as in a video
             out = self.gen(t["guidance"], t["known"], t["mask"], t["alpha"], out)
@@ -502,6 +568,7 @@ class RenderTrainer:
         if self.rank == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        batches = self._batches()
         try:
             while True:
                 now = time.perf_counter()
@@ -513,7 +580,7 @@ class RenderTrainer:
                         and self.frac_done() >= self.cfg.gan_start and not (self.dir / L1_MODEL_FILE).is_file()):
                     # the generator as the L1 + SSIM phase left it, before the discriminators join
                     write_model(self.dir / L1_MODEL_FILE, self.gen, self.meta(False))
-                logs = self.train_step()
+                logs = self.train_step(next(batches))
                 if self.rank == 0:
                     log.write(LOG_STAGE, self.step, logs["loss"],
                               {**logs, "seconds": round(self.elapsed + time.perf_counter() - t0, 1)})

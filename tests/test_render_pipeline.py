@@ -18,7 +18,7 @@ from render.data import TargetFrames, video_fingerprint
 from render.guidance import crop_frame, crop_transforms
 from render.inference import RenderModel, check_pair, paste_crop, render_video
 from render.losses import reconstruction_loss
-from render.trainer import RenderTrainConfig, RenderTrainer
+from render.trainer import ClipStream, RenderTrainConfig, RenderTrainer, check_device
 
 SIZE = 64
 REPO = Path(__file__).resolve().parents[1]
@@ -42,11 +42,38 @@ def frames(target):
     return TargetFrames.load(target["video"], load_track(target["track"]), SIZE, holdout=0.25)
 
 
-def _trainer(frames, target, folder, steps, **kw):
+def _trainer(frames, target, folder, steps, loader_workers=0, **kw):
     cfg = RenderTrainConfig(size=SIZE, batch=2, checkpoint_every=kw.pop("checkpoint_every", 1000),
                             preview_every=kw.pop("preview_every", 0), **kw)
     return RenderTrainer(frames, folder, cfg, video_fingerprint(target["video"]),
-                         {"video": target["video"].name, "image_size": [160, 160], "n_frames": N}, steps=steps)
+                         {"video": target["video"].name, "image_size": [160, 160], "n_frames": N}, steps=steps,
+                         loader_workers=loader_workers)
+
+
+def test_loader_workers_draw_training_clips_and_the_run_trains_on_them(frames, target, tmp_path):
+    """``loader_workers`` (what a GPU run uses): worker processes draw the clips; each worker's
+    stream is its own, the clips are consecutive training frames, and a run over them finishes."""
+    cfg = RenderTrainConfig(size=SIZE, batch=3)
+    first, second = (next(iter(ClipStream(frames, cfg, False, [0, 0, 0]))) for _ in range(2))
+    assert first["real"].shape == (3, cfg.clip, 3, SIZE, SIZE) and first["prev0"].shape == (3, 3, SIZE, SIZE)
+    assert torch.equal(first["real"], second["real"])         # same seed, same clips
+    real = np.stack([frames.sample(i)["real"] for i in range(frames.n_train)])
+    for clip in first["real"].numpy():   # each clip: K consecutive frames of the training part
+        idx = [int(np.argmin(np.abs(real - f).reshape(len(real), -1).sum(1))) for f in clip]
+        assert np.all(np.abs(real[idx] - clip).max(axis=(1, 2, 3)) < 1e-6) and np.all(np.diff(idx) == 1), idx
+    tr = _trainer(frames, target, tmp_path / "w", steps=3, loader_workers=2)
+    meta = tr.run()
+    assert meta["steps"] == 3 and len((tmp_path / "w" / "log.csv").read_text().strip().splitlines()) == 4
+    assert all(torch.isfinite(p).all() for p in tr.gen.parameters())
+
+
+def test_device_check_is_one_line():
+    check_device("cpu")
+    with pytest.raises(EvpError, match="--device must be cpu or cuda"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EvpError, match="sees no CUDA GPU"):
+            check_device("cuda")
 
 
 def test_frames_hold_crops_and_held_out_split(frames):
