@@ -23,6 +23,13 @@ render_app = typer.Typer(help="The edge-to-video renderer: train one per target 
                          no_args_is_help=True)
 
 
+DeviceOpt = typer.Option("cpu", "--device", help="Where to train: cpu, or cuda where torch sees a GPU (one "
+                         "process, not under torchrun; footage is decoded on the CPU either way).")
+LoaderWorkersOpt = typer.Option(0, "--loader-workers", min=0, help="Processes drawing training batches ahead of "
+                                "the steps (0: in the training process; give several with --device cuda, where "
+                                "one core cannot keep up).")
+
+
 def _threads(n: Optional[int]) -> None:
     if n:
         import torch
@@ -63,6 +70,8 @@ def train(
              "perturb). 1: the warm weights as they are; measured on two synthetic targets: 0.5 ends "
              "0.4-1.0 dB above 1 on held-out frames after 20 min."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    device: str = DeviceOpt,
+    loader_workers: int = LoaderWorkersOpt,
 ) -> None:
     """Train the edge-to-video renderer for one target video (per-target, as in EVP).
 
@@ -77,7 +86,8 @@ def train(
             raise EvpError(f"--cold and --init {init} contradict each other: give one of them")
         init = "none"
     train_target(video, track, output, size, minutes, steps, holdout, batch, lr, gan_start, preview_every,
-                 precision=precision, rep=reporter(), init=init, init_shrink=init_shrink)
+                 precision=precision, rep=reporter(), init=init, init_shrink=init_shrink, device=device,
+                 loader_workers=loader_workers)
 
 
 @render_app.command("pretrain")
@@ -100,11 +110,8 @@ def pretrain(
     preview_every: int = typer.Option(200, "--preview-every", min=0, help="Steps between preview PNGs (0: none)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (as `render train`)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
-    device: str = typer.Option("cpu", "--device", help="Where to train: cpu, or cuda where torch sees a GPU "
-                               "(the footage is made on the CPU either way)."),
-    loader_workers: int = typer.Option(0, "--loader-workers", min=0, help="Processes drawing training batches "
-                                       "ahead of the steps (0: in the training process; use several with --device "
-                                       "cuda, where one core cannot keep up)."),
+    device: str = DeviceOpt,
+    loader_workers: int = LoaderWorkersOpt,
     sfm_dir: Optional[Path] = SfmDirOpt,
 ) -> None:
     """Pre-train a generic face renderer on synthetic footage: the warm start of `render train`.

@@ -52,7 +52,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
                  steps: Optional[int] = None, holdout: float = 0.1, batch: int = 2, lr: float = 5e-4,
                  gan_start: float = 0.75, preview_every: int = 200, checkpoint_every: int = 100,
                  precision: str = "auto", rep: Optional[Reporter] = None, init="auto",
-                 init_shrink: Optional[float] = None) -> dict:
+                 init_shrink: Optional[float] = None, device: str = "cpu", loader_workers: int = 0) -> dict:
     """Train (or resume) a renderer for ``video`` into folder ``output``; returns the model's meta.
 
     ``init`` (:mod:`render.warmstart`): "auto" (the shipped generic renderer
@@ -67,7 +67,9 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     is one line). While training, a line with steps/s and the ETA comes once the speed is known and
     then every ~30 s (plain lines, so they show when the output is not a terminal; in
     machine-readable mode the progress JSON lines carry ``steps_per_s``, ``eta_s``,
-    ``expected_steps``), and a warning when the budget allows too few steps to converge."""
+    ``expected_steps``), and a warning when the budget allows too few steps to converge.
+    ``device``: cpu, or cuda for a GPU, with ``loader_workers`` processes drawing the batches
+    (:class:`render.trainer.RenderTrainer`)."""
     from evp_anim.tracks import load_track
 
     from .data import TargetFrames, video_fingerprint
@@ -87,7 +89,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     # a bad --init is refused before anything is timed or decoded (resuming ignores it)
     warm, init_line = ((None, None) if resuming else
                        resolve_init(init, size, RenderTrainConfig(size=size).gen_config().to_dict()))
-    bf16, why = choose_precision(precision, size)
+    bf16, why = choose_precision(precision, size, device)
     cfg = RenderTrainConfig(size=size, holdout=holdout, batch=batch, lr=lr, gan_start=gan_start,
                             preview_every=preview_every, checkpoint_every=checkpoint_every, bf16=bf16)
     cfg.validate()
@@ -107,7 +109,7 @@ def train_target(video: Path, track_path: Path, output: Path, size: int = 256, m
     progress = ReporterProgress(rep)
     trainer = RenderTrainer(frames, output, cfg, fp, info, steps=steps, minutes=minutes, progress=progress,
                             init=warm, init_why=None if warm or resuming else init_line.split(": ", 1)[1],
-                            init_shrink=shrink)
+                            init_shrink=shrink, device=device, loader_workers=loader_workers)
     progress.trainer = trainer
     if trainer.rank == 0:   # the footage's track travels with the model (render run / eval-video use it)
         from evp_anim.atomic import write_bytes_atomic

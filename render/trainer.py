@@ -112,12 +112,18 @@ def check_precision(requested: str) -> None:
         raise EvpError(f"--precision must be auto, fp32 or bf16, got {requested!r}")
 
 
-def choose_precision(requested: str = "auto", size: int = 256) -> tuple[bool, str]:
+def choose_precision(requested: str = "auto", size: int = 256, device: str = "cpu") -> tuple[bool, str]:
     """(bfloat16 autocast on?, one line saying what was chosen and why) for ``--precision``
-    auto | fp32 | bf16. The renderer trains on the CPU, so auto looks at the CPU only: fp32 without
-    native bf16 instructions; with them, bf16 only if the generator's step (one ``size`` px crop,
-    ~1 s to time) is at least BF16_MIN_SPEEDUP× faster in bf16."""
+    auto | fp32 | bf16. On the CPU, auto looks at the CPU: fp32 without native bf16 instructions;
+    with them, bf16 only if the generator's step (one ``size`` px crop, ~1 s to time) is at least
+    BF16_MIN_SPEEDUP× faster in bf16. On a GPU (``device`` cuda, checked by :func:`check_device`)
+    auto is fp32 (its convolutions run in TF32; one H200 run was bound by drawing batches, not by
+    arithmetic)."""
     check_precision(requested)
+    if device != "cpu":
+        check_device(device)
+        return requested == "bf16", (f"precision: {'bf16' if requested == 'bf16' else 'fp32'} on {device} "
+                                     f"(--precision {requested})")
     native = sorted(set(NATIVE_BF16_FLAGS) & cpu_flags())
     if requested == "fp32":
         return False, "precision: fp32 (--precision fp32)"
@@ -339,6 +345,8 @@ class RenderTrainer:
         self.fingerprint, self.target_info = fingerprint, target_info
         self.max_steps, self.max_seconds = steps, (minutes * 60.0 if minutes is not None else None)
         self.rank, self.world = dist_info()
+        if self.world > 1 and torch.device(device).type != "cpu":
+            raise EvpError("training on a GPU runs in one process: drop torchrun, or use --device cpu under it")
         self.progress = progress
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng([config.seed, self.rank])
