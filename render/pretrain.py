@@ -227,16 +227,18 @@ def pretrain_generic(output: Path, minutes: Optional[float] = None, steps: Optio
     made = prepare_footage(fdir, wanted, Path(sfm_dir), rep)
     sets, infos, prints = [], [], []
     tracks = [load_track(track_path) for _, _, track_path in made]
-    # decoding and cropping run in C (PyAV, OpenCV) with the GIL released: a thread per core
+    # decoding, cropping and PNG-encoding are mostly C calls (PyAV, OpenCV): a thread per core
     rep.start("render-train-frames", total=sum(tr.n_frames for tr in tracks),
               description=f"decode {len(made)} footages")
+    decoded = 0
     with ThreadPoolExecutor(max(1, min(len(made), os.cpu_count() or 1))) as pool:
         loaded = pool.map(lambda job: TargetFrames.load(job[0][1], job[1], size, cfg.crop_margin, cfg.holdout),
                           zip(made, tracks))
         for target_frames in loaded:    # in order, as each finishes
             sets.append(target_frames)
-            rep.update(sum(len(x) for x in sets))
-    rep.success(frames=sum(len(x) for x in sets))
+            decoded += len(target_frames)
+            rep.update(decoded)
+    rep.success(frames=decoded)
     for (t, video, _), tr in zip(made, tracks):
         fp = video_fingerprint(video)
         prints.append(fp)

@@ -550,7 +550,7 @@ class RenderTrainer:
             s = self.frames.sample(i)
             t = {k: torch.from_numpy(v)[None].to(self.device) for k, v in s.items()
                  if k in ("guidance", "known", "mask", "alpha")}
-            prev = torch.zeros_like(torch.from_numpy(s["real"])[None]).to(self.device)
+            prev = torch.zeros((1, *s["real"].shape), device=self.device)
             out = self.gen(t["guidance"], t["known"], t["mask"], t["alpha"], prev)
             # run twice so the second sees a previous frame, as in a video
             out = self.gen(t["guidance"], t["known"], t["mask"], t["alpha"], out)
@@ -602,6 +602,7 @@ class RenderTrainer:
                     t0 = time.perf_counter()
                     self.save()
         finally:
+            batches.close()     # stops the loader workers now, not whenever the generator is collected
             if log is not None:
                 log.close()
         self.save(finished=True)
